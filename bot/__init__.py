@@ -1,0 +1,1 @@
+"""Runtime side of supportbot: settings, classifier and generator inference, router, store."""

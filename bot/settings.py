@@ -1,0 +1,98 @@
+"""Typed configuration: defaults here, then ``supportbot.toml``, then ``SUPPORTBOT_*`` variables.
+
+The file is ``$SUPPORTBOT_CONFIG`` when set, else ``./supportbot.toml`` when it exists.
+Environment variables win over the file; command-line options win over both (each command
+passes its overrides to :func:`load_settings`). Source: pydantic-settings
+(https://docs.pydantic.dev/latest/concepts/pydantic_settings/).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bot.errors import SupportbotError
+
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+"""The project's own small files (company profile, example config)."""
+
+
+def _config_file() -> Path | None:
+    named = os.environ.get("SUPPORTBOT_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise SupportbotError(f"SUPPORTBOT_CONFIG names {path}, which is not a file")
+        return path
+    local = Path("supportbot.toml")
+    return local if local.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Every setting the project reads, with its default.
+
+    Attributes:
+        home: folder for models, registry, conversation database and caches.
+        data_dir: folder searched first for built-in data sets (laid out as
+            ``<data_dir>/<data set folder>/<file>``); downloads go to ``home/data`` otherwise.
+        cache_dir: converted base models and other caches; default ``home/cache``.
+        intent_base: Hugging Face id or local path of the sentence encoder.
+        reply_base: Hugging Face id or local path of the instruct LM.
+        profile: company profile (TOML) that fills reply placeholders.
+        seed: seed of data splits and training.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SUPPORTBOT_", extra="forbid")
+
+    home: Path = Path.home() / ".supportbot"
+    data_dir: Path | None = None
+    cache_dir: Path | None = None
+    intent_base: str = "sentence-transformers/all-MiniLM-L6-v2"
+    reply_base: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    profile: Path = REPO_DATA / "company_profile.toml"
+    seed: int = 42
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = _config_file()
+        if config is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+        return tuple(sources)
+
+    @property
+    def cache(self) -> Path:
+        """Cache folder (``cache_dir`` or ``home/cache``)."""
+        return self.cache_dir or self.home / "cache"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build :class:`Settings`; ``overrides`` whose value is ``None`` are ignored.
+
+    Raises:
+        SupportbotError: a value in the file or environment has the wrong type or an unknown name.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise SupportbotError(f"invalid configuration: {problems}") from None

@@ -1,0 +1,140 @@
+"""Data loading: built-in sets, user formats, malformed files, stratified splits."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+
+import pytest
+
+from training.data import DataError, load, split
+
+
+
+def write(tmp_path, name, content, mode="w"):
+    path = tmp_path / name
+    if mode == "wb":
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def test_bitext_counts_and_split(data_dir):
+    data = load("bitext", data_dir=data_dir)
+    assert len(data.examples) == 4514
+    assert len(data.intents) == 27
+    assert all(e.reply for e in data.examples)
+    parts = split(data, seed=42)
+    assert parts.sizes() == {"train": 3610, "validation": 452, "test": 452}
+    texts = lambda xs: {(e.text, e.intent) for e in xs}  # noqa: E731
+    assert not texts(parts.train) & texts(parts.test)
+    assert {e.intent for e in parts.test} == set(data.intents)
+
+
+def test_bitext_split_is_stable(data_dir):
+    """The same file and seed give the same rows on every machine (digest recorded once)."""
+    parts = split(load("bitext", data_dir=data_dir), seed=42)
+    digest = hashlib.sha256("\n".join(e.source for e in parts.test).encode()).hexdigest()
+    assert digest[:16] == "9053d5ebd8ee6665"
+    other = split(load("bitext", data_dir=data_dir), seed=7)
+    assert [e.source for e in other.test] != [e.source for e in parts.test]
+
+
+def test_banking77_uses_official_test(data_dir):
+    data = load("banking77", data_dir=data_dir)
+    assert (len(data.examples), len(data.test), len(data.intents)) == (10003, 3080, 77)
+    parts = split(data)
+    assert parts.test == data.test
+    assert len(parts.train) + len(parts.validation) == 10003
+    assert "+" in data.sha256
+
+
+def test_generic_csv_jsonl_and_rasa(tmp_path):
+    csv_file = write(tmp_path, "a.csv", 'text,intent,reply\n"Where, is my order?",track_order,It is on its way.\nhi,greet,\n')
+    data = load(str(csv_file))
+    assert [(e.text, e.intent, e.reply) for e in data.examples] == [
+        ("Where, is my order?", "track_order", "It is on its way."),
+        ("hi", "greet", None),
+    ]
+    jsonl = write(tmp_path, "a.jsonl", '{"text": "refund please", "intent": "get_refund"}\n\n{"text": "hello", "intent": "greet", "reply": "Hi!"}\n')
+    assert [e.reply for e in load(str(jsonl)).examples] == [None, "Hi!"]
+    rasa = write(tmp_path, "nlu.yml", """version: "3.1"
+nlu:
+- intent: greet
+  examples: |
+    - hey there
+    - good morning
+- intent: check_weather
+  examples: |
+    - weather in [Berlin](city) today
+    - is it raining in [Paris]{"entity": "city"}
+- synonym: Berlin
+  examples: |
+    - BER
+""")
+    got = [(e.text, e.intent) for e in load(str(rasa)).examples]
+    assert got == [("hey there", "greet"), ("good morning", "greet"),
+                   ("weather in Berlin today", "check_weather"), ("is it raining in Paris", "check_weather")]
+
+
+MALFORMED = [
+    ("missing column", "x.csv", "utterance,intent\nhi,greet\n", "x.csv: missing column(s) text; the header has: utterance, intent"),
+    ("empty text", "x.csv", "text,intent\nhi,greet\n  ,greet\n", "x.csv, row 2, field 'text': empty text"),
+    ("empty intent", "x.csv", "text,intent\nhi,\n", "x.csv, row 1, field 'intent': empty intent"),
+    ("too many values", "x.csv", "text,intent\nhi,greet,extra\n", "x.csv, row 1: 3 values for 2 columns"),
+    ("bad json", "x.jsonl", '{"text": "a", "intent": "b"}\n{"text": "a", \n', "x.jsonl, row 2: not valid JSON"),
+    ("json not object", "x.jsonl", '["a", "b"]\n', "x.jsonl, row 1: expected a JSON object, got list"),
+    ("json number text", "x.jsonl", '{"text": 5, "intent": "b"}\n', "x.jsonl, row 1, field 'text': expected a string, got int"),
+    ("no examples", "x.csv", "text,intent\n", "x.csv: no examples found"),
+    ("unknown format", "x.txt", "hi\n", "x.txt: unknown format '.txt'"),
+    ("rasa without nlu", "nlu.yml", "version: '3.1'\nrules: []\n", "nlu.yml, field 'nlu': expected a top-level 'nlu:' list"),
+    ("rasa bad yaml", "nlu.yml", "nlu:\n- intent: a\n  examples: [\n", "nlu.yml, row 4: not valid YAML"),
+    ("rasa examples not a block", "nlu.yml", "nlu:\n- intent: greet\n  examples: 3\n", "nlu.yml, row 1, field 'examples': intent 'greet'"),
+]
+
+
+@pytest.mark.parametrize("case,name,content,message", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_files_name_file_row_field(tmp_path, case, name, content, message):
+    path = write(tmp_path, name, content)
+    with pytest.raises(DataError) as err:
+        load(str(path))
+    assert message in str(err.value)
+    assert str(err.value).startswith(str(tmp_path))
+
+
+def test_non_utf8_file(tmp_path):
+    path = write(tmp_path, "latin.csv", "text,intent\ncafé,order\n".encode("latin-1"), mode="wb")
+    with pytest.raises(DataError, match=r"latin.csv: not UTF-8 text: byte 0xe9 at offset 15 \(line 2\)"):
+        load(str(path))
+
+
+def test_missing_file_names_builtins(tmp_path):
+    with pytest.raises(DataError, match="no such file, and not a built-in data set .built-in: bitext, banking77"):
+        load(str(tmp_path / "nope.csv"))
+
+
+def test_checksum_mismatch(tmp_path, data_dir):
+    folder = tmp_path / "bitext-customer-support"
+    folder.mkdir()
+    source = data_dir / "bitext-customer-support" / "bitext_customer_support_v1.csv"
+    damaged = folder / source.name
+    shutil.copy(source, damaged)
+    with damaged.open("a") as handle:
+        handle.write("\n")
+    with pytest.raises(DataError) as err:
+        load("bitext", data_dir=tmp_path)
+    assert "bitext_customer_support_v1.csv: sha256 is" in str(err.value)
+    assert "expected 079b0cec" in str(err.value)
+
+
+def test_single_example_intent_warns_and_stays_in_train(tmp_path, caplog):
+    rows = "".join(f"utterance {i},common\n" for i in range(10)) + "lonely one,rare\n"
+    path = write(tmp_path, "x.csv", "text,intent\n" + rows)
+    with caplog.at_level(logging.WARNING):
+        data = load(str(path))
+    assert "intent(s) with a single example, kept in the training split only: rare" in caplog.text
+    parts = split(data, seed=1)
+    assert "rare" in {e.intent for e in parts.train}
+    assert sum(parts.sizes().values()) == 11

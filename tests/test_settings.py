@@ -1,0 +1,33 @@
+"""Settings: defaults, the TOML file, environment overrides, command-line overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.errors import SupportbotError
+from bot.settings import load_settings
+
+
+def test_file_then_env_then_overrides(tmp_path, monkeypatch):
+    config = tmp_path / "supportbot.toml"
+    config.write_text('seed = 7\nreply_base = "my/model"\n')
+    monkeypatch.setenv("SUPPORTBOT_CONFIG", str(config))
+    assert load_settings().seed == 7
+    assert load_settings().reply_base == "my/model"
+    monkeypatch.setenv("SUPPORTBOT_SEED", "9")
+    assert load_settings().seed == 9
+    assert load_settings(seed=11, reply_base=None).seed == 11
+
+
+def test_unknown_key_is_refused(tmp_path, monkeypatch):
+    config = tmp_path / "supportbot.toml"
+    config.write_text("sed = 7\n")
+    monkeypatch.setenv("SUPPORTBOT_CONFIG", str(config))
+    with pytest.raises(SupportbotError, match="invalid configuration: sed: Extra inputs are not permitted"):
+        load_settings()
+
+
+def test_missing_config_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("SUPPORTBOT_CONFIG", str(tmp_path / "absent.toml"))
+    with pytest.raises(SupportbotError, match="SUPPORTBOT_CONFIG names .*absent.toml, which is not a file"):
+        load_settings()

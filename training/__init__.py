@@ -1,0 +1,1 @@
+"""Training side of supportbot: data sets, base models, fine-tuning, evaluation, registry."""

@@ -1,0 +1,264 @@
+"""Load labelled utterances from built-in data sets and user files, and split them.
+
+Formats a user can bring:
+
+* CSV with a header holding ``text`` and ``intent`` and optionally ``reply``;
+* JSONL, one object per line with the same keys;
+* Rasa NLU YAML (``nlu.yml``): ``nlu: [{intent: NAME, examples: "- utterance\\n- ..."}]``,
+  entity mark-up such as ``[Berlin](city)`` reduced to its text
+  (https://rasa.com/docs/rasa/training-data-format/).
+
+Every problem is a :class:`DataError` naming the file, the row (1-based data row, or line for
+JSONL) and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from bot.errors import DataError
+from training.datasets import BUILTIN, BuiltinDataset, locate, sha256_of
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("text", "intent")
+GENERIC_COLUMNS = {"text": "text", "intent": "intent", "reply": "reply"}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled utterance.
+
+    Attributes:
+        text: the customer's utterance.
+        intent: its intent label.
+        reply: an example reply (may hold ``{{Slot}}`` placeholders), or None.
+        source: where it came from, ``<file name>:<row>``.
+    """
+
+    text: str
+    intent: str
+    reply: str | None = None
+    source: str = ""
+
+
+@dataclass
+class LoadedData:
+    """Examples of one data set.
+
+    Attributes:
+        name: built-in name or the file's path.
+        sha256: sha256 of the file(s) read, joined with ``+`` when there are two.
+        examples: the training rows.
+        test: the publisher's own test rows, when the data set has an official split.
+    """
+
+    name: str
+    sha256: str
+    examples: list[Example]
+    test: list[Example] | None = None
+
+    @property
+    def intents(self) -> list[str]:
+        """Sorted intent labels of ``examples``."""
+        return sorted({e.intent for e in self.examples})
+
+
+@dataclass
+class Splits:
+    """Train / validation / test lists; see :func:`split`."""
+
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example] = field(default_factory=list)
+
+    def sizes(self) -> dict[str, int]:
+        """Row count of each part."""
+        return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
+
+
+def load(name_or_path: str, data_dir: Path | None = None, home: Path | None = None) -> LoadedData:
+    """Load a built-in data set by name (``bitext``, ``banking77``) or a user file by path.
+
+    Args:
+        name_or_path: a key of :data:`training.datasets.BUILTIN` or a ``.csv``/``.jsonl``/
+            ``.yml``/``.yaml`` file.
+        data_dir: folder searched first for built-in data sets.
+        home: the project home; built-in data sets are downloaded to ``home/data``.
+
+    Raises:
+        DataError: the file is missing, unreadable or malformed (names file, row, field).
+    """
+    if name_or_path in BUILTIN:
+        from bot.settings import load_settings
+
+        settings = load_settings()
+        return _load_builtin(
+            BUILTIN[name_or_path], data_dir or settings.data_dir, home or settings.home
+        )
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise DataError(
+            path, f"no such file, and not a built-in data set (built-in: {', '.join(BUILTIN)})"
+        )
+    readers = {
+        ".csv": partial(_read_csv, columns=GENERIC_COLUMNS),
+        ".jsonl": _read_jsonl,
+        ".yml": _read_rasa,
+        ".yaml": _read_rasa,
+    }
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(path, f"unknown format '{path.suffix}'; expected one of {', '.join(readers)}")
+    return LoadedData(str(path), sha256_of(path), _checked(path, reader(path)))
+
+
+def _load_builtin(dataset: BuiltinDataset, data_dir: Path | None, home: Path) -> LoadedData:
+    train_path = locate(dataset, dataset.train, data_dir, home)
+    examples = _checked(train_path, _read_csv(train_path, dataset.columns))
+    digest, test = dataset.train.sha256, None
+    if dataset.test is not None:
+        test_path = locate(dataset, dataset.test, data_dir, home)
+        test = _checked(test_path, _read_csv(test_path, dataset.columns))
+        digest += "+" + dataset.test.sha256
+    return LoadedData(dataset.name, digest, examples, test)
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            path,
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line}); "
+            "save the file as UTF-8",
+        ) from None
+
+
+def _example(path: Path, row: int, values: dict[str, object], field_of: dict[str, str]) -> Example:
+    """One Example from a row; ``field_of`` maps our field to the file's name for messages."""
+    cleaned: dict[str, str | None] = {}
+    for key in ("text", "intent", "reply"):
+        value = values.get(key)
+        if value is not None and not isinstance(value, str):
+            raise DataError(path, f"expected a string, got {type(value).__name__}", row, field_of.get(key, key))
+        cleaned[key] = value.strip() if isinstance(value, str) else None
+    for key in REQUIRED:
+        if not cleaned[key]:
+            raise DataError(path, f"empty {key}", row, field_of.get(key, key))
+    return Example(cleaned["text"], cleaned["intent"], cleaned["reply"] or None, f"{path.name}:{row}")
+
+
+def _read_csv(path: Path, columns: dict[str, str]) -> list[Example]:
+    try:
+        reader = csv.DictReader(io.StringIO(_decode(path), newline=""), strict=True)
+        header = reader.fieldnames or []
+        missing = [columns[k] for k in REQUIRED if columns[k] not in header]
+        if missing:
+            raise DataError(
+                path, f"missing column(s) {', '.join(missing)}; the header has: {', '.join(header) or '(nothing)'}"
+            )
+        examples = []
+        for row, record in enumerate(reader, start=1):
+            if None in record:
+                raise DataError(path, f"{len(header) + len(record[None])} values for {len(header)} columns", row)
+            values = {ours: record.get(theirs) for ours, theirs in columns.items()}
+            examples.append(_example(path, row, values, columns))
+    except csv.Error as exc:
+        raise DataError(path, f"malformed CSV ({exc})", reader.line_num) from None
+    return examples
+
+
+def _read_jsonl(path: Path) -> list[Example]:
+    examples = []
+    for line_no, line in enumerate(_decode(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, f"not valid JSON ({exc.msg} at column {exc.colno})", line_no) from None
+        if not isinstance(record, dict):
+            raise DataError(path, f"expected a JSON object, got {type(record).__name__}", line_no)
+        examples.append(_example(path, line_no, record, GENERIC_COLUMNS))
+    return examples
+
+
+_RASA_ENTITY = re.compile(r"\[([^\]]+)\](?:\([^)]*\)|\{[^}]*\})")
+
+
+def _read_rasa(path: Path) -> list[Example]:
+    import yaml
+
+    try:
+        document = yaml.safe_load(_decode(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise DataError(path, f"not valid YAML ({getattr(exc, 'problem', exc)})",
+                        mark.line + 1 if mark else None) from None
+    blocks = document.get("nlu") if isinstance(document, dict) else None
+    if not isinstance(blocks, list):
+        raise DataError(path, "expected a top-level 'nlu:' list (Rasa NLU training data)", field="nlu")
+    examples = []
+    for number, block in enumerate(blocks, start=1):
+        if not isinstance(block, dict) or "intent" not in block:
+            continue  # synonyms, regexes and lookup tables are not intents
+        intent = str(block["intent"]).strip()
+        lines = block.get("examples")
+        if not isinstance(lines, str):
+            raise DataError(path, f"intent '{intent}': 'examples' must be a '- utterance' block", number, "examples")
+        for line in lines.splitlines():
+            text = _RASA_ENTITY.sub(r"\1", line.strip().removeprefix("-").strip())
+            if text:
+                values = {"text": text, "intent": intent}
+                examples.append(_example(path, number, values, {"text": "examples"}))
+    return examples
+
+
+def _checked(path: Path, examples: list[Example]) -> list[Example]:
+    """Refuse an empty file; warn about intents with a single example (they cannot be split)."""
+    if not examples:
+        raise DataError(path, "no examples found")
+    lonely = sorted(i for i, n in Counter(e.intent for e in examples).items() if n == 1)
+    if lonely:
+        log.warning("%s: intent(s) with a single example, kept in the training split only: %s",
+                    path, ", ".join(lonely))
+    return examples
+
+
+def split(data: LoadedData, seed: int = 42, validation: float = 0.1, test: float = 0.1) -> Splits:
+    """Stratified train/validation/test split by intent, fixed by ``seed``.
+
+    When the data set has an official test split it is used as ``test`` unchanged and only the
+    validation part is carved out of the training rows. Intents with fewer than three examples
+    stay in ``train`` (stratification needs at least one per part). Uses
+    ``sklearn.model_selection.train_test_split`` (NumPy's legacy RandomState: the same rows on
+    every machine for the same file and seed).
+
+    Args:
+        validation, test: fractions of all rows, each in (0, 0.5).
+    """
+    from sklearn.model_selection import train_test_split
+
+    counts = Counter(e.intent for e in data.examples)
+    rare = [e for e in data.examples if counts[e.intent] < 3]
+    pool = [e for e in data.examples if counts[e.intent] >= 3]
+    if data.test is None:
+        pool, held = train_test_split(pool, test_size=test, random_state=seed,
+                                      stratify=[e.intent for e in pool])
+    else:
+        held = list(data.test)
+    share = validation if data.test is not None else validation / (1 - test)
+    train, val = train_test_split(pool, test_size=share, random_state=seed,
+                                  stratify=[e.intent for e in pool])
+    return Splits(train + rare, val, held)

@@ -1,0 +1,1 @@
+"""User interfaces of supportbot: the command line and the Gradio pages."""
