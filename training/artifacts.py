@@ -56,3 +56,14 @@ def write_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return manifest
+
+
+def new_version_dir(home: Path, kind: str) -> Path:
+    """``<home>/models/<kind>/<version>`` for a new version, ``version`` = UTC ``YYYYMMDD-HHMMSS``
+    (a ``-2``, ``-3``... suffix when that second is taken). ``kind`` is ``intents`` or ``replies``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder, n = home / "models" / kind / stamp, 1
+    while folder.exists():
+        n += 1
+        folder = home / "models" / kind / f"{stamp}-{n}"
+    return folder

@@ -73,14 +73,23 @@ def resolve(ref: str, cache_dir: Path) -> Path:
     return _from_hub(ref)
 
 
-def _packaged(ref: str, model: PackagedModel, cache_dir: Path) -> Path:
+def _packaged_folder(ref: str, model: PackagedModel) -> Path:
+    """The model folder inside an installed package, found without importing the package.
+
+    Raises:
+        SupportbotError: the package is not installed (the message gives the pip command).
+    """
     spec = importlib.util.find_spec(model.module)
     if spec is None or not spec.submodule_search_locations:
         raise SupportbotError(
             f"base model '{ref}' needs the package '{model.module}', which is not installed; "
             f"run: {model.install}"
         )
-    folder = Path(next(iter(spec.submodule_search_locations))) / model.subdir
+    return Path(next(iter(spec.submodule_search_locations))) / model.subdir
+
+
+def _packaged(ref: str, model: PackagedModel, cache_dir: Path) -> Path:
+    folder = _packaged_folder(ref, model)
     if model.gguf is None:
         return folder
     return convert_gguf(folder / model.gguf, cache_dir / "base-models" / ref.split("/")[-1])

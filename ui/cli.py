@@ -18,7 +18,11 @@ from bot.settings import load_settings
 
 app = typer.Typer(help="Customer-service chatbot: train, evaluate, serve, review.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect data sets.", no_args_is_help=True)
+train_app = typer.Typer(help="Train the intent classifier or the reply generator.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate a trained model on a held-out split.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
 console = Console()
 
 
