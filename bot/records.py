@@ -22,3 +22,82 @@ class Prediction:
     confidence: float
     top_k: list[tuple[str, float]] = field(default_factory=list)
     oos_score: float = 0.0
+
+
+ROUTES = ("answer", "rephrase", "handoff", "template")
+"""The routes a :class:`Decision` can take: ``answer`` (generate a reply), ``rephrase``
+(out-of-scope fallback asking the customer to rephrase), ``handoff`` (a person takes over),
+``template`` (a fixed reply from configuration)."""
+
+TURN_STATUSES = ("complete", "incomplete")
+"""A turn is ``incomplete`` from the moment it is logged until its reply is stored."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the router chose to do with one message, and why.
+
+    Attributes:
+        route: one of :data:`ROUTES`.
+        reason: why, in words (shown to reviewers), e.g. ``"out of scope: score 0.91 > 0.80"``.
+        intent: the intent the route acts on (None when there is none, e.g. an empty message).
+        threshold: the out-of-scope threshold in force, on the scale of the classifier's
+            ``oos_score``; None when no classifier was consulted.
+
+    Raises:
+        ValueError: ``route`` is not one of :data:`ROUTES`.
+    """
+
+    route: str
+    reason: str
+    intent: str | None = None
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.route not in ROUTES:
+            raise ValueError(f"route must be one of {', '.join(ROUTES)}, not {self.route!r}")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One customer message and the bot's reply, as logged in the conversation store.
+
+    Attributes:
+        conversation_id: the conversation it belongs to.
+        index: its position in the conversation, 0 for the first message.
+        user_text: the customer's message.
+        prediction: the classifier's prediction; None when the classifier was not run.
+        decision: the router's decision; None until it is made.
+        reply: the text the customer saw (placeholders filled); None while incomplete.
+        missing_slots: ``{{Slot}}`` names the reply held that the company profile and the
+            message could not fill.
+        classifier_version: version folder name of the classifier used, if any.
+        generator_version: version folder name of the generator used, if any.
+        latency_ms: time from message to finished reply, in milliseconds.
+        status: ``"incomplete"`` until the reply is stored, then ``"complete"``.
+        started_at: when the message was logged, UTC ISO 8601 (``2026-01-31T12:00:00.000000+00:00``).
+        finished_at: when the reply was stored, UTC ISO 8601; None while incomplete.
+        id: the store's turn id (for feedback); None for a turn not stored yet.
+
+    Raises:
+        ValueError: ``status`` is not one of :data:`TURN_STATUSES`.
+    """
+
+    conversation_id: str
+    index: int
+    user_text: str
+    prediction: Prediction | None = None
+    decision: Decision | None = None
+    reply: str | None = None
+    missing_slots: list[str] = field(default_factory=list)
+    classifier_version: str | None = None
+    generator_version: str | None = None
+    latency_ms: float | None = None
+    status: str = "incomplete"
+    started_at: str | None = None
+    finished_at: str | None = None
+    id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in TURN_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(TURN_STATUSES)}, not {self.status!r}")

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,6 +37,32 @@ def _config_file() -> Path | None:
     return local if local.is_file() else None
 
 
+class RouterConfig(BaseModel):
+    """Routing policy (``[router]`` table in ``supportbot.toml``).
+
+    Attributes:
+        rephrase_limit: out-of-scope fallbacks in a row after which the conversation is handed off.
+        handoff_intents: intents that always go to a human (the customer asked for one).
+        templates: intent -> fixed reply (may hold ``{{Slot}}`` placeholders) used instead of
+            generating.
+        human_request: regular expression (case-insensitive) that marks a request for a person.
+        max_new_tokens: cap on generated reply length, in tokens.
+        history_turns: earlier turns given to the generator.
+    """
+
+    rephrase_limit: int = Field(2, ge=1)
+    handoff_intents: list[str] = ["contact_human_agent"]
+    templates: dict[str, str] = {}
+    human_request: str = (
+        r"\b(talk|speak|chat|connect|transfer|put)\b.{0,25}\b(human|person|agent|"
+        r"representative|operator|someone|somebody|people)\b"
+        r"|\b(real|live|human) (agent|person|being|support)\b"
+        r"|^\W*(agent|human|representative|operator)\W*(please)?\W*$"
+    )
+    max_new_tokens: int = Field(160, ge=1, le=1024)
+    history_turns: int = Field(2, ge=0)
+
+
 class Settings(BaseSettings):
     """Every setting the project reads, with its default.
 
@@ -49,9 +75,13 @@ class Settings(BaseSettings):
         reply_base: Hugging Face id or local path of the instruct LM.
         profile: company profile (TOML) that fills reply placeholders.
         seed: seed of data splits and training.
+        redact: redact e-mails, phone, card and IBAN numbers before a turn is stored.
+        router: the routing policy, see :class:`RouterConfig`.
     """
 
-    model_config = SettingsConfigDict(env_prefix="SUPPORTBOT_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="SUPPORTBOT_", env_nested_delimiter="__", extra="forbid"
+    )
 
     home: Path = Path.home() / ".supportbot"
     data_dir: Path | None = None
@@ -60,6 +90,8 @@ class Settings(BaseSettings):
     reply_base: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     profile: Path = REPO_DATA / "company_profile.toml"
     seed: int = 42
+    redact: bool = True
+    router: RouterConfig = RouterConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,192 @@
+"""The bot's policy: classify, decide a route, produce the reply, log the turn.
+
+One call of :meth:`Router.respond` handles one customer message:
+
+1. the turn is written to the store as *incomplete* before any model runs (a crash leaves it so);
+2. the classifier predicts the intent (:class:`bot.records.Prediction`);
+3. :func:`decide` picks a route, with its reason: ``answer`` (generate), ``template`` (a fixed
+   reply from config), ``rephrase`` (out-of-scope fallback: ask to rephrase) or ``handoff``
+   (a human takes over: asked for, configured intent, or too many fallbacks in a row);
+4. the reply is generated (streamed) or taken from a template, and its ``{{Slot}}`` placeholders
+   are filled from the company profile and the message's entities, sentence by sentence as it
+   streams, so a raw placeholder never reaches the customer;
+5. the turn is completed in the store with prediction, decision, reply, missing slots, model
+   versions and latency.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from bot.placeholders import extract_entities, fill
+from bot.records import Decision, Prediction, Turn
+from bot.redaction import redact
+from bot.settings import RouterConfig
+
+MAX_USER_CHARS = 2000
+"""Longer messages are cut to this many characters before anything else sees them."""
+
+REPHRASE_REPLY = (
+    "Sorry, I'm not sure I understood. Could you rephrase your question? For example: "
+    "\"I want to cancel my order\" or \"How do I change my shipping address?\""
+)
+EMPTY_REPLY = "It looks like your message was empty. How can I help you today?"
+HANDOFF_REPLY = (
+    "I'm passing this conversation to a member of our support team; they will reply here. "
+    "You can also call us on {{Customer Support Phone Number}} ({{Customer Support Availability}})."
+)
+NO_SAFE_REPLY = (
+    "I'm sorry, I can't give a complete answer to that here. Please contact our support team on "
+    "{{Customer Support Phone Number}}."
+)
+
+_SENTENCE_END = re.compile(r"(?<=[.!?:])\s+|\n")
+
+
+@dataclass(frozen=True)
+class ReplyChunk:
+    """One step of a streamed reply.
+
+    Attributes:
+        text: the whole reply so far, as the customer should see it (placeholders filled).
+        turn: the finished turn on the last chunk, else None.
+    """
+
+    text: str
+    turn: Turn | None = None
+
+
+def decide(
+    text: str,
+    prediction: Prediction | None,
+    threshold: float,
+    fallbacks_in_a_row: int,
+    config: RouterConfig,
+) -> Decision:
+    """Pick the route for one message.
+
+    Args:
+        text: the customer's message (already cut to :data:`MAX_USER_CHARS`).
+        prediction: the classifier's prediction, None for an empty message.
+        threshold: out-of-scope threshold; ``prediction.oos_score > threshold`` is out of scope.
+        fallbacks_in_a_row: ``rephrase`` routes that directly precede this message.
+        config: routing policy.
+
+    Returns:
+        A :class:`Decision` whose ``reason`` says in words why.
+    """
+    if prediction is None:
+        return Decision("rephrase", "empty message", None, threshold)
+    intent = prediction.intent
+    if re.search(config.human_request, text, flags=re.IGNORECASE):
+        return Decision("handoff", "customer asked for a person", intent, threshold)
+    if prediction.oos_score > threshold:
+        if fallbacks_in_a_row + 1 >= config.rephrase_limit:
+            reason = f"out of scope again ({fallbacks_in_a_row + 1} fallbacks in a row)"
+            return Decision("handoff", reason, intent, threshold)
+        reason = f"out of scope: score {prediction.oos_score:.3f} > threshold {threshold:.3f}"
+        return Decision("rephrase", reason, intent, threshold)
+    if intent in config.handoff_intents:
+        return Decision("handoff", f"intent '{intent}' is handed off by configuration", intent, threshold)
+    if intent in config.templates:
+        return Decision("template", f"intent '{intent}' has a fixed reply", intent, threshold)
+    reason = f"intent '{intent}' with confidence {prediction.confidence:.2f}"
+    return Decision("answer", reason, intent, threshold)
+
+
+class Router:
+    """Composes classifier, generator, placeholder filling and the conversation store.
+
+    Args:
+        classifier: has ``predict(texts) -> list[Prediction]``, ``threshold`` and ``version``.
+        generator: has ``stream(history=..., user_text=..., intent=..., max_new_tokens=...)``
+            yielding text pieces, and ``version``.
+        store: a :class:`bot.store.ConversationStore`.
+        profile: company profile (slot name -> value), see :mod:`bot.placeholders`.
+        config: routing policy.
+        redact: store the customer's text with personal data redacted (:mod:`bot.redaction`);
+            the models still see the original text.
+    """
+
+    def __init__(self, classifier, generator, store, profile: dict[str, str], config: RouterConfig,
+                 redact: bool = True):
+        self.classifier = classifier
+        self.generator = generator
+        self.store = store
+        self.profile = profile
+        self.config = config
+        self.redact = redact
+
+    def respond(self, conversation_id: str, text: str) -> Iterator[ReplyChunk]:
+        """Handle one customer message; yields the growing reply, the last chunk with its Turn.
+
+        Raises:
+            SupportbotError: unknown conversation id (from the store).
+        """
+        return self._turn(conversation_id, text, requested_human=False)
+
+    def request_human(self, conversation_id: str) -> Iterator[ReplyChunk]:
+        """The customer pressed "talk to a human": a handoff turn with an empty user text."""
+        return self._turn(conversation_id, "", requested_human=True)
+
+    def _turn(self, conversation_id: str, text: str, requested_human: bool) -> Iterator[ReplyChunk]:
+        started = time.perf_counter()
+        text = (text or "")[:MAX_USER_CHARS]
+        turn = self.store.start_turn(conversation_id, redact(text).text if self.redact else text)
+        prediction = self.classifier.predict([text])[0] if text.strip() else None
+        if requested_human:
+            decision = Decision("handoff", "customer pressed 'talk to a human'", None,
+                                self.classifier.threshold)
+        else:
+            decision = decide(text, prediction, self.classifier.threshold,
+                              self.store.fallbacks_in_a_row(conversation_id), self.config)
+        entities = extract_entities(text)
+        reply, missing = "", []
+        for reply, missing in self._reply_stream(conversation_id, text, decision, entities):
+            yield ReplyChunk(reply)
+        if decision.route == "handoff":
+            self.store.mark_handoff(conversation_id, decision.reason)
+        finished = replace(
+            turn, prediction=prediction, decision=decision, reply=reply, missing_slots=missing,
+            classifier_version=self.classifier.version,
+            generator_version=self.generator.version if decision.route == "answer" else None,
+            latency_ms=(time.perf_counter() - started) * 1000.0, status="complete",
+        )
+        yield ReplyChunk(reply, self.store.finish_turn(finished))
+
+    def _reply_stream(self, conversation_id, text, decision, entities) -> Iterator[tuple[str, list[str]]]:
+        if decision.route == "answer":
+            history = self.store.history(conversation_id, self.config.history_turns)
+            pieces = self.generator.stream(history=history, user_text=text, intent=decision.intent,
+                                           max_new_tokens=self.config.max_new_tokens)
+            yield from self._filled_stream(pieces, entities)
+            return
+        fixed = {
+            "rephrase": EMPTY_REPLY if decision.reason == "empty message" else REPHRASE_REPLY,
+            "handoff": HANDOFF_REPLY,
+            "template": self.config.templates.get(decision.intent or "", ""),
+        }[decision.route]
+        yield self._fill(fixed, entities)
+
+    def _filled_stream(self, pieces: Iterator[str], entities) -> Iterator[tuple[str, list[str]]]:
+        """Fill placeholders in complete sentences only, so no half slot is ever shown."""
+        raw = ""
+        for piece in pieces:
+            raw += piece
+            parts = _SENTENCE_END.split(raw)
+            if len(parts) > 1:
+                done = raw[: len(raw) - len(parts[-1])]
+                yield self._fill(done, entities)
+        filled = fill(raw, self.profile, entities)
+        if filled.needs_fallback:
+            text, more = self._fill(NO_SAFE_REPLY, entities)
+            yield text, filled.missing_slots + more
+        else:
+            yield filled.text, filled.missing_slots
+
+    def _fill(self, reply: str, entities) -> tuple[str, list[str]]:
+        filled = fill(reply, self.profile, entities)
+        return filled.text, filled.missing_slots

@@ -1,0 +1,439 @@
+"""The conversation store: every turn, its prediction, decision and reply, and customer feedback.
+
+One SQLite file (default ``<home>/conversations.db``) in WAL mode, so readers (a review page)
+never block the writer (the chat server). The schema is created and changed by code: each change
+is a function registered on :data:`MIGRATIONS` (``sqlite_utils.migrations.Migrations``), which
+records the migrations applied in the file itself (table ``_sqlite_migrations``); opening a store
+applies the pending ones. Never edit an applied migration: add a new one.
+
+Threads: a :class:`ConversationStore` may be shared by all threads of a server (Gradio runs
+handlers in a thread pool). Each thread gets its own SQLite connection on first use; writes are
+serialised by a lock inside the process and by ``BEGIN IMMEDIATE`` (with a busy timeout) across
+processes.
+
+A turn is written *before* any model runs (:meth:`ConversationStore.start_turn`, status
+``incomplete``) and completed once (:meth:`ConversationStore.finish_turn`); a completed turn is
+never overwritten. All timestamps are UTC ISO 8601 strings with microseconds, so they sort as text.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError
+from sqlite_utils.migrations import Migrations
+
+from bot.errors import SupportbotError
+from bot.records import Decision, Prediction, Turn
+
+BUSY_TIMEOUT_S = 30.0
+"""How long a write waits for another process's write to finish, in seconds."""
+
+FALLBACK_ROUTE = "rephrase"
+"""The route counted by :meth:`ConversationStore.fallbacks_in_a_row`."""
+
+MIGRATIONS = Migrations("supportbot.conversations")
+"""The schema's history; the names of the applied ones are stored in the database file."""
+
+
+@MIGRATIONS(name="0001_conversations_turns_feedback")
+def _create_tables(db: Database) -> None:
+    db["conversations"].create(
+        {"id": str, "started_at": str, "needs_human": int, "handoff_reason": str, "handoff_at": str},
+        pk="id", not_null={"started_at", "needs_human"}, defaults={"needs_human": 0},
+    )
+    db["turns"].create(
+        {
+            "id": int, "conversation_id": str, "idx": int, "user_text": str,
+            "intent": str, "confidence": float, "top3": str, "oos_score": float,
+            "route": str, "reason": str, "decision_intent": str, "threshold": float,
+            "reply": str, "missing_slots": str, "classifier_version": str,
+            "generator_version": str, "latency_ms": float, "status": str,
+            "started_at": str, "finished_at": str, "interrupted_at": str,
+        },
+        pk="id", foreign_keys=[("conversation_id", "conversations", "id")],
+        not_null={"conversation_id", "idx", "user_text", "status", "started_at"},
+    )
+    db["feedback"].create(
+        {"id": int, "turn_id": int, "rating": int, "comment": str, "created_at": str},
+        pk="id", foreign_keys=[("turn_id", "turns", "id")],
+        not_null={"turn_id", "rating", "created_at"},
+    )
+    db["conversations"].create_index(["started_at"])
+    db["conversations"].create_index(["needs_human"])
+    db["turns"].create_index(["conversation_id", "idx"], unique=True)
+    for column in ("started_at", "route", "intent", "status"):
+        db["turns"].create_index([column])
+    for column in ("turn_id", "rating", "created_at"):
+        db["feedback"].create_index([column])
+
+
+def utc_now() -> str:
+    """The current time, UTC ISO 8601 with microseconds (sorts correctly as text)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A customer's rating of one turn.
+
+    Attributes:
+        id: the feedback row id.
+        turn_id: the rated turn.
+        rating: +1 (thumbs up) or -1 (thumbs down).
+        comment: free text, or None.
+        created_at: UTC ISO 8601.
+    """
+
+    id: int
+    turn_id: int
+    rating: int
+    comment: str | None
+    created_at: str
+
+
+def _turn_from_row(row: dict[str, Any]) -> Turn:
+    prediction = None
+    if row["intent"] is not None:
+        top_k = [(str(intent), float(prob)) for intent, prob in json.loads(row["top3"] or "[]")]
+        prediction = Prediction(row["intent"], row["confidence"], top_k, row["oos_score"] or 0.0)
+    decision = None
+    if row["route"] is not None:
+        decision = Decision(row["route"], row["reason"] or "", row["decision_intent"], row["threshold"])
+    return Turn(
+        conversation_id=row["conversation_id"], index=row["idx"], user_text=row["user_text"],
+        prediction=prediction, decision=decision, reply=row["reply"],
+        missing_slots=json.loads(row["missing_slots"] or "[]"),
+        classifier_version=row["classifier_version"], generator_version=row["generator_version"],
+        latency_ms=row["latency_ms"], status=row["status"], started_at=row["started_at"],
+        finished_at=row["finished_at"], id=row["id"],
+    )
+
+
+def _outcome_columns(turn: Turn) -> dict[str, Any]:
+    """The columns :meth:`ConversationStore.finish_turn` writes, from a finished :class:`Turn`."""
+    prediction, decision = turn.prediction, turn.decision
+    return {
+        "intent": prediction.intent if prediction else None,
+        "confidence": prediction.confidence if prediction else None,
+        "top3": json.dumps([list(pair) for pair in prediction.top_k[:3]]) if prediction else None,
+        "oos_score": prediction.oos_score if prediction else None,
+        "route": decision.route if decision else None,
+        "reason": decision.reason if decision else None,
+        "decision_intent": decision.intent if decision else None,
+        "threshold": decision.threshold if decision else None,
+        "reply": turn.reply or "",
+        "missing_slots": json.dumps(list(turn.missing_slots)),
+        "classifier_version": turn.classifier_version,
+        "generator_version": turn.generator_version,
+        "latency_ms": turn.latency_ms,
+    }
+
+
+class ConversationStore:
+    """Conversations, turns and feedback in one SQLite file; safe to share between threads.
+
+    Opening creates the file and its folder when missing, switches it to WAL mode and applies
+    pending migrations; reopening an up-to-date file changes nothing.
+
+    Args:
+        path: the SQLite file.
+
+    Raises:
+        SupportbotError: the file cannot be opened or is not a SQLite database.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.opened_at = utc_now()
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db.enable_wal()
+            with self._writing() as db:
+                MIGRATIONS.apply(db)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise SupportbotError(f"cannot open conversation store {self.path}: {exc}") from None
+
+    # -- connections -------------------------------------------------------------------------
+
+    @property
+    def db(self) -> Database:
+        """This thread's connection (opened on first use) as a sqlite-utils ``Database``."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            # check_same_thread=False only so close() may close it from another thread; the
+            # connection itself is used by the thread that opened it alone.
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            conn.execute("PRAGMA foreign_keys = ON")
+            db = self._local.db = Database(conn)
+            with self._connections_lock:
+                self._connections.append(conn)
+        return db
+
+    @contextmanager
+    def _writing(self) -> Iterator[Database]:
+        """One write transaction: the process lock, then ``BEGIN IMMEDIATE``; rolled back on error."""
+        db = self.db
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.rollback()
+                raise
+            db.commit()
+
+    def close(self) -> None:
+        """Close every thread's connection; the store must not be used afterwards."""
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    def __enter__(self) -> ConversationStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def applied_migrations(self) -> list[str]:
+        """Names of the schema migrations applied to this file, oldest first."""
+        return [migration.name for migration in MIGRATIONS.applied(self.db)]
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def _row(self, db: Database, table: str, key: str | int, what: str) -> dict[str, Any]:
+        try:
+            return db[table].get(key)
+        except NotFoundError:
+            raise SupportbotError(f"unknown {what} {key!r} in {self.path}") from None
+
+    def _conversation_row(self, conversation_id: str, db: Database | None = None) -> dict[str, Any]:
+        return self._row(db or self.db, "conversations", conversation_id, "conversation")
+
+    def turn(self, turn_id: int) -> Turn:
+        """The turn with this id.
+
+        Raises:
+            SupportbotError: no such turn.
+        """
+        return _turn_from_row(self._row(self.db, "turns", turn_id, "turn"))
+
+    def _turns(self, where: str, params: list[Any], order_by: str, limit: int | None = None) -> list[Turn]:
+        rows = self.db["turns"].rows_where(where, params, order_by=order_by, limit=limit)
+        return [_turn_from_row(row) for row in rows]
+
+    # -- conversations -----------------------------------------------------------------------
+
+    def new_conversation(self) -> str:
+        """Start a conversation; returns its id (32 hex characters)."""
+        conversation_id = uuid.uuid4().hex
+        with self._writing() as db:
+            db["conversations"].insert({"id": conversation_id, "started_at": utc_now(), "needs_human": 0})
+        return conversation_id
+
+    def conversation(self, conversation_id: str) -> list[Turn]:
+        """All turns of a conversation, first message first (incomplete ones included).
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        self._conversation_row(conversation_id)
+        return self._turns("conversation_id = ?", [conversation_id], "idx")
+
+    def mark_handoff(self, conversation_id: str, reason: str) -> None:
+        """Flag a conversation for a person; the first reason and time are kept.
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        with self._writing() as db:
+            row = self._conversation_row(conversation_id, db)
+            if not row["needs_human"]:
+                db["conversations"].update(
+                    conversation_id, {"needs_human": 1, "handoff_reason": reason, "handoff_at": utc_now()}
+                )
+
+    def needs_human(self, conversation_id: str) -> bool:
+        """Whether the conversation was handed to a person.
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        return bool(self._conversation_row(conversation_id)["needs_human"])
+
+    def handoff_reason(self, conversation_id: str) -> str | None:
+        """Why the conversation was handed to a person, or None when it was not.
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        return self._conversation_row(conversation_id)["handoff_reason"]
+
+    def recent_routes(self, conversation_id: str, n: int) -> list[str]:
+        """Routes of the last ``n`` completed turns, newest first.
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        self._conversation_row(conversation_id)
+        turns = self._turns("conversation_id = ? AND status = 'complete'", [conversation_id], "idx DESC", n)
+        return [turn.decision.route for turn in turns if turn.decision is not None]
+
+    def fallbacks_in_a_row(self, conversation_id: str) -> int:
+        """How many of the latest completed turns, counting back from the newest, were
+        ``rephrase`` fallbacks (0 when the newest was not).
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        count = 0
+        for route in self.recent_routes(conversation_id, 1000):
+            if route != FALLBACK_ROUTE:
+                break
+            count += 1
+        return count
+
+    def history(self, conversation_id: str, n: int) -> list[tuple[str, str]]:
+        """The last ``n`` completed exchanges with a customer text and a reply, oldest first,
+        as ``(customer text, bot reply)`` pairs (the generator's context).
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        self._conversation_row(conversation_id)
+        if n <= 0:
+            return []
+        where = "conversation_id = ? AND status = 'complete' AND user_text != '' AND reply != ''"
+        turns = self._turns(where, [conversation_id], "idx DESC", n)
+        return [(turn.user_text, turn.reply or "") for turn in reversed(turns)]
+
+    # -- turns -------------------------------------------------------------------------------
+
+    def start_turn(self, conversation_id: str, user_text: str) -> Turn:
+        """Log a customer message as an ``incomplete`` turn, before any model runs.
+
+        Returns:
+            The turn with its ``id``, ``index`` (0 for the conversation's first) and ``started_at``.
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        with self._writing() as db:
+            self._conversation_row(conversation_id, db)
+            last = db.execute(
+                "SELECT MAX(idx) FROM turns WHERE conversation_id = ?", [conversation_id]
+            ).fetchone()[0]
+            row = {"conversation_id": conversation_id, "idx": 0 if last is None else last + 1,
+                   "user_text": user_text, "status": "incomplete", "started_at": utc_now()}
+            turn_id = db["turns"].insert(row).last_pk
+        return Turn(conversation_id, row["idx"], user_text, started_at=row["started_at"], id=turn_id)
+
+    def finish_turn(self, turn: Turn) -> Turn:
+        """Store the outcome of a turn started with :meth:`start_turn` and mark it ``complete``.
+
+        Written from ``turn``: prediction, decision, reply, missing slots, model versions and
+        latency (milliseconds; when None, the time since ``started_at``). Its id, conversation,
+        index, user text and start time are the stored ones.
+
+        Returns:
+            The completed turn as stored.
+
+        Raises:
+            SupportbotError: ``turn.id`` is None or unknown, or that turn is already complete
+                (a completed turn is never overwritten).
+        """
+        if turn.id is None:
+            raise SupportbotError("finish_turn needs a turn from start_turn (its id is None)")
+        with self._writing() as db:
+            row = self._row(db, "turns", turn.id, "turn")
+            if row["status"] == "complete":
+                raise SupportbotError(f"turn {turn.id} is already complete; it is never overwritten")
+            values = _outcome_columns(turn)
+            values.update(status="complete", finished_at=utc_now())
+            if values["latency_ms"] is None:
+                elapsed = datetime.fromisoformat(values["finished_at"]) - datetime.fromisoformat(row["started_at"])
+                values["latency_ms"] = elapsed.total_seconds() * 1000.0
+            db["turns"].update(turn.id, values)
+            return _turn_from_row(db["turns"].get(turn.id))
+
+    def mark_interrupted(self) -> list[int]:
+        """Mark the turns left ``incomplete`` by earlier processes (started before this store
+        was opened) as interrupted: they stay ``incomplete`` with ``finished_at`` None, and get
+        ``interrupted_at``. Call once when a server starts.
+
+        Returns:
+            The ids of the turns marked now, oldest first.
+        """
+        with self._writing() as db:
+            ids = [row["id"] for row in db["turns"].rows_where(
+                "status = 'incomplete' AND interrupted_at IS NULL AND started_at < ?",
+                [self.opened_at], order_by="id", select="id")]
+            now = utc_now()
+            for turn_id in ids:
+                db["turns"].update(turn_id, {"interrupted_at": now})
+        return ids
+
+    def incomplete_turns(self, interrupted_only: bool = False) -> list[Turn]:
+        """Turns without a stored reply, oldest first: in progress now, or interrupted by a crash.
+
+        Args:
+            interrupted_only: only those found by :meth:`mark_interrupted`.
+        """
+        where = "status = 'incomplete'" + (" AND interrupted_at IS NOT NULL" if interrupted_only else "")
+        return self._turns(where, [], "id")
+
+    def recent_turns(self, limit: int = 50, route: str | None = None, intent: str | None = None) -> list[Turn]:
+        """The newest completed turns, newest first, optionally of one route and/or intent
+        (a review query; served by the ``started_at``, ``route`` and ``intent`` indexes)."""
+        clauses, params = ["status = 'complete'"], []
+        for column, value in (("route", route), ("intent", intent)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return self._turns(" AND ".join(clauses), params, "started_at DESC", limit)
+
+    # -- feedback ----------------------------------------------------------------------------
+
+    def add_feedback(self, turn_id: int, rating: int, comment: str | None = None) -> int:
+        """Store a customer's thumbs up (+1) or down (-1), with an optional comment.
+
+        Returns:
+            The feedback id.
+
+        Raises:
+            SupportbotError: ``rating`` is not +1 or -1, the turn is unknown, or it has no reply
+                yet (still incomplete).
+        """
+        if rating not in (1, -1) or isinstance(rating, bool):
+            raise SupportbotError(f"rating must be 1 or -1, not {rating!r}")
+        with self._writing() as db:
+            if self._row(db, "turns", turn_id, "turn")["status"] != "complete":
+                raise SupportbotError(f"turn {turn_id} has no reply yet; it cannot be rated")
+            row = {"turn_id": turn_id, "rating": rating, "comment": comment, "created_at": utc_now()}
+            return db["feedback"].insert(row).last_pk
+
+    def feedback_for(self, turn_id: int) -> list[Feedback]:
+        """The feedback given on a turn, oldest first.
+
+        Raises:
+            SupportbotError: unknown turn id.
+        """
+        self._row(self.db, "turns", turn_id, "turn")
+        rows = self.db["feedback"].rows_where("turn_id = ?", [turn_id], order_by="id")
+        return [Feedback(**row) for row in rows]

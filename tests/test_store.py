@@ -1,0 +1,209 @@
+"""The conversation store on real SQLite files: schema and migrations, turns, feedback, threads."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import closing
+from dataclasses import replace
+
+import pytest
+from sqlite_utils import Database
+
+from bot.errors import SupportbotError
+from bot.records import Decision, Prediction, Turn
+from bot.store import MIGRATIONS, ConversationStore
+
+PREDICTION = Prediction("cancel_order", 0.91, [("cancel_order", 0.91), ("track_order", 0.05),
+                                                ("get_refund", 0.02), ("place_order", 0.01)], 0.12)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with ConversationStore(tmp_path / "conversations.db") as opened:
+        yield opened
+
+
+def _query(path, sql: str) -> list[tuple]:
+    """Rows of ``sql`` read through a plain sqlite3 connection of our own."""
+    with closing(sqlite3.connect(path)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _complete(store, conversation_id, text="I want to cancel my order", route="answer", reply="Sure."):
+    turn = store.start_turn(conversation_id, text)
+    decision = Decision(route, f"because {route}", PREDICTION.intent, 0.5)
+    return store.finish_turn(replace(turn, prediction=PREDICTION, decision=decision, reply=reply,
+                                     missing_slots=["Case 1"], classifier_version="v1",
+                                     generator_version="v2", latency_ms=12.5))
+
+
+def test_new_file_is_wal_with_its_migrations_recorded(tmp_path):
+    path = tmp_path / "sub" / "conversations.db"
+    ConversationStore(path).close()
+    assert _query(path, "PRAGMA journal_mode") == [("wal",)]
+    recorded = _query(path, "SELECT migration_set, name FROM _sqlite_migrations")
+    tables = {row[0] for row in _query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert recorded == [(MIGRATIONS.name, m.name) for m in MIGRATIONS.pending(Database(memory=True))]
+    assert {"conversations", "turns", "feedback"} <= tables
+
+
+def test_empty_file_is_migrated_and_reopening_changes_nothing(tmp_path):
+    path = tmp_path / "conversations.db"
+    path.touch()
+    with ConversationStore(path) as first:
+        conversation = first.new_conversation()
+        applied = first.applied_migrations()
+    schema = _query(path, "SELECT group_concat(sql) FROM sqlite_master")
+    with ConversationStore(path) as again:
+        assert again.applied_migrations() == applied
+        assert again.conversation(conversation) == []
+    assert _query(path, "SELECT group_concat(sql) FROM sqlite_master") == schema
+    assert _query(path, "SELECT count(*) FROM _sqlite_migrations") == [(len(applied),)]
+
+
+def test_a_file_that_is_not_sqlite_is_refused(tmp_path):
+    path = tmp_path / "conversations.db"
+    path.write_bytes(b"this is not a database, just text " * 100)
+    with pytest.raises(SupportbotError, match="conversations.db"):
+        ConversationStore(path)
+
+
+def test_turn_is_incomplete_until_finished_then_round_trips(store):
+    conversation = store.new_conversation()
+    started = store.start_turn(conversation, "I want to cancel my order")
+    assert (started.status, started.index, started.finished_at) == ("incomplete", 0, None)
+    assert store.turn(started.id) == started
+    done = _complete(store, conversation, text="second")
+    first = store.finish_turn(replace(started, reply="Here is how.", latency_ms=None))
+    assert first.status == "complete" and first.finished_at >= first.started_at
+    assert first.latency_ms is not None and first.latency_ms >= 0
+    assert done.index == 1 and done.prediction.top_k == PREDICTION.top_k[:3]
+    assert done.decision == Decision("answer", "because answer", "cancel_order", 0.5)
+    assert (done.missing_slots, done.classifier_version, done.latency_ms) == (["Case 1"], "v1", 12.5)
+    assert store.conversation(conversation) == [first, done]
+
+
+def test_a_completed_turn_is_never_overwritten(store):
+    turn = _complete(store, store.new_conversation(), reply="original")
+    with pytest.raises(SupportbotError, match="already complete"):
+        store.finish_turn(replace(turn, reply="changed"))
+    assert store.turn(turn.id).reply == "original"
+
+
+def test_incomplete_turn_survives_reopen_and_is_marked_interrupted(tmp_path):
+    path = tmp_path / "conversations.db"
+    with ConversationStore(path) as crashed:
+        conversation = crashed.new_conversation()
+        left = crashed.start_turn(conversation, "where is my parcel?")
+    with ConversationStore(path) as restarted:
+        current = restarted.start_turn(conversation, "hello?")
+        assert [t.id for t in restarted.incomplete_turns()] == [left.id, current.id]
+        assert restarted.mark_interrupted() == [left.id]
+        assert restarted.mark_interrupted() == []
+        assert [t.id for t in restarted.incomplete_turns(interrupted_only=True)] == [left.id]
+        kept = restarted.turn(left.id)
+    assert (kept.status, kept.finished_at, kept.user_text) == ("incomplete", None, "where is my parcel?")
+
+
+def test_feedback_is_linked_to_its_turn(store):
+    turn = _complete(store, store.new_conversation())
+    up = store.add_feedback(turn.id, 1)
+    down = store.add_feedback(turn.id, -1, "wrong order")
+    assert [(f.id, f.rating, f.comment) for f in store.feedback_for(turn.id)] == [
+        (up, 1, None), (down, -1, "wrong order")]
+    joined = store.db.execute(
+        "SELECT turns.user_text FROM feedback JOIN turns ON turns.id = feedback.turn_id WHERE feedback.id = ?",
+        [down]).fetchone()
+    assert joined == ("I want to cancel my order",)
+    with pytest.raises(sqlite3.IntegrityError):
+        store.db["feedback"].insert({"turn_id": 999, "rating": 1, "created_at": "now"})
+
+
+@pytest.mark.parametrize("rating", [0, 2, -2, True])
+def test_ratings_other_than_plus_or_minus_one_are_refused(store, rating):
+    turn = _complete(store, store.new_conversation())
+    with pytest.raises(SupportbotError, match="rating"):
+        store.add_feedback(turn.id, rating)
+
+
+def test_an_incomplete_turn_cannot_be_rated(store):
+    turn = store.start_turn(store.new_conversation(), "hi")
+    with pytest.raises(SupportbotError, match="no reply yet"):
+        store.add_feedback(turn.id, 1)
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.start_turn("nope", "hi"),
+    lambda s: s.conversation("nope"),
+    lambda s: s.mark_handoff("nope", "why"),
+    lambda s: s.needs_human("nope"),
+    lambda s: s.fallbacks_in_a_row("nope"),
+    lambda s: s.history("nope", 2),
+    lambda s: s.turn(999),
+    lambda s: s.add_feedback(999, 1),
+    lambda s: s.feedback_for(999),
+    lambda s: s.finish_turn(Turn("nope", 0, "hi", id=999)),
+])
+def test_unknown_ids_are_refused(store, call):
+    with pytest.raises(SupportbotError, match="unknown (conversation 'nope'|turn 999)"):
+        call(store)
+
+
+def test_a_turn_not_from_the_store_cannot_be_finished(store):
+    with pytest.raises(SupportbotError, match="start_turn"):
+        store.finish_turn(Turn("c", 0, "hi"))
+
+
+def test_routes_fallbacks_and_history(store):
+    conversation = store.new_conversation()
+    _complete(store, conversation, "hi", route="answer", reply="Hello!")
+    _complete(store, conversation, "blah", route="rephrase", reply="Rephrase?")
+    assert store.fallbacks_in_a_row(conversation) == 1
+    _complete(store, conversation, "blah blah", route="rephrase", reply="Rephrase?")
+    store.start_turn(conversation, "still typing")
+    assert store.recent_routes(conversation, 2) == ["rephrase", "rephrase"]
+    assert store.fallbacks_in_a_row(conversation) == 2
+    assert store.history(conversation, 2) == [("blah", "Rephrase?"), ("blah blah", "Rephrase?")]
+    assert store.history(conversation, 0) == []
+    _complete(store, conversation, "cancel", route="answer")
+    assert store.fallbacks_in_a_row(conversation) == 0
+    assert [t.user_text for t in store.recent_turns(route="rephrase")] == ["blah blah", "blah"]
+
+
+def test_handoff_flags_the_conversation_and_keeps_the_first_reason(store):
+    conversation = store.new_conversation()
+    assert not store.needs_human(conversation)
+    store.mark_handoff(conversation, "customer asked for a person")
+    store.mark_handoff(conversation, "later reason")
+    assert store.needs_human(conversation)
+    assert store.handoff_reason(conversation) == "customer asked for a person"
+
+
+def test_concurrent_writes_from_threads_and_a_second_store(tmp_path):
+    path = tmp_path / "conversations.db"
+    shared, other = ConversationStore(path), ConversationStore(path)
+    conversation = shared.new_conversation()
+    errors: list[BaseException] = []
+
+    def work(store: ConversationStore, worker: int) -> None:
+        try:
+            own = store.new_conversation()
+            for n in range(10):
+                _complete(store, conversation, f"w{worker} m{n}")
+                store.start_turn(own, f"w{worker} own {n}")
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(shared if i % 2 else other, i)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    turns = shared.conversation(conversation)
+    assert [t.index for t in turns] == list(range(60))
+    assert all(t.status == "complete" for t in turns)
+    assert len(other.incomplete_turns()) == 60
+    shared.close()
+    other.close()
