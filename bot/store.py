@@ -78,6 +78,18 @@ def _create_tables(db: Database) -> None:
         db["feedback"].create_index([column])
 
 
+@MIGRATIONS(name="0002_reviews")
+def _create_reviews(db: Database) -> None:
+    db["reviews"].create(
+        {"id": int, "turn_id": int, "reviewer": str, "action": str, "intent": str, "reply": str,
+         "note": str, "created_at": str},
+        pk="id", foreign_keys=[("turn_id", "turns", "id")],
+        not_null={"turn_id", "reviewer", "action", "created_at"},
+    )
+    for column in ("turn_id", "action", "created_at"):
+        db["reviews"].create_index([column])
+
+
 def utc_now() -> str:
     """The current time, UTC ISO 8601 with microseconds (sorts correctly as text)."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
@@ -163,7 +175,7 @@ class ConversationStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db.enable_wal()
-            with self._writing() as db:
+            with self.writing() as db:
                 MIGRATIONS.apply(db)
         except sqlite3.DatabaseError as exc:
             self.close()
@@ -186,8 +198,8 @@ class ConversationStore:
         return db
 
     @contextmanager
-    def _writing(self) -> Iterator[Database]:
-        """One write transaction: the process lock, then ``BEGIN IMMEDIATE``; rolled back on error."""
+    def writing(self) -> Iterator[Database]:
+        """One write transaction (also for modules that add tables, e.g. :mod:`bot.reviews`): the process lock, then ``BEGIN IMMEDIATE``; rolled back on error."""
         db = self.db
         with self._write_lock:
             db.execute("BEGIN IMMEDIATE")
@@ -243,7 +255,7 @@ class ConversationStore:
     def new_conversation(self) -> str:
         """Start a conversation; returns its id (32 hex characters)."""
         conversation_id = uuid.uuid4().hex
-        with self._writing() as db:
+        with self.writing() as db:
             db["conversations"].insert({"id": conversation_id, "started_at": utc_now(), "needs_human": 0})
         return conversation_id
 
@@ -262,7 +274,7 @@ class ConversationStore:
         Raises:
             SupportbotError: unknown conversation id.
         """
-        with self._writing() as db:
+        with self.writing() as db:
             row = self._conversation_row(conversation_id, db)
             if not row["needs_human"]:
                 db["conversations"].update(
@@ -334,7 +346,7 @@ class ConversationStore:
         Raises:
             SupportbotError: unknown conversation id.
         """
-        with self._writing() as db:
+        with self.writing() as db:
             self._conversation_row(conversation_id, db)
             last = db.execute(
                 "SELECT MAX(idx) FROM turns WHERE conversation_id = ?", [conversation_id]
@@ -360,7 +372,7 @@ class ConversationStore:
         """
         if turn.id is None:
             raise SupportbotError("finish_turn needs a turn from start_turn (its id is None)")
-        with self._writing() as db:
+        with self.writing() as db:
             row = self._row(db, "turns", turn.id, "turn")
             if row["status"] == "complete":
                 raise SupportbotError(f"turn {turn.id} is already complete; it is never overwritten")
@@ -380,7 +392,7 @@ class ConversationStore:
         Returns:
             The ids of the turns marked now, oldest first.
         """
-        with self._writing() as db:
+        with self.writing() as db:
             ids = [row["id"] for row in db["turns"].rows_where(
                 "status = 'incomplete' AND interrupted_at IS NULL AND started_at < ?",
                 [self.opened_at], order_by="id", select="id")]
@@ -422,7 +434,7 @@ class ConversationStore:
         """
         if rating not in (1, -1) or isinstance(rating, bool):
             raise SupportbotError(f"rating must be 1 or -1, not {rating!r}")
-        with self._writing() as db:
+        with self.writing() as db:
             if self._row(db, "turns", turn_id, "turn")["status"] != "complete":
                 raise SupportbotError(f"turn {turn_id} has no reply yet; it cannot be rated")
             row = {"turn_id": turn_id, "rating": rating, "comment": comment, "created_at": utc_now()}

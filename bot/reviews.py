@@ -1,0 +1,183 @@
+"""Reviewers' work on the conversation log: the review queue, review actions, corrections.
+
+Actions are rows of the ``reviews`` table (migration ``0002_reviews`` in :mod:`bot.store`);
+a turn is never edited. The queue puts first what most needs a person:
+
+0. turns with a thumbs-down,
+1. fallbacks (``rephrase``) and handoffs,
+2. answered turns by rising confidence, below :data:`LOW_CONFIDENCE`,
+3. the confident rest, in a fixed pseudo-random order (a quality-check sample).
+
+A turn leaves the queue once it has an action other than ``skip``; skipped turns go to the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bot.errors import SupportbotError
+from bot.records import Turn
+from bot.store import ConversationStore, _turn_from_row, utc_now
+
+ACTIONS = ("relabel", "rewrite", "approve", "skip")
+"""``relabel``: set the correct intent; ``rewrite``: give the reply the bot should have given
+(may also set the intent); ``approve``: the turn is right as it is; ``skip``: look later."""
+
+OUT_OF_SCOPE = "out_of_scope"
+"""The intent a reviewer gives an utterance the bot should not handle."""
+
+LOW_CONFIDENCE = 0.7
+BUCKETS = ("thumbs-down", "fallback or handoff", "low confidence", "quality sample")
+
+_PRIORITY = f"""CASE
+  WHEN EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id AND f.rating < 0) THEN 0
+  WHEN t.route IN ('rephrase', 'handoff') THEN 1
+  WHEN t.confidence < {LOW_CONFIDENCE} THEN 2
+  ELSE 3 END"""
+
+
+@dataclass(frozen=True)
+class ReviewFilter:
+    """Which turns to show. Dates are ``YYYY-MM-DD`` (inclusive, UTC); ``feedback`` is ``"down"``,
+    ``"up"`` or ``"none"``; None means any."""
+
+    since: str | None = None
+    until: str | None = None
+    intent: str | None = None
+    route: str | None = None
+    feedback: str | None = None
+
+    def sql(self) -> tuple[str, list[Any]]:
+        """``WHERE`` clauses over ``turns t`` and their parameters."""
+        clauses, params = ["t.status = 'complete'"], []
+        if self.since:
+            clauses.append("t.started_at >= ?")
+            params.append(self.since)
+        if self.until:
+            clauses.append("t.started_at < date(?, '+1 day')")
+            params.append(self.until)
+        for column, value in (("t.intent", self.intent), ("t.route", self.route)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        rated = {"down": "f.rating < 0", "up": "f.rating > 0"}
+        if self.feedback in rated:
+            clauses.append(f"EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id AND {rated[self.feedback]})")
+        elif self.feedback == "none":
+            clauses.append("NOT EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id)")
+        return " AND ".join(clauses), params
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One turn waiting for review: the turn, why it is in the queue, its feedback sum."""
+
+    turn: Turn
+    bucket: str
+    rating: int
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What reviewers settled for one turn, for retraining.
+
+    Attributes:
+        turn_id: the reviewed turn.
+        text: the customer's utterance (as stored, i.e. redacted).
+        intent: the correct intent (``out_of_scope`` allowed), or None if not settled.
+        reply: the reply to learn from (rewritten, or approved without a thumbs-down), or None.
+        review_id: the review row it comes from.
+    """
+
+    turn_id: int
+    text: str
+    intent: str | None
+    reply: str | None
+    review_id: int
+
+
+class ReviewLog:
+    """Review queue and actions over a :class:`~bot.store.ConversationStore`."""
+
+    def __init__(self, store: ConversationStore):
+        self.store = store
+
+    def queue(self, filters: ReviewFilter = ReviewFilter(), limit: int = 20) -> list[QueueItem]:
+        """The turns to review next, most useful first (see the module docstring)."""
+        where, params = filters.sql()
+        sql = f"""SELECT t.*, {_PRIORITY} AS priority,
+              (SELECT COALESCE(SUM(rating), 0) FROM feedback f WHERE f.turn_id = t.id) AS rating_sum,
+              (SELECT COUNT(*) FROM reviews r WHERE r.turn_id = t.id AND r.action = 'skip') AS skips
+            FROM turns t
+            WHERE {where} AND NOT EXISTS
+              (SELECT 1 FROM reviews r WHERE r.turn_id = t.id AND r.action != 'skip')
+            ORDER BY skips, priority, CASE WHEN priority = 2 THEN t.confidence END,
+              (t.id * 2654435761) % 4294967296
+            LIMIT ?"""
+        rows = self.store.db.query(sql, params + [limit])
+        return [QueueItem(_turn_from_row(row), BUCKETS[row["priority"]], row["rating_sum"]) for row in rows]
+
+    def counts(self, filters: ReviewFilter = ReviewFilter()) -> dict[str, int]:
+        """How many turns are left in each bucket of the queue (all of :data:`BUCKETS`)."""
+        where, params = filters.sql()
+        sql = f"""SELECT {_PRIORITY} AS priority, COUNT(*) AS n FROM turns t
+            WHERE {where} AND NOT EXISTS
+              (SELECT 1 FROM reviews r WHERE r.turn_id = t.id AND r.action != 'skip')
+            GROUP BY priority"""
+        found = {row["priority"]: row["n"] for row in self.store.db.query(sql, params)}
+        return {bucket: found.get(i, 0) for i, bucket in enumerate(BUCKETS)}
+
+    def record(self, turn_id: int, reviewer: str, action: str, intent: str | None = None,
+               reply: str | None = None, note: str | None = None) -> int:
+        """Store one review action; returns its id.
+
+        Raises:
+            SupportbotError: unknown turn, empty reviewer, unknown action, ``relabel`` without an
+                intent or ``rewrite`` without a reply.
+        """
+        intent, reply = (intent or "").strip() or None, (reply or "").strip() or None
+        if not (reviewer or "").strip():
+            raise SupportbotError("a review needs the reviewer's name")
+        if action not in ACTIONS:
+            raise SupportbotError(f"unknown review action '{action}'; expected one of {', '.join(ACTIONS)}")
+        if action == "relabel" and intent is None:
+            raise SupportbotError("'relabel' needs the correct intent")
+        if action == "rewrite" and reply is None:
+            raise SupportbotError("'rewrite' needs the reply the bot should have given")
+        self.store.turn(turn_id)
+        row = {"turn_id": turn_id, "reviewer": reviewer.strip(), "action": action, "intent": intent,
+               "reply": reply, "note": note, "created_at": utc_now()}
+        with self.store.writing() as db:
+            return db["reviews"].insert(row).last_pk
+
+    def actions(self, turn_id: int) -> list[dict[str, Any]]:
+        """The review rows of a turn, oldest first."""
+        return list(self.store.db["reviews"].rows_where("turn_id = ?", [turn_id], order_by="id"))
+
+    def corrections(self) -> list[Correction]:
+        """The latest settling review (not ``skip``) of every reviewed turn, as training material.
+
+        The intent is the reviewer's (``relabel``/``rewrite`` with an intent) or, for ``approve``,
+        the predicted one (``out_of_scope`` for an approved fallback). The reply is the rewritten
+        one, or for ``approve`` of an answered turn the bot's reply unless the customer gave it a
+        thumbs-down: a thumbs-down reply is never learned from without a correction, and
+        fallback or handoff messages are never learned as replies.
+        """
+        sql = """SELECT r.id AS review_id, r.action, r.intent AS fixed_intent, r.reply AS fixed_reply,
+              t.id AS turn_id, t.user_text, t.intent, t.reply, t.route,
+              EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id AND f.rating < 0) AS disliked
+            FROM reviews r JOIN turns t ON t.id = r.turn_id
+            WHERE r.id = (SELECT MAX(id) FROM reviews r2 WHERE r2.turn_id = r.turn_id AND r2.action != 'skip')
+              AND t.user_text != ''
+            ORDER BY r.id"""
+        return [_correction(row) for row in self.store.db.query(sql)]
+
+
+def _correction(row: dict[str, Any]) -> Correction:
+    approved = row["action"] == "approve"
+    answered = row["route"] in ("answer", "template")
+    predicted = row["intent"] if answered or row["route"] == "handoff" else OUT_OF_SCOPE
+    intent = row["fixed_intent"] or (predicted if approved else None)
+    reply = row["fixed_reply"] or (row["reply"] if approved and answered and not row["disliked"] else None)
+    return Correction(row["turn_id"], row["user_text"], intent, reply, row["review_id"])
