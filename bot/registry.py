@@ -99,6 +99,27 @@ class Registry:
                                      "report": report})
         self._update(kind, change)
 
+    def register(self, kind: str, version: str) -> bool:
+        """A newly trained version: promoted when ``kind`` has no production version yet, else
+        kept as a candidate. Returns True when it was promoted."""
+        if self.production(kind) is None:
+            self.promote(kind, version, "first trained version", by="train")
+            return True
+        self.add_candidate(kind, version)
+        return False
+
+    def production_folder(self, kind: str) -> Path:
+        """The folder of the production version; the newest version when none was promoted.
+
+        Raises:
+            SupportbotError: no version of ``kind`` exists (the message names the command).
+        """
+        version = self.production(kind) or (self.versions(kind) or [None])[-1]
+        if version is None:
+            raise SupportbotError(
+                f"no trained {kind} model in {self.models / kind}; run: supportbot train {kind} --data bitext")
+        return self.folder(kind, version)
+
     def promote(self, kind: str, version: str, reason: str, by: str = "cli") -> None:
         """Make ``version`` the production version of ``kind``.
 

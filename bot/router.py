@@ -101,9 +101,11 @@ class Router:
     """Composes classifier, generator, placeholder filling and the conversation store.
 
     Args:
-        classifier: has ``predict(texts) -> list[Prediction]``, ``threshold`` and ``version``.
-        generator: has ``stream(history=..., user_text=..., intent=..., max_new_tokens=...)``
-            yielding text pieces, and ``version``.
+        models: has ``current() -> (classifier, generator)`` (:mod:`bot.models`), asked once at
+            the start of each turn, so a promoted version answers from the next turn on. The
+            classifier has ``predict(texts) -> list[Prediction]``, ``threshold`` and
+            ``version``; the generator has ``stream(history=..., user_text=..., intent=...,
+            max_new_tokens=...)`` yielding text pieces, and ``version``.
         store: a :class:`bot.store.ConversationStore`.
         profile: company profile (slot name -> value), see :mod:`bot.placeholders`.
         config: routing policy.
@@ -111,10 +113,8 @@ class Router:
             the models still see the original text.
     """
 
-    def __init__(self, classifier, generator, store, profile: dict[str, str], config: RouterConfig,
-                 redact: bool = True):
-        self.classifier = classifier
-        self.generator = generator
+    def __init__(self, models, store, profile: dict[str, str], config: RouterConfig, redact: bool = True):
+        self.models = models
         self.store = store
         self.profile = profile
         self.config = config
@@ -136,31 +136,31 @@ class Router:
         started = time.perf_counter()
         text = (text or "")[:MAX_USER_CHARS]
         turn = self.store.start_turn(conversation_id, redact(text).text if self.redact else text)
-        prediction = self.classifier.predict([text])[0] if text.strip() else None
+        classifier, generator = self.models.current()
+        prediction = classifier.predict([text])[0] if text.strip() else None
         if requested_human:
-            decision = Decision("handoff", "customer pressed 'talk to a human'", None,
-                                self.classifier.threshold)
+            decision = Decision("handoff", "customer pressed 'talk to a human'", None, classifier.threshold)
         else:
-            decision = decide(text, prediction, self.classifier.threshold,
+            decision = decide(text, prediction, classifier.threshold,
                               self.store.fallbacks_in_a_row(conversation_id), self.config)
         entities = extract_entities(text)
         reply, missing = "", []
-        for reply, missing in self._reply_stream(conversation_id, text, decision, entities):
+        for reply, missing in self._reply_stream(generator, conversation_id, text, decision, entities):
             yield ReplyChunk(reply)
         if decision.route == "handoff":
             self.store.mark_handoff(conversation_id, decision.reason)
         finished = replace(
             turn, prediction=prediction, decision=decision, reply=reply, missing_slots=missing,
-            classifier_version=self.classifier.version,
-            generator_version=self.generator.version if decision.route == "answer" else None,
+            classifier_version=classifier.version,
+            generator_version=generator.version if decision.route == "answer" else None,
             latency_ms=(time.perf_counter() - started) * 1000.0, status="complete",
         )
         yield ReplyChunk(reply, self.store.finish_turn(finished))
 
-    def _reply_stream(self, conversation_id, text, decision, entities) -> Iterator[tuple[str, list[str]]]:
+    def _reply_stream(self, generator, conversation_id, text, decision, entities) -> Iterator[tuple[str, list[str]]]:
         if decision.route == "answer":
             history = self.store.history(conversation_id, self.config.history_turns)
-            pieces = self.generator.stream(history=history, user_text=text, intent=decision.intent,
+            pieces = generator.stream(history=history, user_text=text, intent=decision.intent,
                                            max_new_tokens=self.config.max_new_tokens)
             yield from self._filled_stream(pieces, entities)
             return

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
         profile: company profile (TOML) that fills reply placeholders.
         seed: seed of data splits and training.
         redact: redact e-mails, phone, card and IBAN numbers before a turn is stored.
+        reviewers: reviewer name -> argon2 hash of the password (``supportbot hash-password``);
+            the review pages are served only when at least one is configured.
         router: the routing policy, see :class:`RouterConfig`.
     """
 
@@ -91,6 +93,7 @@ class Settings(BaseSettings):
     profile: Path = REPO_DATA / "company_profile.toml"
     seed: int = 42
     redact: bool = True
+    reviewers: dict[str, str] = {}
     router: RouterConfig = RouterConfig()
 
     @classmethod

@@ -92,3 +92,120 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_intents_csv(tmp_path_factory) -> Path:
+    """A CSV of 4 intents x 16 utterances, each intent marked by its own keywords: small enough
+    for the tiny encoder to train on in seconds, distinct enough for it to learn."""
+    import csv
+    import random
+
+    keywords = {"refund": ["refund", "reimburse", "money back", "repay"],
+                "cancel": ["cancel", "terminate", "abort", "annul"],
+                "track": ["track", "locate", "trace", "follow"],
+                "invoice": ["invoice", "bill", "receipt", "statement"]}
+    subjects = ["my order", "the purchase", "order 1234", "my parcel"]
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("intents") / "tiny_intents.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "intent"])
+        for intent, words in keywords.items():
+            for i in range(16):
+                writer.writerow([f"{rng.choice(['please', 'can you', 'I want to'])} {words[i % 4]} "
+                                 f"{subjects[i // 4]}", intent])
+    return path
+
+
+@pytest.fixture(scope="session")
+def reply_csv(tmp_path_factory) -> Path:
+    """A small CSV (3 intents x 10 rows) with ``text``, ``intent`` and ``reply`` columns; replies
+    hold ``{{Slot}}`` placeholders."""
+    import csv
+
+    path = tmp_path_factory.mktemp("replies-data") / "replies.csv"
+    topics = {"cancel_order": "cancel my order", "track_order": "track my parcel",
+              "get_refund": "get my money back"}
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "intent", "reply"])
+        for intent, topic in topics.items():
+            for i in range(10):
+                writer.writerow([f"please help me {topic} number {i}", intent,
+                                 f"Sure, I can help you {topic}. Open {{{{Order Section}}}} and "
+                                 f"follow step {i}."])
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_replies_version(tmp_path_factory, tiny_lm_dir, reply_csv) -> Path:
+    """A replies version folder (LoRA adapter + manifest + merged/) trained for 2 steps on
+    ``reply_csv`` from ``tiny_lm_dir``."""
+    from bot.settings import load_settings
+    from training.replies import ReplyTrainConfig, train_replies
+
+    home = tmp_path_factory.mktemp("replies-home")
+    settings = load_settings(home=home, reply_base=str(tiny_lm_dir), cache_dir=home / "cache")
+    config = ReplyTrainConfig(max_steps=2, batch_size=2, max_length=64, validation_examples=2,
+                              merge=True, lora_r=4, lora_alpha=8)
+    return train_replies(reply_csv, settings, config, output=home / "models" / "replies" / "v1")
+
+
+@pytest.fixture(scope="session")
+def echo_lm_dir(tmp_path_factory, tiny_lm_dir) -> Path:
+    """A tiny Llama whose greedy output is fixed: after the prompt it says ``Hello``, then
+    ``<|im_end|>`` (then ``Hello`` again if not stopped). Layers are zeroed so each logit row
+    depends only on the current token (embedding dims 1/2/3 = Hello / eos / any other token)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("echo-lm")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    model = LlamaForCausalLM.from_pretrained(tiny_lm_dir, tie_word_embeddings=False)
+    hello, eos = tokenizer.convert_tokens_to_ids("Hello"), tokenizer.eos_token_id
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embed = torch.zeros_like(model.model.embed_tokens.weight)
+        embed[:, 3], embed[hello, 3], embed[eos, 3] = 1.0, 0.0, 0.0
+        embed[hello, 1], embed[eos, 2] = 1.0, 1.0
+        model.model.embed_tokens.weight.copy_(embed)
+        head = torch.zeros_like(model.lm_head.weight)
+        head[hello, 3], head[eos, 1], head[hello, 2] = 10.0, 10.0, 10.0
+        model.lm_head.weight = torch.nn.Parameter(head)
+    model.config.tie_word_embeddings = False
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_home_template(tmp_path_factory, tiny_encoder_dir, tiny_intents_csv, tiny_replies_version) -> Path:
+    """A home with a tiny intent model (v1, ``--method head`` on ``tiny_intents_csv``) and a tiny
+    reply adapter (v1), both in production. Copy it (``tiny_home``) before changing it."""
+    import shutil
+
+    from bot.registry import Registry
+    from training.intents import IntentTrainConfig, train_intents
+
+    home = tmp_path_factory.mktemp("tiny-home")
+    train_intents(IntentTrainConfig(data=str(tiny_intents_csv), base=str(tiny_encoder_dir), method="head",
+                                    head_c=100.0, home=home, output=home / "models" / "intents" / "v1"))
+    shutil.copytree(tiny_replies_version, home / "models" / "replies" / "v1")
+    registry = Registry(home)
+    registry.register("intents", "v1")
+    registry.register("replies", "v1")
+    return home
+
+
+@pytest.fixture()
+def tiny_home(tiny_home_template, tmp_path, monkeypatch) -> Path:
+    """A private copy of ``tiny_home_template``, set as SUPPORTBOT_HOME."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny_home_template, home)
+    monkeypatch.setenv("SUPPORTBOT_HOME", str(home))
+    return home

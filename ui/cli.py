@@ -22,7 +22,10 @@ train_app = typer.Typer(help="Train the intent classifier or the reply generator
 eval_app = typer.Typer(help="Evaluate a trained model on a held-out split.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
+models_app = typer.Typer(help="Model versions: list, show, promote, rollback.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
+app.add_typer(models_app, name="models")
+KIND = typer.Argument(..., help="intents or replies")
 console = Console()
 
 
@@ -48,6 +51,259 @@ def data_show(
     table.add_row("largest intents", ", ".join(f"{i} {n}" for i, n in counts.most_common(3)))
     table.add_row("smallest intents", ", ".join(f"{i} {n}" for i, n in counts.most_common()[-3:]))
     console.print(table)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(7860, help="port to listen on"),
+    db: Optional[Path] = typer.Option(None, help="SQLite conversation log (default <home>/conversations.db)"),
+    models: Optional[Path] = typer.Option(None, help="home folder whose models/ and registry.json to use (default: the home setting)"),
+) -> None:
+    """Serve the chat at http://HOST:PORT/ and the reviewers' pages at /review/ (login)."""
+    import uvicorn
+
+    from bot.runtime import load_router
+    from ui.chat import build_chat_app
+    from ui.review import build_review_app
+    from ui.server import build_server
+
+    settings = load_settings()
+    router = load_router(settings, db, models)
+    interrupted = router.store.mark_interrupted()
+    if interrupted:
+        console.print(f"{len(interrupted)} turn(s) interrupted by an earlier stop stay marked incomplete")
+    classifier, generator = router.models.current()
+    review = build_review_app(router.store, classifier.labels)
+    server = build_server(build_chat_app(router), review, settings.reviewers)
+    console.print(f"chat: http://{host}:{port}/  review: http://{host}:{port}/review/  "
+                  f"(classifier {classifier.version}, generator {generator.version}, log {router.store.path})")
+    uvicorn.run(server, host=host, port=port, log_level="warning")
+
+
+@app.command("hash-password")
+def hash_password_command(
+    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
+) -> None:
+    """Print the argon2 hash of a reviewer's password, for the ``reviewers`` setting."""
+    from ui.server import hash_password
+
+    typer.echo(hash_password(password))
+
+
+@app.command()
+def chat(
+    db: Optional[Path] = typer.Option(None, help="SQLite conversation log (default <home>/conversations.db)"),
+    models: Optional[Path] = typer.Option(None, help="home folder whose models/ and registry.json to use (default: the home setting)"),
+    show_intent: bool = typer.Option(True, help="print intent, confidence and route after each reply"),
+) -> None:
+    """Chat in the terminal with the same router and log as the web page (empty line or Ctrl-D ends)."""
+    from bot.runtime import load_router
+
+    router = load_router(load_settings(), db, models)
+    conversation = router.store.new_conversation()
+    console.print(f"conversation {conversation}; an empty line ends it")
+    while True:
+        try:
+            text = console.input("[bold]you>[/bold] ")
+        except EOFError:
+            break
+        if not text.strip():
+            break
+        shown = ""
+        console.print("[bold]bot>[/bold] ", end="")
+        for chunk in router.respond(conversation, text):
+            console.print(chunk.text[len(shown):], end="", markup=False, highlight=False)
+            shown = chunk.text
+        console.print()
+        if show_intent and chunk.turn is not None:
+            turn = chunk.turn
+            console.print(f"[dim]{turn.decision.route}: {turn.decision.reason}[/dim]")
+
+
+@train_app.command("replies")
+def train_replies_command(
+    data: str = typer.Option("bitext", help="built-in data set or a CSV/JSONL file with a reply column"),
+    base: Optional[str] = typer.Option(None, help="instruct LM: hub id or local path (default settings.reply_base)"),
+    lora_r: int = typer.Option(16, help="LoRA rank"),
+    lora_alpha: int = typer.Option(32, help="LoRA scale numerator (scale = alpha / r)"),
+    target_modules: str = typer.Option("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                                       help="comma-separated module names that get an adapter"),
+    epochs: float = typer.Option(1.0, help="passes over the training examples"),
+    max_steps: Optional[int] = typer.Option(None, help="optimizer steps (default: 40 on CPU, no cap on GPU; 0 = no cap)"),
+    max_train_examples: Optional[int] = typer.Option(None, help="use at most this many training examples"),
+    max_length: int = typer.Option(256, help="tokens of prompt + reply"),
+    lr: float = typer.Option(2e-4, help="peak learning rate"),
+    batch_size: Optional[int] = typer.Option(None, help="examples per step (default: 8 on CPU, 16 on GPU)"),
+    output: Optional[Path] = typer.Option(None, help="output folder (default <home>/models/replies/<version>)"),
+    merge: bool = typer.Option(False, help="also write merged/: the base model with the adapter folded in"),
+    max_minutes: Optional[float] = typer.Option(None, help="wall-clock budget: stop after the step that crosses it"),
+    data_dir: Optional[Path] = typer.Option(None, help="folder searched first for built-in data sets"),
+    seed: Optional[int] = typer.Option(None, help="split and training seed"),
+) -> None:
+    """LoRA fine-tune of the reply generator (loss on reply tokens only)."""
+    from training.replies import ReplyTrainConfig, train_replies
+
+    settings = load_settings(reply_base=base, data_dir=data_dir, seed=seed)
+    modules = tuple(m.strip() for m in target_modules.split(",") if m.strip())
+    config = ReplyTrainConfig(lora_r=lora_r, lora_alpha=lora_alpha, target_modules=modules, epochs=epochs,
+                              max_steps=max_steps, max_train_examples=max_train_examples,
+                              max_length=max_length, lr=lr, batch_size=batch_size, merge=merge,
+                              max_minutes=max_minutes, seed=settings.seed)
+    folder = train_replies(data, settings, config, output)
+    console.print(f"reply generator written to {folder}")
+
+
+@eval_app.command("replies")
+def eval_replies_command(
+    adapter: Path = typer.Argument(..., help="replies version folder (adapter + manifest.json)"),
+    data: Optional[str] = typer.Option(None, help="data set or file (default: the one it was trained on)"),
+    limit: Optional[int] = typer.Option(None, help="score only the first N test examples"),
+    max_new_tokens: int = typer.Option(128, help="reply cap of the generated systems, in tokens"),
+    data_dir: Optional[Path] = typer.Option(None, help="folder searched first for built-in data sets"),
+) -> None:
+    """ROUGE-L, chrF, embedding cosine, invented slots: base zero-shot vs retrieval vs adapter."""
+    from training.reply_eval import EvalOptions, evaluate_replies, report_table
+
+    settings = load_settings(data_dir=data_dir)
+    result = evaluate_replies(adapter, settings, data, EvalOptions(limit=limit, max_new_tokens=max_new_tokens))
+    console.print(report_table(result), markup=False, highlight=False)
+    console.print(f"report: {Path(adapter) / 'eval' / 'replies.md'}")
+
+
+def _intent_config(data: str, **options):
+    """An ``IntentTrainConfig`` from the shared options of ``train intents`` and ``eval oos``."""
+    from training.intents import IntentTrainConfig
+
+    return IntentTrainConfig(data=data, **options)
+
+
+@train_app.command("intents")
+def train_intents_command(
+    data: str = typer.Option("bitext", help="built-in data set (bitext, banking77) or a CSV/JSONL/nlu.yml file"),
+    base: Optional[str] = typer.Option(None, help="sentence encoder: hub id or local path (default settings.intent_base)"),
+    method: str = typer.Option("finetune", help="finetune (LR-initialised head, then full fine-tune) or head (frozen encoder + LR head)"),
+    epochs: float = typer.Option(4.0, help="maximum epochs (finetune); early stopping may end sooner"),
+    lr: float = typer.Option(5e-5, help="peak learning rate (AdamW, warm-up then linear decay)"),
+    batch_size: int = typer.Option(32, help="examples per step per process"),
+    max_length: int = typer.Option(64, help="tokens per utterance (longer ones are truncated)"),
+    seed: Optional[int] = typer.Option(None, help="split and training seed"),
+    output: Optional[Path] = typer.Option(None, help="version folder to create (default <home>/models/intents/<UTC time>)"),
+    label_smoothing: float = typer.Option(0.1, help="label smoothing of the loss"),
+    layer_decay: float = typer.Option(1.0, help="layer-wise LR decay (1 = off)"),
+    head_c: float = typer.Option(1.0, help="inverse L2 strength of the logistic-regression head"),
+    patience: int = typer.Option(2, help="early stopping: epochs without better validation macro-F1"),
+    oos_method: str = typer.Option("msp", help="out-of-scope score: msp or energy"),
+    coverage: float = typer.Option(0.95, help="share of in-scope validation utterances the OOS threshold accepts"),
+    holdout: int = typer.Option(0, help="leave this many intents out of training (for eval oos)"),
+    data_dir: Optional[Path] = typer.Option(None, help="folder searched first for built-in data sets"),
+) -> None:
+    """Train the intent classifier (runs unchanged under torchrun / accelerate launch)."""
+    from training.intents import train_intents
+
+    folder = train_intents(_intent_config(
+        data, base=base, method=method, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
+        seed=seed, output=output, label_smoothing=label_smoothing, layer_decay=layer_decay, head_c=head_c,
+        patience=patience, oos_method=oos_method, coverage=coverage, holdout=holdout, data_dir=data_dir))
+    console.print(f"intent classifier written to {folder}")
+
+
+@eval_app.command("intents")
+def eval_intents_command(
+    model: Path = typer.Argument(..., help="intent model folder (models/intents/<version>)"),
+    data: str = typer.Option("bitext", help="the data set the model was trained on (its test split is used)"),
+    data_dir: Optional[Path] = typer.Option(None, help="folder searched first for built-in data sets"),
+) -> None:
+    """Accuracy, macro-F1, per-intent report and confusion matrix on the test split (writes MODEL/eval/)."""
+    from training.intent_eval import evaluate_intents
+
+    report = evaluate_intents(model, data, data_dir)
+    console.print(f"{report['rows']} test rows: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
+                  f"rejected as out of scope {report['rejected_as_oos']:.2%}")
+    for pair in report["most_confused"][:5]:
+        console.print(f"  confused: {pair['gold']} -> {pair['predicted']} ({pair['count']})")
+    console.print(f"report: {model / 'eval' / 'intents_report.md'}, plot: {model / 'eval' / 'confusion.png'}")
+
+
+@eval_app.command("oos")
+def eval_oos_command(
+    model: Optional[Path] = typer.Argument(None, help="a model trained with --holdout; default: train one now"),
+    data: str = typer.Option("banking77", help="built-in data set or file"),
+    holdout: int = typer.Option(10, help="intents to hold out when training a model here"),
+    method: str = typer.Option("head", help="training method when training here: head or finetune"),
+    epochs: float = typer.Option(4.0, help="maximum epochs when training here (finetune)"),
+    oos_method: str = typer.Option("msp", help="out-of-scope score when training here: msp or energy"),
+    seed: Optional[int] = typer.Option(None, help="split, hold-out and training seed"),
+    data_dir: Optional[Path] = typer.Option(None, help="folder searched first for built-in data sets"),
+) -> None:
+    """Out-of-scope detection on whole unseen intents: AUROC and OOS recall at the model's threshold."""
+    from training.intent_eval import evaluate_oos
+    from training.intents import train_intents
+
+    if model is None:
+        model = train_intents(_intent_config(data, method=method, epochs=epochs, oos_method=oos_method,
+                                             holdout=holdout, seed=seed, data_dir=data_dir))
+    result = evaluate_oos(model, data, data_dir)
+    aurocs = ", ".join(f"{name} {value:.4f}" for name, value in result["auroc"].items())
+    console.print(f"{model}: {result['oos_rows']} unseen-intent vs {result['in_scope_rows']} in-scope test rows; "
+                  f"AUROC {aurocs}; at the {result['method']} threshold {result['threshold']:.4f}: "
+                  f"OOS recall {result['oos_recall']:.4f}, in-scope rejected {result['in_scope_rejected']:.4f}")
+
+
+def _registry():
+    from bot.registry import Registry
+
+    return Registry(load_settings().home)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every version of both model kinds, marking production and candidates."""
+    from bot.manifest import read_manifest
+    from bot.registry import KINDS
+
+    registry = _registry()
+    table = Table("kind", "version", "status", "base", "data", "metrics")
+    for kind in KINDS:
+        state = registry.state(kind)
+        for version in registry.versions(kind):
+            manifest = read_manifest(registry.folder(kind, version))
+            status = "production" if version == state["production"] else (
+                "candidate" if version in state["candidates"] else "")
+            metrics = manifest.get("metrics", {})
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))[:60]
+            table.add_row(kind, version, status, str(manifest.get("base_model", "")),
+                          str(manifest.get("data", {}).get("name", "") if isinstance(manifest.get("data"), dict) else manifest.get("data", "")), shown)
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(kind: str = KIND, version: Optional[str] = typer.Argument(None, help="default: production")) -> None:
+    """A version's manifest, and the registry history of its kind."""
+    import json
+
+    from bot.manifest import read_manifest
+
+    registry = _registry()
+    folder = registry.folder(kind, version) if version else registry.production_folder(kind)
+    console.print_json(json.dumps(read_manifest(folder), default=str))
+    for event in registry.state(kind)["history"][-10:]:
+        console.print(f"{event['time']} {event['action']}: {event.get('from') or ''} -> "
+                      f"{event.get('to') or event.get('version')} {event.get('reason') or ''}")
+
+
+@models_app.command("promote")
+def models_promote(kind: str = KIND, version: str = typer.Argument(...),
+                   reason: str = typer.Option("promoted by hand", help="why, kept in the history")) -> None:
+    """Put a version in production (a running server switches to it before its next turn)."""
+    _registry().promote(kind, version, reason)
+    console.print(f"{kind}: {version} is in production")
+
+
+@models_app.command("rollback")
+def models_rollback(kind: str = KIND) -> None:
+    """Put back the version that was in production before the current one."""
+    console.print(f"{kind}: {_registry().rollback(kind)} is in production again")
 
 
 def main() -> None:

@@ -1,0 +1,372 @@
+"""Serve the reply generator: load a trained version, stream a reply token by token.
+
+Usage (the router's call)::
+
+    generator = ReplyGenerator.load("~/.supportbot/models/replies/20261130-000550")
+    for chunk in generator.stream(history=[("Where is my order?", "It ships today.")],
+                                  user_text="Can I cancel it?", intent="cancel_order"):
+        print(chunk, end="")
+
+The prompt is :func:`bot.prompting.build_messages`, the same function training used. A LoRA
+adapter (Hu et al. 2021, https://arxiv.org/abs/2106.09685) is folded into the base weights at
+load time (``peft``'s ``merge_and_unload``), so serving costs the same as the base model.
+Streaming uses transformers' ``TextIteratorStreamer`` with ``generate`` running in a thread
+(https://huggingface.co/docs/transformers/internal/generation_utils#transformers.TextIteratorStreamer).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.device import Device, pick_device
+from bot.errors import SupportbotError
+from bot.manifest import MANIFEST, read_manifest
+from bot.prompting import Turn, build_messages, drop_oldest_turn
+
+MERGED = "merged"
+"""Sub-folder of a replies version with the merged model (``supportbot train replies --merge``)."""
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """How the model runs; ``None`` fields are chosen from the device.
+
+    Attributes:
+        dtype_name: ``"float32"`` or ``"bfloat16"``; default: the device's dtype on GPU,
+            ``float32`` on CPU (then ``int8`` applies).
+        int8: dynamic int8 quantisation of the linear layers
+            (``torch.ao.quantization.quantize_dynamic``, CPU only; Jacob et al. 2018,
+            https://arxiv.org/abs/1712.05877); default: on for CPU.
+        batch_size: prompts per forward pass in :meth:`ReplyGenerator.generate_batch`;
+            default 32 on GPU, 8 on CPU.
+        max_prompt_tokens: prompt cap in tokens; the oldest history goes first, then the end of
+            the customer's message.
+        max_new_tokens: default cap on reply length, in tokens.
+    """
+
+    dtype_name: str | None = None
+    int8: bool | None = None
+    batch_size: int | None = None
+    max_prompt_tokens: int = 768
+    max_new_tokens: int = 160
+
+    def resolved(self, device: Device) -> "ServingOptions":
+        """A copy with every ``None`` filled in for ``device``."""
+        return ServingOptions(
+            dtype_name=self.dtype_name or (device.dtype_name if device.is_gpu else "float32"),
+            int8=(not device.is_gpu) if self.int8 is None else (self.int8 and not device.is_gpu),
+            batch_size=self.batch_size or (32 if device.is_gpu else 8),
+            max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=self.max_new_tokens,
+        )
+
+
+def _model_folder(folder: Path) -> tuple[Path, dict, str]:
+    """(folder holding the weights, manifest, version name) of a replies version or merged dir.
+
+    Raises:
+        SupportbotError: ``folder`` is not a directory or holds no manifest.json (itself or,
+            for a ``merged/`` folder, its parent).
+    """
+    if not folder.is_dir():
+        raise SupportbotError(f"{folder}: no such reply-generator folder")
+    if (folder / MERGED / "config.json").is_file():
+        return folder / MERGED, read_manifest(folder), folder.name
+    if (folder / "config.json").is_file() and not (folder / MANIFEST).is_file():
+        return folder, read_manifest(folder.parent), folder.parent.name
+    return folder, read_manifest(folder), folder.name
+
+
+def _base_dir(manifest: dict, base: str | Path | None, cache_dir: Path | None, folder: Path) -> Path:
+    """Local base-model folder for an adapter: ``base``, else the manifest's ``base_model_path``,
+    else ``<cache_dir>/base-models/<name>``, else ``base_model`` when it is a local folder.
+
+    Raises:
+        SupportbotError: none of these is a folder (the message says how to fix it).
+    """
+    ref = str(manifest.get("base_model", ""))
+    candidates = [Path(base).expanduser()] if base else []
+    candidates += [Path(manifest["base_model_path"])] if manifest.get("base_model_path") else []
+    candidates += [Path(cache_dir) / "base-models" / ref.split("/")[-1]] if cache_dir and ref else []
+    candidates += [Path(ref).expanduser()] if ref else []
+    for candidate in candidates:
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise SupportbotError(
+        f"{folder}: base model '{ref}' of this adapter not found locally (tried "
+        f"{', '.join(map(str, candidates)) or 'nothing'}); pass base=<folder>, or train with --merge"
+    )
+
+
+def _optimised(model, options: ServingOptions):
+    """``model`` in eval mode, cast to ``options.dtype_name``, int8-quantised when asked."""
+    import torch
+
+    model = model.to(getattr(torch, options.dtype_name)).eval()
+    if options.int8:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+def run_in_worker(fn):
+    """``fn()`` run in a worker thread, its result returned and its exception re-raised.
+
+    Generation runs off the main thread both when streaming and in batches: on a busy CPU,
+    torch's OpenMP pool in the main thread was measured up to 18x slower than in a worker thread
+    (SmolLM2-135M, 2 shared cores, ``bench/generation.py``).
+    """
+    result: list = []
+
+    def body():
+        try:
+            result.append((True, fn()))
+        except BaseException as exc:  # handed to the calling thread
+            result.append((False, exc))
+
+    worker = threading.Thread(target=body, daemon=True)
+    worker.start()
+    worker.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
+
+
+class _Cancel:
+    """A ``StoppingCriteria`` that stops generation once :meth:`set` is called (consumer left)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def set(self) -> None:
+        self.event.set()
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool,
+                          device=input_ids.device)
+
+
+class ReplyGenerator:
+    """A causal LM with its tokenizer, ready to answer customers.
+
+    Attributes:
+        model: the (merged, optimised) transformers model.
+        tokenizer: its tokenizer, left padding.
+        version: the version folder's name (``"base"`` etc. for :meth:`from_pretrained`).
+        device: where it runs.
+        options: resolved :class:`ServingOptions`.
+        manifest: the version's manifest.json ({} when loaded without one).
+    """
+
+    def __init__(self, model, tokenizer, version: str, device: Device, options: ServingOptions,
+                 manifest: dict | None = None):
+        self.model, self.tokenizer, self.version = model, tokenizer, version
+        self.device, self.options, self.manifest = device, options, manifest or {}
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, folder: str | Path, base: str | Path | None = None, cache_dir: str | Path | None = None,
+             device: str | Device | None = None, options: ServingOptions | None = None) -> "ReplyGenerator":
+        """Load a replies version written by ``supportbot train replies``.
+
+        Args:
+            folder: the version folder (adapter + manifest.json; its ``merged/`` is used when
+                present) or a ``merged/`` folder itself.
+            base: local base-model folder for an adapter (default: found from the manifest and
+                ``cache_dir``, see :func:`_base_dir`).
+            cache_dir: the settings' cache folder (converted base models live in
+                ``<cache_dir>/base-models/``).
+            device: ``"cpu"``, ``"cuda"`` or a :class:`Device`; default :func:`pick_device`.
+            options: serving options; defaults chosen from the device.
+
+        Raises:
+            SupportbotError: no such folder, no manifest.json, base model not found.
+        """
+        folder = Path(folder).expanduser()
+        weights, manifest, version = _model_folder(folder)
+        device = device if isinstance(device, Device) else pick_device(device)
+        options = (options or ServingOptions()).resolved(device)
+        if (weights / "adapter_config.json").is_file():
+            model = cls._merged_adapter(weights, _base_dir(manifest, base, cache_dir and Path(cache_dir), folder))
+        else:
+            model = cls._plain_model(weights)
+        return cls._ready(model, weights, version, device, options, manifest)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, version: str = "base", device: str | Device | None = None,
+                        options: ServingOptions | None = None) -> "ReplyGenerator":
+        """A generator from a plain transformers model folder (e.g. the base model, zero-shot).
+
+        Raises:
+            SupportbotError: ``model_dir`` holds no config.json.
+        """
+        model_dir = Path(model_dir).expanduser()
+        if not (model_dir / "config.json").is_file():
+            raise SupportbotError(f"{model_dir}: not a transformers model folder (no config.json)")
+        device = device if isinstance(device, Device) else pick_device(device)
+        options = (options or ServingOptions()).resolved(device)
+        return cls._ready(cls._plain_model(model_dir), model_dir, version, device, options, {})
+
+    @staticmethod
+    def _plain_model(model_dir: Path):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
+
+    @staticmethod
+    def _merged_adapter(adapter_dir: Path, base_dir: Path):
+        from peft import PeftModel
+
+        base = ReplyGenerator._plain_model(base_dir)
+        return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+
+    @classmethod
+    def _ready(cls, model, tokenizer_dir: Path, version: str, device: Device, options: ServingOptions,
+               manifest: dict) -> "ReplyGenerator":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        model = _optimised(model.to(device.name), options)
+        return cls(model, tokenizer, version, device, options, manifest)
+
+    # ---- prompts -------------------------------------------------------------------------
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Token ids that end a reply: ``<|im_end|>`` (the tokenizer's eos) when known."""
+        ids = {self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>")}
+        return sorted(i for i in ids if isinstance(i, int) and i != self.tokenizer.unk_token_id)
+
+    def _ids(self, messages: Messages) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt_ids(self, messages: Messages) -> list[int]:
+        """Token ids of the prompt, at most ``options.max_prompt_tokens`` long: the oldest
+        exchanges are dropped first, then the customer's last message is cut at its end.
+
+        Raises:
+            SupportbotError: the system message alone exceeds the cap.
+        """
+        cap, ids = self.options.max_prompt_tokens, self._ids(messages)
+        while len(ids) > cap and (shorter := drop_oldest_turn(messages)) is not None:
+            messages, ids = shorter, self._ids(shorter)
+        if len(ids) <= cap:
+            return ids
+        text = messages[-1]["content"]
+        text_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        keep = len(text_ids) - (len(ids) - cap)
+        if keep <= 0:
+            raise SupportbotError(f"max_prompt_tokens={cap} is too small for the system prompt")
+        cut = self.tokenizer.decode(text_ids[:keep])
+        return self.prompt_ids(messages[:-1] + [{"role": "user", "content": cut}])
+
+    @staticmethod
+    def messages_for(messages: Messages | None = None, history: Sequence[Turn] | None = None,
+                     user_text: str | None = None, intent: str | None = None) -> Messages:
+        """``messages`` when given, else :func:`bot.prompting.build_messages` of the rest.
+
+        Raises:
+            SupportbotError: neither ``messages`` nor ``user_text`` given, or a malformed history.
+        """
+        if messages is not None:
+            return list(messages)
+        if user_text is None:
+            raise SupportbotError("give either messages or user_text (with history and intent)")
+        try:
+            return build_messages(history, user_text, intent)
+        except ValueError as exc:
+            raise SupportbotError(str(exc)) from None
+
+    # ---- generation ----------------------------------------------------------------------
+
+    def _generate_kwargs(self, max_new_tokens: int | None) -> dict:
+        return dict(max_new_tokens=max_new_tokens or self.options.max_new_tokens, do_sample=False,
+                    eos_token_id=self.stop_token_ids, pad_token_id=self.tokenizer.pad_token_id)
+
+    def stream(self, messages: Messages | None = None, *, history: Sequence[Turn] | None = None,
+               user_text: str | None = None, intent: str | None = None,
+               max_new_tokens: int | None = None) -> Iterator[str]:
+        """Stream the reply as text chunks (greedy decoding).
+
+        Call either ``stream(messages)`` with chat messages (e.g. from ``build_messages``) or
+        ``stream(history=[(user, bot), ...], user_text=..., intent=...)``. Generation stops at
+        ``<|im_end|>`` or after ``max_new_tokens`` tokens (default ``options.max_new_tokens``);
+        closing the iterator early stops generation too. The prompt is capped as in
+        :meth:`prompt_ids`. Chunks never contain special tokens; ``"".join(chunks)`` is the reply.
+
+        Raises:
+            SupportbotError: bad arguments (see :meth:`messages_for`); errors inside generation
+                are re-raised in the caller's thread.
+        """
+        import torch
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        ids = self.prompt_ids(self.messages_for(messages, history, user_text, intent))
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel, failure = _Cancel(), []
+        kwargs = dict(input_ids=torch.tensor([ids], device=self.device.name), streamer=streamer,
+                      stopping_criteria=StoppingCriteriaList([cancel]), **self._generate_kwargs(max_new_tokens))
+        worker = threading.Thread(target=self._run, args=(kwargs, failure, streamer), daemon=True)
+        worker.start()
+        try:
+            for chunk in streamer:
+                if chunk:
+                    yield chunk
+        finally:
+            cancel.set()
+            worker.join()
+        if failure:
+            raise failure[0]
+
+    def _run(self, kwargs: dict, failure: list, streamer) -> None:
+        """Thread body: generate under the lock; on error record it and end the stream."""
+        import torch
+
+        try:
+            with self._lock, torch.inference_mode():
+                self.model.generate(attention_mask=torch.ones_like(kwargs["input_ids"]), **kwargs)
+        except Exception as exc:  # handed to the consuming thread
+            failure.append(exc)
+            streamer.end()
+
+    def generate(self, messages: Messages | None = None, *, history: Sequence[Turn] | None = None,
+                 user_text: str | None = None, intent: str | None = None,
+                 max_new_tokens: int | None = None) -> str:
+        """The whole reply as one string (same arguments as :meth:`stream`)."""
+        return "".join(self.stream(messages, history=history, user_text=user_text, intent=intent,
+                                   max_new_tokens=max_new_tokens)).strip()
+
+    def generate_batch(self, conversations: Sequence[Messages], max_new_tokens: int | None = None,
+                       progress: bool = False) -> list[str]:
+        """Greedy replies of many prompts, ``options.batch_size`` at a time with left padding
+        (much higher throughput than one by one). Returns one reply per conversation, in order."""
+        from tqdm.auto import tqdm
+
+        batches = range(0, len(conversations), self.options.batch_size)
+        replies: list[str] = []
+        for start in tqdm(batches, desc=f"generating ({self.version})", disable=not progress):
+            replies += self._batch(conversations[start:start + self.options.batch_size], max_new_tokens)
+        return replies
+
+    def _batch(self, conversations: Sequence[Messages], max_new_tokens: int | None) -> list[str]:
+        import torch
+
+        prompts = [{"input_ids": self.prompt_ids(list(m))} for m in conversations]
+        batch = self.tokenizer.pad(prompts, return_tensors="pt").to(self.device.name)
+
+        def run():
+            with self._lock, torch.inference_mode():
+                return self.model.generate(**batch, **self._generate_kwargs(max_new_tokens))
+
+        new = run_in_worker(run)[:, batch["input_ids"].shape[1]:]
+        return [text.strip() for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]

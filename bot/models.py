@@ -1,0 +1,75 @@
+"""Which classifier and generator answer a turn: fixed ones, or the registry's production
+versions, reloaded without a restart when ``registry.json`` changes (promote / rollback)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FixedModels:
+    """Always the same classifier and generator (tests, one-off scripts)."""
+
+    classifier: Any
+    generator: Any
+
+    def current(self) -> tuple[Any, Any]:
+        """``(classifier, generator)``."""
+        return self.classifier, self.generator
+
+
+class LiveModels:
+    """The production versions of the registry, switched when the registry file changes.
+
+    :meth:`current` costs one ``stat`` of ``registry.json`` when nothing changed. A switch loads
+    the new version before it replaces the old one (turns in flight finish with the models they
+    started with) and is logged.
+
+    Args:
+        registry: the model registry.
+        cache_dir: where converted base models are kept (the generator's base).
+    """
+
+    def __init__(self, registry: Registry, cache_dir: Path):
+        self.registry, self.cache_dir = registry, cache_dir
+        self._lock = threading.Lock()
+        self._stamp: int | None = -1
+        self._folders: dict[str, Path] = {}
+        self._models: dict[str, Any] = {}
+        self.current()
+
+    def _registry_stamp(self) -> int | None:
+        path = self.registry.path
+        return path.stat().st_mtime_ns if path.exists() else None
+
+    def current(self) -> tuple[Any, Any]:
+        """``(classifier, generator)`` of the production versions now."""
+        stamp = self._registry_stamp()
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self._reload()
+                    self._stamp = stamp
+        return self._models["intents"], self._models["replies"]
+
+    def _reload(self) -> None:
+        from bot.classifier import IntentClassifier
+        from bot.generator import ReplyGenerator
+
+        loaders = {"intents": IntentClassifier.load,
+                   "replies": lambda folder: ReplyGenerator.load(folder, cache_dir=self.cache_dir)}
+        for kind, load in loaders.items():
+            folder = self.registry.production_folder(kind)
+            if self._folders.get(kind) != folder:
+                self._models[kind] = load(folder)
+                if kind in self._folders:
+                    log.info("switched %s model: %s -> %s", kind, self._folders[kind].name, folder.name)
+                self._folders[kind] = folder

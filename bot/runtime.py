@@ -1,0 +1,33 @@
+"""Assemble a ready :class:`bot.router.Router` from settings: models, profile, store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.registry import Registry
+from bot.settings import Settings
+
+
+def load_router(settings: Settings, db: Path | None = None, models_dir: Path | None = None):
+    """A router answering with the registry's production models (switched without a restart,
+    :class:`bot.models.LiveModels`), the company profile and the conversation store.
+
+    Args:
+        db: SQLite file; default ``<home>/conversations.db``.
+        models_dir: a home folder whose ``models/`` and ``registry.json`` to use instead of
+            ``settings.home``'s.
+
+    Returns:
+        A :class:`bot.router.Router` (its store is ``router.store``).
+
+    Raises:
+        SupportbotError: a model kind has no trained version, or a file cannot be read.
+    """
+    from bot.models import LiveModels
+    from bot.placeholders import load_profile
+    from bot.router import Router
+    from bot.store import ConversationStore
+
+    models = LiveModels(Registry(models_dir or settings.home), settings.cache)
+    store = ConversationStore(db or settings.home / "conversations.db")
+    return Router(models, store, load_profile(settings.profile), settings.router, redact=settings.redact)

@@ -1,0 +1,45 @@
+"""Figures for the reviewers' dashboard, computed from the conversation store with SQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.store import ConversationStore
+
+
+def daily(store: ConversationStore) -> list[dict[str, Any]]:
+    """Per UTC day: ``day`` (YYYY-MM-DD), ``conversations``, ``turns``, ``fallback_rate`` and
+    ``handoff_rate`` (shares of that day's completed turns, 0-1), oldest day first."""
+    return list(store.db.query("""
+        SELECT substr(started_at, 1, 10) AS day, COUNT(DISTINCT conversation_id) AS conversations,
+               COUNT(*) AS turns, AVG(route = 'rephrase') AS fallback_rate,
+               AVG(route = 'handoff') AS handoff_rate
+        FROM turns WHERE status = 'complete' GROUP BY day ORDER BY day"""))
+
+
+def totals(store: ConversationStore) -> dict[str, Any]:
+    """Whole-log figures: ``turns``, ``conversations``, ``fallback_rate``, ``handoff_rate``,
+    ``ratings`` and ``thumbs_up_ratio`` (share of ratings that are +1; None without ratings)."""
+    row = next(store.db.query("""
+        SELECT COUNT(*) AS turns, COUNT(DISTINCT conversation_id) AS conversations,
+               AVG(route = 'rephrase') AS fallback_rate, AVG(route = 'handoff') AS handoff_rate
+        FROM turns WHERE status = 'complete'"""))
+    rated = next(store.db.query("SELECT COUNT(*) AS ratings, AVG(rating > 0) AS up FROM feedback"))
+    return {**row, "ratings": rated["ratings"], "thumbs_up_ratio": rated["up"]}
+
+
+def top_intents(store: ConversationStore, limit: int = 10) -> list[tuple[str, int]]:
+    """The most predicted intents of answered turns, with their counts, most frequent first."""
+    rows = store.db.query("""
+        SELECT intent, COUNT(*) AS n FROM turns
+        WHERE status = 'complete' AND intent IS NOT NULL GROUP BY intent ORDER BY n DESC, intent LIMIT ?""", [limit])
+    return [(row["intent"], row["n"]) for row in rows]
+
+
+def most_corrected(store: ConversationStore, limit: int = 10) -> list[tuple[str, int]]:
+    """Predicted intents that reviewers relabelled to another intent most often."""
+    rows = store.db.query("""
+        SELECT t.intent AS intent, COUNT(DISTINCT t.id) AS n FROM reviews r JOIN turns t ON t.id = r.turn_id
+        WHERE r.intent IS NOT NULL AND r.intent != COALESCE(t.intent, '')
+        GROUP BY t.intent ORDER BY n DESC, t.intent LIMIT ?""", [limit])
+    return [(row["intent"] or "(none)", row["n"]) for row in rows]

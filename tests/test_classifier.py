@@ -1,0 +1,105 @@
+"""bot/classifier.py: loading a trained folder, predicting, OOS scores and threshold."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from bot.classifier import MAX_CHARS, IntentClassifier, oos_scores
+from bot.errors import SupportbotError
+from training.intents import IntentTrainConfig, choose_threshold, train_intents
+
+
+@pytest.fixture(scope="module")
+def head_model(tiny_encoder_dir, tiny_intents_csv, tmp_path_factory):
+    """A ``--method head`` model of the tiny encoder on the tiny CSV (a few seconds)."""
+    home = tmp_path_factory.mktemp("home")
+    return train_intents(IntentTrainConfig(data=str(tiny_intents_csv), base=str(tiny_encoder_dir),
+                                           method="head", head_c=100.0, home=home,
+                                           output=home / "models" / "intents" / "v1"))
+
+
+def test_load_exposes_version_labels_threshold(head_model):
+    classifier = IntentClassifier.load(head_model, device="cpu")
+    manifest = json.loads((head_model / "manifest.json").read_text())
+    assert classifier.version == "v1"
+    assert classifier.labels == ["cancel", "invoice", "refund", "track"]
+    assert classifier.threshold == manifest["oos"]["threshold"]
+    assert classifier.oos_method == "msp"
+
+
+def test_plain_transformers_computes_the_same_logits(head_model):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    plain = AutoModelForSequenceClassification.from_pretrained(head_model).eval()
+    tokenizer = AutoTokenizer.from_pretrained(head_model)
+    assert plain.config.id2label == {0: "cancel", 1: "invoice", 2: "refund", 3: "track"}
+    texts = ["please refund my order", "can you track my parcel"]
+    with torch.no_grad():
+        expected = plain(**tokenizer(texts, padding=True, return_tensors="pt")).logits
+    assert torch.allclose(IntentClassifier.load(head_model, "cpu").logits(texts), expected, atol=1e-5)
+
+
+def test_predict_learns_the_training_rows(head_model, tiny_intents_csv):
+    import csv
+
+    rows = list(csv.DictReader(tiny_intents_csv.open()))
+    predictions = IntentClassifier.load(head_model, "cpu").predict([r["text"] for r in rows])
+    right = sum(p.intent == r["intent"] for p, r in zip(predictions, rows))
+    assert right / len(rows) >= 0.9
+
+
+def test_prediction_fields(head_model):
+    classifier = IntentClassifier.load(head_model, "cpu")
+    [prediction] = classifier.predict(["please cancel my order"], top_k=2)
+    assert len(prediction.top_k) == 2
+    assert prediction.top_k[0] == (prediction.intent, prediction.confidence)
+    assert prediction.top_k[0][1] >= prediction.top_k[1][1]
+    assert math.isclose(prediction.oos_score, 1 - prediction.confidence, abs_tol=1e-6)
+    assert classifier.is_out_of_scope(prediction) == (prediction.oos_score > classifier.threshold)
+    assert len(classifier.predict(["x"], top_k=99)[0].top_k) == 4
+    assert classifier.predict([]) == []
+
+
+def test_long_input_is_cut(head_model):
+    classifier = IntentClassifier.load(head_model, "cpu")
+    long = "please refund my order " * 2000
+    [whole] = classifier.predict([long])
+    [prefix] = classifier.predict([long[:MAX_CHARS]])
+    assert whole == prefix
+
+
+def test_load_errors_name_the_problem(tmp_path, head_model):
+    with pytest.raises(SupportbotError, match="no manifest.json"):
+        IntentClassifier.load(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    manifest = json.loads((head_model / "manifest.json").read_text())
+    del manifest["oos"]["threshold"]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SupportbotError, match="missing field 'oos.threshold'"):
+        IntentClassifier.load(broken)
+
+
+def test_oos_scores_msp_and_energy():
+    logits = torch.tensor([[10.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    msp = oos_scores(logits, "msp")
+    assert msp[0] < 0.001 and math.isclose(msp[1].item(), 2 / 3, rel_tol=1e-6)
+    energy = oos_scores(logits, "energy")
+    assert math.isclose(energy[1].item(), -math.log(3), rel_tol=1e-6)
+    assert energy[0] < energy[1]
+    with pytest.raises(SupportbotError, match="unknown OOS method 'maha'"):
+        oos_scores(logits, "maha")
+
+
+@pytest.mark.parametrize("coverage", [0.5, 0.9, 0.95, 0.99])
+def test_threshold_accepts_the_coverage_and_no_more_than_needed(coverage):
+    import numpy as np
+
+    scores = np.random.default_rng(0).normal(size=1000)
+    threshold = choose_threshold(scores, coverage)
+    assert np.mean(scores > threshold) <= 1 - coverage + 1e-9
+    assert np.mean(scores > np.max(scores[scores < threshold])) > 1 - coverage

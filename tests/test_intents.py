@@ -1,0 +1,126 @@
+"""training/intents.py and training/intent_eval.py on the tiny encoder and a tiny CSV."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from bot.errors import SupportbotError
+from training.intent_eval import evaluate_intents, evaluate_oos
+from training.intents import IntentTrainConfig, train_intents, weights_sha256
+
+
+def _config(csv, encoder, home, name, **options) -> IntentTrainConfig:
+    return IntentTrainConfig(data=str(csv), base=str(encoder), home=home, head_c=100.0,
+                             output=home / "models" / "intents" / name, **options)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def finetuned(tiny_encoder_dir, tiny_intents_csv, home):
+    """A two-epoch fine-tune of the tiny encoder."""
+    return train_intents(_config(tiny_intents_csv, tiny_encoder_dir, home, "ft1", epochs=2, lr=1e-3, batch_size=16))
+
+
+def test_manifest_records_the_run(finetuned, tiny_intents_csv):
+    manifest = json.loads((finetuned / "manifest.json").read_text())
+    assert manifest["kind"] == "intents" and manifest["method"] == "finetune"
+    assert manifest["data"]["name"] == str(tiny_intents_csv)
+    assert len(manifest["data"]["sha256"]) == 64
+    assert sum(manifest["data"]["split_sizes"].values()) == 64
+    assert manifest["hyperparameters"]["lr"] == 1e-3 and manifest["hyperparameters"]["seed"] == 42
+    assert set(manifest["metrics"]) == {"validation_accuracy", "validation_macro_f1"}
+    assert manifest["oos"]["method"] == "msp" and manifest["oos"]["validation_rejected"] <= 0.05
+    assert manifest["training"]["wall_time_s"] > 0 and manifest["training"]["epochs_run"] == 2
+    assert not list(finetuned.parent.glob(".*")), "scratch or checkpoint folders left behind"
+
+
+def test_saved_weights_are_the_trained_ones_and_reproducible(finetuned, tiny_encoder_dir, tiny_intents_csv, home):
+    from transformers import AutoModelForSequenceClassification
+
+    recorded = json.loads((finetuned / "manifest.json").read_text())["training"]["rank_weight_sha256"]
+    assert recorded == [weights_sha256(AutoModelForSequenceClassification.from_pretrained(finetuned))]
+    again = train_intents(_config(tiny_intents_csv, tiny_encoder_dir, home, "ft2", epochs=2, lr=1e-3, batch_size=16))
+    assert json.loads((again / "manifest.json").read_text())["training"]["rank_weight_sha256"] == recorded
+
+
+def test_eval_intents_writes_report_and_plot(finetuned, tiny_intents_csv):
+    report = evaluate_intents(finetuned, str(tiny_intents_csv))
+    written = json.loads((finetuned / "eval" / "intents.json").read_text())
+    assert written["accuracy"] == report["accuracy"]
+    assert report["accuracy"] == pytest.approx(1 - len(report["misclassified"]) / report["rows"])
+    test_rows = json.loads((finetuned / "manifest.json").read_text())["data"]["split_sizes"]["test"]
+    assert sum(map(sum, report["confusion_matrix"])) == report["rows"] == test_rows
+    assert (finetuned / "eval" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "macro-F1" in (finetuned / "eval" / "intents_report.md").read_text()
+
+
+def test_holdout_trains_without_the_unseen_intents(tiny_encoder_dir, tiny_intents_csv, home, finetuned):
+    folder = train_intents(_config(tiny_intents_csv, tiny_encoder_dir, home, "held", method="head", holdout=1))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    [unseen] = manifest["data"]["held_out_intents"]
+    assert unseen not in manifest["labels"] and len(manifest["labels"]) == 3
+    result = evaluate_oos(folder, str(tiny_intents_csv))
+    assert result["oos_rows"] == 2 and result["in_scope_rows"] == 6
+    assert set(result["auroc"]) == {"msp", "energy"}
+    assert all(0 <= value <= 1 for value in result["auroc"].values())
+    with pytest.raises(SupportbotError, match="trained on every intent"):
+        evaluate_oos(finetuned, str(tiny_intents_csv))
+
+
+def test_user_mistakes_are_clear(tiny_encoder_dir, tiny_intents_csv, tmp_path):
+    one = tmp_path / "one.csv"
+    one.write_text("text,intent\n" + "".join(f"hello {i},greet\n" for i in range(10)))
+    with pytest.raises(SupportbotError, match="at least 2 intents, found 1"):
+        train_intents(_config(one, tiny_encoder_dir, tmp_path, "x", method="head"))
+    with pytest.raises(SupportbotError, match="--holdout 3: the data has 4 intents"):
+        train_intents(_config(tiny_intents_csv, tiny_encoder_dir, tmp_path, "x", method="head", holdout=3))
+    with pytest.raises(SupportbotError, match="--coverage must be in"):
+        train_intents(_config(tiny_intents_csv, tiny_encoder_dir, tmp_path, "x", coverage=1.5))
+    (tmp_path / "models" / "intents" / "exists").mkdir(parents=True)
+    with pytest.raises(SupportbotError, match="already exists"):
+        train_intents(_config(tiny_intents_csv, tiny_encoder_dir, tmp_path, "exists", method="head"))
+
+
+def test_eval_on_other_data_is_refused(finetuned, tmp_path):
+    other = tmp_path / "other.csv"
+    other.write_text("text,intent\n" + "".join(f"hi {i},greet\nbye {i},leave\n" for i in range(10)))
+    with pytest.raises(SupportbotError, match="test intents unknown to model ft1: greet, leave"):
+        evaluate_intents(finetuned, str(other))
+
+
+def test_cli_train_and_eval(tiny_encoder_dir, tiny_intents_csv, tmp_path):
+    exe = shutil.which("supportbot")
+    folder = tmp_path / "cli-model"
+    trained = subprocess.run([exe, "train", "intents", "--data", str(tiny_intents_csv), "--base", str(tiny_encoder_dir),
+                              "--method", "head", "--head-c", "100", "--output", str(folder)],
+                             capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    evaluated = subprocess.run([exe, "eval", "intents", str(folder), "--data", str(tiny_intents_csv)],
+                               capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "8 test rows: accuracy" in evaluated.stdout
+    bad = subprocess.run([exe, "eval", "intents", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_layer_wise_learning_rates(tiny_encoder_dir):
+    from training.intents import _optimizer, build_model
+
+    _, model = build_model(tiny_encoder_dir, ["a", "b"], seed=0)
+    optimizer = _optimizer(model, IntentTrainConfig(data="x", lr=1e-3, layer_decay=0.5))
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["classifier.weight"])] == 1e-3
+    assert lr_of[id(named["bert.encoder.layer.1.attention.self.query.weight"])] == 1e-3 * 0.5
+    assert lr_of[id(named["bert.encoder.layer.0.output.dense.weight"])] == 1e-3 * 0.25
+    assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == 1e-3 * 0.125
+    decay_of = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    assert decay_of[id(named["classifier.bias"])] == 0.0 and decay_of[id(named["classifier.weight"])] == 0.01

@@ -1,0 +1,126 @@
+"""The real server on localhost (tiny models), driven with gradio_client like a browser would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from gradio_client import Client
+
+from ui.server import hash_password
+
+REVIEWER = ("ana", "correct horse battery staple")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, log, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError("server did not start in time")
+
+
+@pytest.fixture()
+def server(tiny_home):
+    port = free_port()
+    env = {**os.environ, "SUPPORTBOT_HOME": str(tiny_home),
+           "SUPPORTBOT_REVIEWERS": json.dumps({REVIEWER[0]: hash_password(REVIEWER[1])}),
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = tiny_home / "server.log"
+    with log.open("w") as output:
+        process = subprocess.Popen([shutil.which("supportbot"), "serve", "--port", str(port)], env=env,
+                                   stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_up(url, process, log)
+        yield url, tiny_home
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if the server is still finishing open connections after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def converse(url: str, texts: list[str]) -> tuple[Client, list[dict]]:
+    client = Client(url, verbose=False)
+    infos = []
+    for text in texts:
+        messages, cleared, info = client.predict(text, api_name="/send")
+        assert cleared == ""
+        assert messages[-2]["content"] in (text, [{"type": "text", "text": text}]) or messages[-2]
+        infos.append(info)
+    return client, infos
+
+
+def test_three_concurrent_conversations_feedback_and_exact_rows(server):
+    url, home = server
+    scripts = [["please refund my order", "I want to talk to a human"],
+               ["can you track my parcel", "my email is jo@example.com"],
+               ["please cancel the purchase", "invoice my order"]]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda texts: converse(url, texts), scripts))
+    for (client, infos), rating in zip(results, (1, -1, -1)):
+        assert client.predict(infos[0]["turn_id"], rating, "ok" if rating > 0 else "wrong",
+                              api_name="/feedback") == "thanks for the feedback"
+    stranger = results[0][0]
+    with pytest.raises(Exception, match="not part of this conversation"):
+        stranger.predict(results[1][1][0]["turn_id"], 1, "", api_name="/feedback")
+
+    db = sqlite3.connect(home / "conversations.db")
+    turns = db.execute("SELECT conversation_id, idx, user_text, status, classifier_version, route, id "
+                       "FROM turns ORDER BY conversation_id, idx").fetchall()
+    assert len(turns) == 6
+    assert len({t[0] for t in turns}) == 3
+    by_conversation = {}
+    for conversation_id, idx, text, status, version, route, turn_id in turns:
+        by_conversation.setdefault(conversation_id, []).append((idx, text, status, version))
+    expected = [[(0, a, "complete", "v1"), (1, b.replace("jo@example.com", "<EMAIL>"), "complete", "v1")]
+                for a, b in scripts]
+    assert sorted(by_conversation.values()) == sorted(expected)
+    handoff = [t for t in turns if t[2] == "I want to talk to a human"][0]
+    assert handoff[5] == "handoff"
+    assert db.execute("SELECT needs_human FROM conversations WHERE id = ?", [handoff[0]]).fetchone() == (1,)
+    feedback = db.execute("SELECT t.user_text, f.rating, f.comment FROM feedback f JOIN turns t ON t.id = f.turn_id "
+                          "ORDER BY t.user_text").fetchall()
+    assert feedback == [("can you track my parcel", -1, "wrong"), ("please cancel the purchase", -1, "wrong"),
+                        ("please refund my order", 1, "ok")]
+    info = results[0][1][0]
+    assert {"turn_id", "route", "reason", "intent", "confidence", "top3", "oos_score"} <= set(info)
+
+
+def test_review_pages_need_a_login(server):
+    url, _ = server
+    with pytest.raises(Exception):
+        Client(url + "review/", verbose=False).predict(api_name="/next_item")
+    with pytest.raises(Exception):
+        Client(url + "review/", auth=(REVIEWER[0], "wrong password"), verbose=False)
+    reviewer = Client(url + "review/", auth=REVIEWER, verbose=False)
+    counts, item, conversation, _, _ = reviewer.predict("", "", "", "", "", api_name="/next_item")
+    assert counts.startswith("**Left to review:**")
+    assert item == {} or "turn_id" in item

@@ -1,0 +1,176 @@
+"""Evaluate a trained intent model on held-out data: in-scope accuracy, and out-of-scope detection.
+
+``evaluate_intents`` writes ``<model>/eval/intents.json``, ``intents_report.md`` and
+``confusion.png``; ``evaluate_oos`` writes ``<model>/eval/oos.json``. Metrics come from
+scikit-learn (``classification_report``, ``confusion_matrix``, ``roc_auc_score``), the plot from
+matplotlib via ``sklearn.metrics.ConfusionMatrixDisplay``.
+
+The test rows are those of the split the model was trained with (same data file, same seed, from
+the manifest), so they were never seen in training or threshold calibration.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bot.classifier import OOS_METHODS, IntentClassifier, oos_scores
+from bot.errors import SupportbotError
+from bot.settings import load_settings
+from training.data import Example, load, split
+
+MISCLASSIFIED_SHOWN = 50
+CONFUSED_PAIRS_SHOWN = 10
+
+
+def test_rows(model: IntentClassifier, data_name: str, data_dir: Path | None = None) -> list[Example]:
+    """The test part of ``data_name`` split with the seed in the model's manifest (the data
+    set's official test file when it has one).
+
+    Raises:
+        SupportbotError: the data has no test rows, or holds intents that the model neither
+            knows nor held out on purpose (wrong data set for this model).
+    """
+    settings = load_settings(data_dir=data_dir)
+    seed = model.manifest.get("data", {}).get("split_seed", settings.seed)
+    rows = split(load(data_name, data_dir=settings.data_dir, home=settings.home), seed=seed).test
+    if not rows:
+        raise SupportbotError(f"{data_name}: no test rows (too few examples per intent)")
+    foreign = sorted({e.intent for e in rows} - set(model.labels) - set(held_out(model)))
+    if foreign:
+        raise SupportbotError(f"{data_name}: test intents unknown to model {model.version}: "
+                              f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}")
+    return rows
+
+
+def held_out(model: IntentClassifier) -> list[str]:
+    """Intents left out of the model's training on purpose (manifest ``data.held_out_intents``)."""
+    return list(model.manifest.get("data", {}).get("held_out_intents", []))
+
+
+def evaluate_intents(folder: Path, data_name: str, data_dir: Path | None = None) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-intent report, confusion matrix, most confused pairs and
+    misclassified examples of the model in ``folder`` on the in-scope test rows.
+
+    Returns:
+        The dict written to ``folder/eval/intents.json``.
+
+    Raises:
+        SupportbotError: see :meth:`IntentClassifier.load` and :func:`test_rows`.
+    """
+    model = IntentClassifier.load(folder)
+    rows = [e for e in test_rows(model, data_name, data_dir) if e.intent in model.labels]
+    predictions = model.predict([e.text for e in rows], top_k=1)
+    report = intent_report(model.labels, rows, predictions, model.threshold)
+    report.update(model=str(folder), version=model.version, data=data_name)
+    out = Path(folder) / "eval"
+    out.mkdir(exist_ok=True)
+    plot_confusion(report["confusion_matrix"], model.labels, out / "confusion.png")
+    (out / "intents.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "intents_report.md").write_text(markdown_report(report))
+    return report
+
+
+def intent_report(labels: list[str], rows: list[Example], predictions, threshold: float) -> dict[str, Any]:
+    """The metrics of ``predictions`` (one per row of ``rows``) as a JSON-ready dict."""
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+
+    gold = [e.intent for e in rows]
+    guessed = [p.intent for p in predictions]
+    matrix = confusion_matrix(gold, guessed, labels=labels)
+    return {
+        "rows": len(rows),
+        "accuracy": float(accuracy_score(gold, guessed)),
+        "macro_f1": float(f1_score(gold, guessed, labels=labels, average="macro", zero_division=0)),
+        "rejected_as_oos": float(sum(p.oos_score > threshold for p in predictions) / max(len(rows), 1)),
+        "per_intent": classification_report(gold, guessed, labels=labels, output_dict=True, zero_division=0),
+        "report_text": classification_report(gold, guessed, labels=labels, digits=3, zero_division=0),
+        "confusion_matrix": matrix.tolist(),
+        "most_confused": confused_pairs(matrix, labels),
+        "misclassified": [
+            {"text": e.text, "gold": e.intent, "predicted": p.intent, "confidence": round(p.confidence, 4),
+             "source": e.source}
+            for e, p in zip(rows, predictions) if p.intent != e.intent
+        ][:MISCLASSIFIED_SHOWN],
+    }
+
+
+def confused_pairs(matrix, labels: list[str], top: int = CONFUSED_PAIRS_SHOWN) -> list[dict[str, Any]]:
+    """The ``top`` largest off-diagonal cells of a confusion ``matrix`` ``[n, n]`` (rows = gold)."""
+    import numpy as np
+
+    off = np.array(matrix, copy=True)
+    np.fill_diagonal(off, 0)
+    order = np.argsort(off, axis=None)[::-1][:top]
+    cells = [np.unravel_index(i, off.shape) for i in order]
+    return [{"gold": labels[g], "predicted": labels[p], "count": int(off[g, p])} for g, p in cells if off[g, p] > 0]
+
+
+def plot_confusion(matrix, labels: list[str], path: Path) -> None:
+    """Save the confusion ``matrix`` as a PNG (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(6.0, 0.22 * len(labels))
+    figure, axes = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(np.array(matrix), display_labels=labels).plot(
+        ax=axes, include_values=len(labels) <= 30, xticks_rotation="vertical", colorbar=False)
+    axes.set_title("intent confusion matrix (rows: gold)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """A readable Markdown page of :func:`intent_report`'s dict."""
+    lines = [f"# Intent evaluation: {report.get('version', '')} on {report.get('data', '')}", "",
+             f"- test rows: {report['rows']}", f"- accuracy: {report['accuracy']:.4f}",
+             f"- macro-F1: {report['macro_f1']:.4f}",
+             f"- in-scope rows rejected as out of scope: {report['rejected_as_oos']:.2%}", "",
+             "## Per intent", "", "```", report["report_text"], "```", "", "## Most confused pairs", ""]
+    lines += [f"- {p['gold']} -> {p['predicted']}: {p['count']}" for p in report["most_confused"]] or ["- none"]
+    lines += ["", "## Misclassified examples", ""]
+    lines += [f"- `{m['source']}` {m['text']!r}: {m['gold']} -> {m['predicted']} ({m['confidence']:.2f})"
+              for m in report["misclassified"]] or ["- none"]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_oos(folder: Path, data_name: str, data_dir: Path | None = None) -> dict[str, Any]:
+    """Out-of-scope detection on intents the model never saw.
+
+    Positives are the test utterances of the manifest's ``held_out_intents``, negatives the
+    in-scope test utterances. Reports ``roc_auc_score`` of every score in
+    :data:`bot.classifier.OOS_METHODS`, and for the manifest's method and threshold: OOS recall
+    (held-out utterances rejected) and the in-scope rejection rate. Writes
+    ``folder/eval/oos.json``.
+
+    Raises:
+        SupportbotError: the model was trained on every intent (nothing held out).
+    """
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    model = IntentClassifier.load(folder)
+    unseen = set(held_out(model))
+    if not unseen:
+        raise SupportbotError(f"{folder}: trained on every intent; train with --holdout K for an OOS evaluation")
+    rows = test_rows(model, data_name, data_dir)
+    logits = model.logits([e.text for e in rows])
+    is_oos = np.array([e.intent in unseen for e in rows])
+    auroc = {m: float(roc_auc_score(is_oos, oos_scores(logits, m).numpy())) for m in OOS_METHODS}
+    rejected = oos_scores(logits, model.oos_method).numpy() > model.threshold
+    result = {
+        "model": str(folder), "data": data_name, "held_out_intents": sorted(unseen),
+        "oos_rows": int(is_oos.sum()), "in_scope_rows": int((~is_oos).sum()), "auroc": auroc,
+        "method": model.oos_method, "threshold": model.threshold,
+        "oos_recall": float(rejected[is_oos].mean()), "in_scope_rejected": float(rejected[~is_oos].mean()),
+    }
+    out = Path(folder) / "eval"
+    out.mkdir(exist_ok=True)
+    (out / "oos.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

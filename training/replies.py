@@ -1,0 +1,249 @@
+"""Fine-tune the reply generator: a LoRA adapter on a causal instruct LM, with the HF Trainer.
+
+LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models",
+https://arxiv.org/abs/2106.09685) freezes the base weights W and learns a low-rank update
+``W + (alpha / r) * B A`` on the chosen projections, via ``peft``
+(https://huggingface.co/docs/peft). The loss covers the reply tokens only
+(:mod:`training.reply_data`). The artifact is a folder with the adapter (``save_pretrained``,
+loadable with plain peft), the tokenizer, ``manifest.json`` and, with ``merge``, ``merged/``:
+the base model with the adapter folded in, for serving without the base model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bot.device import Device, pick_device
+from bot.errors import SupportbotError
+from bot.prompting import SYSTEM_PROMPT
+from bot.settings import Settings
+from training.artifacts import atomic_dir, new_version_dir, write_manifest
+from training.base_models import resolve
+from training.data import LoadedData, load, split
+from training.reply_data import encode, with_replies
+
+log = logging.getLogger(__name__)
+
+LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Attention and MLP projections of Llama-family models (SmolLM2): the default LoRA targets."""
+
+MERGED = "merged"
+"""Sub-folder of a replies version holding the merged model (written with ``merge``)."""
+
+
+@dataclass
+class ReplyTrainConfig:
+    """Hyper-parameters of one fine-tuning run; ``None`` means "chosen from the device".
+
+    Attributes:
+        lora_r, lora_alpha, lora_dropout: LoRA rank, scale numerator and dropout (Hu et al. 2021).
+        target_modules: module names that get an adapter.
+        epochs: passes over the training examples (cut short by ``max_steps``).
+        max_steps: optimizer steps; ``None``: 40 on CPU (the ~10-minute demo budget),
+            unlimited on GPU. ``0`` or less: no cap.
+        max_train_examples: keep at most this many training examples (random, fixed by seed).
+        max_length: tokens of prompt + reply; longer replies are cut at the end.
+        lr: peak learning rate (AdamW, linear warm-up over 5 % of the steps, cosine decay).
+        batch_size: examples per step; ``None``: 8 on CPU, 16 on GPU.
+        validation_examples: validation rows scored for the manifest's validation loss.
+        merge: also write ``merged/``.
+        max_minutes: wall-clock budget of the optimizer loop; training stops after the step
+            that crosses it (None: no budget).
+    """
+
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = LLAMA_PROJECTIONS
+    epochs: float = 1.0
+    max_steps: int | None = None
+    max_train_examples: int | None = None
+    max_length: int = 256
+    lr: float = 2e-4
+    batch_size: int | None = None
+    validation_examples: int = 32
+    merge: bool = False
+    max_minutes: float | None = None
+    seed: int = 42
+
+    def for_device(self, device: Device) -> "ReplyTrainConfig":
+        """A copy with ``max_steps`` and ``batch_size`` filled in for ``device``."""
+        steps = self.max_steps if self.max_steps is not None else (-1 if device.is_gpu else 40)
+        batch = self.batch_size or (16 if device.is_gpu else 8)
+        return ReplyTrainConfig(**{**asdict(self), "max_steps": steps if steps > 0 else -1,
+                                   "batch_size": batch})
+
+
+def _check(config: ReplyTrainConfig) -> None:
+    """Raises SupportbotError for a hyper-parameter outside its range."""
+    problems = [name for name, ok in [
+        ("lora_r", config.lora_r > 0), ("lora_alpha", config.lora_alpha > 0),
+        ("epochs", config.epochs > 0), ("max_length", config.max_length >= 16),
+        ("lr", config.lr > 0), ("target_modules", bool(config.target_modules)),
+        ("max_train_examples", config.max_train_examples is None or config.max_train_examples > 0),
+        ("max_minutes", config.max_minutes is None or config.max_minutes > 0),
+    ] if not ok]
+    if problems:
+        raise SupportbotError(f"invalid reply training option(s): {', '.join(problems)} "
+                              "(must be positive / non-empty; max_length >= 16)")
+
+
+def _load_lm(base_dir: Path, device: Device):
+    """Tokenizer and causal LM of ``base_dir`` (float32 on CPU, bf16 on a bf16 GPU)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.chat_template is None:
+        raise SupportbotError(f"{base_dir}: the tokenizer has no chat template; use an instruct model")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=device.dtype)
+    return tokenizer, model
+
+
+def _with_lora(model, config: ReplyTrainConfig):
+    """``model`` wrapped by a peft LoRA adapter on ``config.target_modules``.
+
+    Raises:
+        SupportbotError: none of the target modules exists in the model.
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=list(config.target_modules))
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:
+        raise SupportbotError(f"LoRA target modules {list(config.target_modules)}: {exc}") from None
+
+
+def _time_budget(minutes: float | None):
+    """A ``TrainerCallback`` that ends training once ``minutes`` of wall time have passed."""
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.deadline = time.monotonic() + 60 * minutes if minutes else None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                log.info("time budget of %.1f min reached after %d steps", minutes, state.global_step)
+                control.should_training_stop = True
+
+    return TimeBudget()
+
+
+def _training_args(config: ReplyTrainConfig, device: Device, scratch: str, steps: int):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=scratch, per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size, learning_rate=config.lr,
+        num_train_epochs=config.epochs, max_steps=config.max_steps,
+        lr_scheduler_type="cosine", warmup_steps=max(1, math.ceil(0.05 * steps)),
+        logging_steps=max(1, steps // 20), logging_first_step=True, save_strategy="no",
+        report_to="none", seed=config.seed, bf16=device.dtype_name == "bfloat16",
+        use_cpu=not device.is_gpu, train_sampling_strategy="group_by_length",
+        dataloader_num_workers=0,
+    )
+
+
+def _planned_steps(config: ReplyTrainConfig, examples: int) -> int:
+    per_epoch = math.ceil(examples / config.batch_size)
+    full = math.ceil(per_epoch * config.epochs)
+    return min(full, config.max_steps) if config.max_steps > 0 else full
+
+
+def _sample(examples: list, limit: int | None, seed: int) -> list:
+    if limit is None or limit >= len(examples):
+        return examples
+    return random.Random(seed).sample(examples, limit)
+
+
+def _fit(model, tokenizer, train, validation, config: ReplyTrainConfig, device: Device) -> dict:
+    """Run the Trainer; returns train loss, validation loss and perplexity, steps."""
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    steps = _planned_steps(config, len(train))
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    with tempfile.TemporaryDirectory(prefix="supportbot-replies-") as scratch:
+        trainer = Trainer(model=model, args=_training_args(config, device, scratch, steps),
+                          data_collator=collator, train_dataset=train, eval_dataset=validation or None,
+                          processing_class=tokenizer, callbacks=[_time_budget(config.max_minutes)])
+        result = trainer.train()
+        metrics = {"train_loss": round(result.training_loss, 4), "steps": result.global_step,
+                   "examples_seen": result.global_step * config.batch_size}
+        if validation:
+            loss = trainer.evaluate()["eval_loss"]
+            metrics.update(validation_loss=round(loss, 4), validation_perplexity=round(math.exp(loss), 2))
+    return metrics
+
+
+def _save(folder: Path, model, tokenizer, merge: bool) -> None:
+    """Adapter + tokenizer in ``folder``; with ``merge`` also the merged model in ``folder/merged``."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if merge:
+        merged = model.merge_and_unload()
+        merged.save_pretrained(folder / MERGED)
+        tokenizer.save_pretrained(folder / MERGED)
+
+
+def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrainConfig | None = None,
+                  output: Path | None = None, device: Device | None = None) -> Path:
+    """Fine-tune ``settings.reply_base`` on the replies of ``data``; returns the version folder.
+
+    Args:
+        data: a built-in data set name, a file path, or already loaded data.
+        settings: ``reply_base``, ``cache``, ``home``, ``seed`` and ``data_dir`` are used.
+        config: hyper-parameters; defaults of :class:`ReplyTrainConfig` when None.
+        output: target folder (must not exist); default ``new_version_dir(home, "replies")``.
+        device: default :func:`bot.device.pick_device`.
+
+    Returns:
+        The folder written atomically: ``adapter_config.json``, ``adapter_model.safetensors``,
+        tokenizer files, ``manifest.json`` (keys: kind, base_model, base_model_path, data,
+        data_sha256, split_seed, split_sizes, hyperparameters, device, metrics,
+        train_wall_seconds, prompt) and, with ``merge``, ``merged/``.
+
+    Raises:
+        SupportbotError: bad data or option, unknown base model, or ``output`` exists.
+    """
+    import torch
+
+    device = device or pick_device()
+    config = (config or ReplyTrainConfig(seed=settings.seed)).for_device(device)
+    _check(config)
+    loaded = data if isinstance(data, LoadedData) else load(data, settings.data_dir, settings.home)
+    parts = split(loaded, seed=settings.seed)
+    train_rows = _sample(with_replies(parts.train, loaded.name), config.max_train_examples, config.seed)
+    val_rows = _sample([e for e in parts.validation if e.reply], config.validation_examples, config.seed)
+    target = Path(output) if output else new_version_dir(settings.home, "replies")
+    if target.exists():
+        raise SupportbotError(f"{target} already exists; choose another --output")
+    base_dir = resolve(settings.reply_base, settings.cache)
+    torch.manual_seed(config.seed)
+    tokenizer, model = _load_lm(base_dir, device)
+    model = _with_lora(model, config)
+    train = [encode(tokenizer, e, config.max_length) for e in train_rows]
+    validation = [encode(tokenizer, e, config.max_length) for e in val_rows]
+    log.info("training replies on %d examples (%s), %s", len(train), device.name, config)
+    started = time.perf_counter()
+    metrics = _fit(model, tokenizer, train, validation, config, device)
+    wall = round(time.perf_counter() - started, 1)
+    with atomic_dir(target) as scratch:
+        _save(scratch, model, tokenizer, config.merge)
+        write_manifest(
+            scratch, kind="replies", base_model=settings.reply_base, base_model_path=str(base_dir),
+            data=loaded.name, data_sha256=loaded.sha256, split_seed=settings.seed,
+            split_sizes=parts.sizes(), train_examples=len(train),
+            hyperparameters=asdict(config), device=asdict(device), metrics=metrics,
+            train_wall_seconds=wall, prompt={"system": SYSTEM_PROMPT}, merged=config.merge,
+        )
+    return target

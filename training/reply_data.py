@@ -1,0 +1,78 @@
+"""Reply examples -> token ids for supervised fine-tuning, with the loss on the reply only.
+
+The prompt is :func:`bot.prompting.build_messages` rendered by the tokenizer's chat template with
+the generation prompt (``<|im_start|>assistant\\n`` for SmolLM2); the target is the reference
+reply followed by the end-of-turn token, so the model learns to stop. Prompt positions get label
+``-100`` (ignored by ``torch.nn.CrossEntropyLoss``), the usual completion-only loss
+(https://huggingface.co/docs/trl/sft_trainer#train-on-completions-only).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from bot.errors import SupportbotError
+from bot.prompting import build_messages
+from training.data import Example, LoadedData
+
+IGNORE_INDEX = -100
+"""Label of positions that do not count in the loss."""
+
+PLACEHOLDER = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+"""A ``{{Slot Name}}`` placeholder; group 1 is the slot name."""
+
+
+def clean_reply(reply: str) -> str:
+    """Reference reply with Windows line ends made ``\\n`` and outer spaces removed."""
+    return reply.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def with_replies(examples: Iterable[Example], data_name: str, part: str = "train") -> list[Example]:
+    """The examples that have a reply.
+
+    Raises:
+        SupportbotError: none has a reply (the data set, e.g. BANKING77, has no ``reply`` column).
+    """
+    kept = [e for e in examples if e.reply]
+    if not kept:
+        raise SupportbotError(
+            f"{data_name}: the {part} split has no example with a reply; the reply generator needs "
+            "a 'reply' column/field (e.g. the built-in 'bitext' data set)"
+        )
+    return kept
+
+
+def reply_examples(data: LoadedData) -> list[Example]:
+    """All examples of ``data`` with a reply (see :func:`with_replies`)."""
+    return with_replies(data.examples, data.name, "data")
+
+
+def slot_names(texts: Iterable[str]) -> set[str]:
+    """Every placeholder slot name found in ``texts`` (e.g. ``{"Order Number"}``)."""
+    return {name for text in texts for name in PLACEHOLDER.findall(text)}
+
+
+def prompt_text(tokenizer, example: Example) -> str:
+    """The chat-template prompt of one example, ending with the assistant header."""
+    messages = build_messages([], example.text, example.intent)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def encode(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]:
+    """Token ids, attention mask and labels of one training example.
+
+    The reply (plus ``tokenizer.eos_token``) is cut at the end when prompt + reply exceed
+    ``max_length`` tokens; the prompt is never cut.
+
+    Returns:
+        ``{"input_ids", "attention_mask", "labels"}``, three lists of equal length
+        ``<= max(max_length, prompt length + 1)``; labels are ``-100`` on the prompt.
+    """
+    prompt = tokenizer(prompt_text(tokenizer, example), add_special_tokens=False)["input_ids"]
+    target = tokenizer(clean_reply(example.reply or "") + tokenizer.eos_token,
+                       add_special_tokens=False)["input_ids"]
+    target = target[: max(1, max_length - len(prompt))]
+    ids = prompt + target
+    return {"input_ids": ids, "attention_mask": [1] * len(ids),
+            "labels": [IGNORE_INDEX] * len(prompt) + target}

@@ -1,0 +1,214 @@
+"""Evaluate the reply generator on the held-out test split, three systems side by side.
+
+Systems: ``base`` (the base model zero-shot, same prompt), ``retrieval`` (the training reply whose
+request is nearest by sentence embedding), ``adapter`` (the fine-tuned version). Metrics against
+the reference reply:
+
+* ROUGE-L F1 (Lin 2004, https://aclanthology.org/W04-1013/; ``rouge-score`` with stemming),
+  mean over examples;
+* chrF (Popović 2015, https://aclanthology.org/W15-3049/; ``sacrebleu``), corpus level, 0-100;
+* embedding cosine similarity (MiniLM, ``sentence-transformers``), mean over examples;
+* invented slot rate: share of replies holding a ``{{Slot}}`` placeholder that appears in no
+  training reply; mean reply length in words.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.generator import ReplyGenerator, ServingOptions
+from bot.manifest import read_manifest
+from bot.prompting import SYSTEM_PROMPT, build_messages
+from bot.settings import Settings
+from training.base_models import resolve
+from training.data import Example, load, split
+from training.reply_data import PLACEHOLDER, clean_reply, slot_names, with_replies
+
+log = logging.getLogger(__name__)
+
+EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+"""Sentence encoder of the retrieval baseline and the cosine metric."""
+
+SYSTEMS = ("base", "retrieval", "adapter")
+METRICS = ("rouge_l", "chrf", "cosine", "invented_slot_rate", "mean_words")
+
+
+@dataclass
+class EvalOptions:
+    """Options of :func:`evaluate_replies`.
+
+    Attributes:
+        limit: score the first ``limit`` test examples (None: all).
+        max_new_tokens: reply cap of the generated systems.
+        embedder: encoder reference (hub id or folder) for retrieval and cosine.
+        serving: options of both generated systems (default: the serving defaults, 16 prompts
+            per batch).
+        samples: examples copied into the report, with every system's reply.
+        progress: show progress bars.
+    """
+
+    limit: int | None = None
+    max_new_tokens: int = 128
+    embedder: str = EMBEDDER
+    serving: ServingOptions = field(default_factory=lambda: ServingOptions(batch_size=16))
+    samples: int = 5
+    progress: bool = True
+
+
+def invented_slots(reply: str, known: set[str]) -> list[str]:
+    """Placeholder names in ``reply`` that are not in ``known``."""
+    return [name for name in PLACEHOLDER.findall(reply) if name not in known]
+
+
+def _encoder(ref: str, settings: Settings):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(resolve(ref, settings.cache)), device="cpu")
+
+
+def _embed(encoder, texts: list[str]):
+    """``(len(texts), dim)`` float tensor of unit-length embeddings."""
+    return encoder.encode(texts, batch_size=64, convert_to_tensor=True, normalize_embeddings=True,
+                          show_progress_bar=False)
+
+
+def retrieve(encoder, train: list[Example], queries: list[str]) -> list[str]:
+    """For each query, the reply of the training example whose text is nearest (cosine)."""
+    nearest = (_embed(encoder, queries) @ _embed(encoder, [e.text for e in train]).T).argmax(dim=1)
+    return [clean_reply(train[int(i)].reply or "") for i in nearest]
+
+
+def score(replies: list[str], references: list[str], encoder, known_slots: set[str]) -> dict[str, float]:
+    """The metrics of :data:`METRICS` for one system (``replies[i]`` answers ``references[i]``)."""
+    from rouge_score import rouge_scorer
+    from sacrebleu.metrics import CHRF
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rouge = [scorer.score(ref, hyp)["rougeL"].fmeasure for hyp, ref in zip(replies, references)]
+    cosine = (_embed(encoder, replies) * _embed(encoder, references)).sum(dim=1)
+    invented = [bool(invented_slots(r, known_slots)) for r in replies]
+    return {
+        "rouge_l": round(100 * sum(rouge) / len(rouge), 2),
+        "chrf": round(CHRF().corpus_score(replies, [references]).score, 2),
+        "cosine": round(float(cosine.mean()), 4),
+        "invented_slot_rate": round(sum(invented) / len(invented), 4),
+        "mean_words": round(sum(len(r.split()) for r in replies) / len(replies), 1),
+    }
+
+
+def _generated(generator: ReplyGenerator, rows: list[Example], options: EvalOptions) -> tuple[list[str], float]:
+    """Replies of ``generator`` to ``rows`` and the wall seconds it took."""
+    started = time.perf_counter()
+    conversations = [build_messages([], e.text, e.intent) for e in rows]
+    replies = generator.generate_batch(conversations, options.max_new_tokens, progress=options.progress)
+    return replies, round(time.perf_counter() - started, 1)
+
+
+def base_replies(base_dir: Path, rows: list[Example], options: EvalOptions, settings: Settings) -> tuple[list[str], float]:
+    """Zero-shot replies of the base model in ``base_dir`` to ``rows``, and the seconds they took.
+
+    They depend only on the base model, the rows, the prompt and the options, so they are kept in
+    ``<settings.cache>/reply-eval/<sha256 of those>.json`` and reused by later evaluations.
+    """
+    key = json.dumps({"base": str(base_dir), "rows": [[e.text, e.intent] for e in rows],
+                      "system": SYSTEM_PROMPT, "max_new_tokens": options.max_new_tokens,
+                      "serving": repr(options.serving)}, sort_keys=True)
+    path = settings.cache / "reply-eval" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        return cached["replies"], cached["seconds"]
+    generator = ReplyGenerator.from_pretrained(base_dir, "base", options=options.serving)
+    replies, seconds = _generated(generator, rows, options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"replies": replies, "seconds": seconds}))
+    return replies, seconds
+
+
+def _test_rows(adapter: Path, data: str | None, settings: Settings, limit: int | None):
+    """(manifest, loaded data, training rows with replies, test rows with replies)."""
+    manifest = read_manifest(adapter)
+    name = data or manifest.get("data")
+    loaded = load(name, settings.data_dir, settings.home)
+    if manifest.get("data_sha256") not in (None, loaded.sha256):
+        log.warning("%s differs from the data the adapter was trained on: test rows may overlap", name)
+    parts = split(loaded, seed=manifest.get("split_seed", settings.seed))
+    test = with_replies(parts.test, loaded.name, "test")
+    return manifest, loaded, with_replies(parts.train, loaded.name), test[:limit] if limit else test
+
+
+def evaluate_replies(adapter: str | Path, settings: Settings, data: str | None = None,
+                     options: EvalOptions | None = None) -> dict:
+    """Score base / retrieval / adapter on the test split; writes ``<adapter>/eval/``.
+
+    Args:
+        adapter: a replies version folder (adapter + manifest.json).
+        settings: ``cache``, ``home``, ``data_dir`` are used.
+        data: data set name or file; default the one in the manifest.
+        options: see :class:`EvalOptions`.
+
+    Returns:
+        ``{"systems": {name: {metric: value, "seconds": s}}, "examples": n, "samples": [...], ...}``,
+        also written to ``<adapter>/eval/replies.json`` and ``<adapter>/eval/replies.md``.
+
+    Raises:
+        SupportbotError: no manifest, data without replies, base model not found.
+    """
+    options = options or EvalOptions()
+    adapter = Path(adapter).expanduser()
+    manifest, loaded, train, test = _test_rows(adapter, data, settings, options.limit)
+    references = [clean_reply(e.reply or "") for e in test]
+    known = slot_names(clean_reply(e.reply or "") for e in train)
+    encoder = _encoder(options.embedder, settings)
+    replies, seconds = {}, {}
+    started = time.perf_counter()
+    replies["retrieval"] = retrieve(encoder, train, [e.text for e in test])
+    seconds["retrieval"] = round(time.perf_counter() - started, 1)
+    base_dir = resolve(manifest["base_model"], settings.cache)
+    replies["base"], seconds["base"] = base_replies(base_dir, test, options, settings)
+    tuned = ReplyGenerator.load(adapter, cache_dir=settings.cache, options=options.serving)
+    replies["adapter"], seconds["adapter"] = _generated(tuned, test, options)
+    systems = {name: {**score(replies[name], references, encoder, known), "seconds": seconds[name]}
+               for name in SYSTEMS}
+    systems["reference"] = {"mean_words": round(sum(len(r.split()) for r in references) / len(references), 1)}
+    result = {
+        "adapter": str(adapter), "version": adapter.name, "data": loaded.name, "data_sha256": loaded.sha256,
+        "examples": len(test), "max_new_tokens": options.max_new_tokens, "embedder": options.embedder,
+        "serving": vars(tuned.options), "systems": systems,
+        "samples": [{"request": e.text, "intent": e.intent, "reference": ref,
+                     **{name: replies[name][i] for name in SYSTEMS}}
+                    for i, (e, ref) in enumerate(zip(test[:options.samples], references))],
+    }
+    write_report(adapter / "eval", result)
+    return result
+
+
+def report_table(result: dict) -> str:
+    """Markdown table: one row per system, one column per metric."""
+    head = "| system | ROUGE-L | chrF | cosine | invented slots | mean words | seconds |\n|---|---|---|---|---|---|---|\n"
+    rows = []
+    for name in SYSTEMS:
+        m = result["systems"][name]
+        rows.append(f"| {name} | {m['rouge_l']:.2f} | {m['chrf']:.2f} | {m['cosine']:.4f} | "
+                    f"{100 * m['invented_slot_rate']:.1f} % | {m['mean_words']:.1f} | {m['seconds']:.0f} |")
+    rows.append(f"| reference | | | | | {result['systems']['reference']['mean_words']:.1f} | |")
+    return head + "\n".join(rows) + "\n"
+
+
+def write_report(folder: Path, result: dict) -> Path:
+    """Write ``replies.json`` and ``replies.md`` (table + samples) into ``folder``; returns the .md."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "replies.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"# Reply generator {result['version']} on {result['data']} (test split, "
+             f"{result['examples']} examples, max {result['max_new_tokens']} new tokens)", "",
+             report_table(result), "## Samples", ""]
+    for sample in result["samples"]:
+        lines += [f"### {sample['request']} ({sample['intent']})", ""]
+        lines += [f"**{key}**: {sample[key]}\n" for key in ("reference", *SYSTEMS)]
+    path = folder / "replies.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,146 @@
+"""The public chat page (Gradio Blocks): streamed replies, thumbs up/down, "talk to a human",
+new conversation, and a side panel with the predicted intent and confidence.
+
+Every handler has an ``api_name`` so the page can be driven with ``gradio_client`` (tests do):
+``/send`` (message) -> (chat messages, "", info), ``/feedback`` (turn_id, rating, comment),
+``/human`` and ``/new_conversation``. Session state (the conversation id and which turn each bot
+message is) lives in ``gr.State``, so a client can only rate turns of its own conversation.
+Text is shown as text: HTML tags are not rendered (``allow_tags=False``) and sanitised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from bot.errors import SupportbotError
+from bot.router import ReplyChunk, Router
+
+TITLE = "Customer support"
+
+
+@dataclass
+class ChatSession:
+    """One browser session's chat.
+
+    Attributes:
+        conversation_id: the store's conversation id, None until the first message.
+        messages: the chat as Gradio message dicts (``role``, ``content``).
+        turn_ids: index in ``messages`` of a bot reply -> the turn id in the store.
+    """
+
+    conversation_id: str | None = None
+    messages: list[dict[str, str]] = field(default_factory=list)
+    turn_ids: dict[int, int] = field(default_factory=dict)
+
+
+def _info(chunk: ReplyChunk) -> dict[str, Any]:
+    turn = chunk.turn
+    if turn is None:
+        return {}
+    info: dict[str, Any] = {"turn_id": turn.id, "route": turn.decision.route,
+                            "reason": turn.decision.reason}
+    if turn.prediction is not None:
+        info.update(intent=turn.prediction.intent, confidence=round(turn.prediction.confidence, 3),
+                    top3=[[i, round(p, 3)] for i, p in turn.prediction.top_k[:3]],
+                    oos_score=round(turn.prediction.oos_score, 3))
+    if turn.missing_slots:
+        info["missing_slots"] = turn.missing_slots
+    return info
+
+
+class ChatHandlers:
+    """The event handlers of the chat page, bound to one router and store."""
+
+    def __init__(self, router: Router):
+        self.router = router
+
+    def _stream(self, session: ChatSession, user_text: str, chunks):
+        session.messages.append({"role": "user", "content": user_text})
+        session.messages.append({"role": "assistant", "content": "…"})
+        index = len(session.messages) - 1
+        for chunk in chunks:
+            session.messages[index]["content"] = chunk.text or "…"
+            if chunk.turn is not None:
+                session.turn_ids[index] = chunk.turn.id
+            yield session.messages, "", _info(chunk), session
+
+    def _conversation(self, session: ChatSession | None) -> ChatSession:
+        session = session or ChatSession()
+        if session.conversation_id is None:
+            session.conversation_id = self.router.store.new_conversation()
+        return session
+
+    def send(self, message: str, session: ChatSession | None):
+        """Answer one customer message; yields (messages, cleared textbox, info, session)."""
+        session = self._conversation(session)
+        yield from self._stream(session, message or "", self.router.respond(session.conversation_id, message or ""))
+
+    def human(self, session: ChatSession | None):
+        """Hand the conversation to a person."""
+        session = self._conversation(session)
+        yield from self._stream(session, "(asked for a human)", self.router.request_human(session.conversation_id))
+
+    def new_conversation(self, session: ChatSession | None):
+        """Start over with an empty chat; the next message opens a new conversation."""
+        return [], {}, ChatSession()
+
+    def feedback(self, turn_id: float, rating: float, comment: str, session: ChatSession | None) -> str:
+        """Store thumbs up (+1) or down (-1) with an optional comment for a turn of this session.
+
+        Raises:
+            gr.Error: the turn is not part of this session's conversation, or rating is not ±1.
+        """
+        if session is None or int(turn_id) not in session.turn_ids.values():
+            raise gr.Error("that reply is not part of this conversation")
+        if int(rating) not in (1, -1):
+            raise gr.Error("rating must be 1 (thumbs up) or -1 (thumbs down)")
+        try:
+            self.router.store.add_feedback(int(turn_id), int(rating), comment or None)
+        except SupportbotError as exc:
+            raise gr.Error(str(exc)) from None
+        return "thanks for the feedback"
+
+    def like(self, session: ChatSession | None, data: gr.LikeData) -> None:
+        """Thumbs up/down clicked on a bot message in the page."""
+        index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+        if session is None or index not in session.turn_ids:
+            return
+        rating = 1 if data.liked is True or data.liked == "Like" else -1
+        self.router.store.add_feedback(session.turn_ids[index], rating, None)
+
+
+def build_chat_app(router: Router, concurrency_limit: int = 2) -> gr.Blocks:
+    """The chat page. ``concurrency_limit`` bounds replies generated at once; later requests wait
+    in Gradio's queue, which shows each waiting user their position."""
+    handlers = ChatHandlers(router)
+    with gr.Blocks(title=TITLE) as app:
+        session = gr.State(None)
+        gr.Markdown(f"## {TITLE}")
+        with gr.Row():
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(label="Chat", height=480, allow_tags=False, sanitize_html=True,
+                                     feedback_options=("Like", "Dislike"))
+                message = gr.Textbox(label="Your message", placeholder="Type your question and press Enter")
+                with gr.Row():
+                    send = gr.Button("Send", variant="primary")
+                    human = gr.Button("Talk to a human")
+                    new = gr.Button("New conversation")
+            with gr.Column(scale=1):
+                show = gr.Checkbox(label="Show intent and confidence", value=True)
+                info = gr.JSON(label="Last turn", visible=True)
+        with gr.Row(visible=False):
+            turn_id, rating, comment = gr.Number(precision=0), gr.Number(precision=0), gr.Textbox()
+            rate, rated = gr.Button("rate"), gr.Textbox()
+        outputs = [chatbot, message, info, session]
+        generating = {"concurrency_limit": concurrency_limit, "concurrency_id": "generate"}
+        message.submit(handlers.send, [message, session], outputs, api_name="send", **generating)
+        send.click(handlers.send, [message, session], outputs, api_name=False, **generating)
+        human.click(handlers.human, [session], outputs, api_name="human", **generating)
+        new.click(handlers.new_conversation, [session], [chatbot, info, session], api_name="new_conversation")
+        chatbot.like(handlers.like, [session], None, api_name=False)
+        rate.click(handlers.feedback, [turn_id, rating, comment, session], rated, api_name="feedback")
+        show.change(lambda visible: gr.update(visible=visible), show, info, api_name=False)
+    return app

@@ -1,0 +1,136 @@
+"""The reviewers' pages (Gradio Blocks, mounted behind a login by :mod:`ui.server`):
+the review queue with its actions, and the dashboard.
+
+API endpoints (all behind the login): ``/next_item`` (filters) -> (counts, item, conversation),
+``/review_action`` (turn id, action, intent, reply, note, filters) -> (status, counts, item,
+conversation), ``/dashboard`` -> (totals, three plots). The reviewer's name is the logged-in user.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from bot.errors import SupportbotError
+from bot.reviews import OUT_OF_SCOPE, ReviewFilter, ReviewLog
+from bot.store import ConversationStore
+from ui.plots import dashboard_figures
+
+ROUTES = ["", "answer", "rephrase", "handoff", "template"]
+FEEDBACK = ["", "down", "up", "none"]
+
+
+def _filters(since: str, until: str, intent: str, route: str, feedback: str) -> ReviewFilter:
+    return ReviewFilter(since or None, until or None, intent or None, route or None, feedback or None)
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return "**Left to review:** " + " · ".join(f"{bucket}: {n}" for bucket, n in counts.items())
+
+
+class ReviewHandlers:
+    """Event handlers of the review page, bound to one store and the known intents."""
+
+    def __init__(self, store: ConversationStore, intents: list[str]):
+        self.store = store
+        self.log = ReviewLog(store)
+        self.intents = sorted(set(intents)) + [OUT_OF_SCOPE]
+
+    def next_item(self, since="", until="", intent="", route="", feedback=""):
+        """The counts and the first queue item under these filters."""
+        filters = _filters(since, until, intent, route, feedback)
+        counts = _counts_text(self.log.counts(filters))
+        queue = self.log.queue(filters, limit=1)
+        if not queue:
+            return counts, {}, [], gr.update(value=""), gr.update(value="")
+        item = queue[0]
+        turn = item.turn
+        details = {"turn_id": turn.id, "why in queue": item.bucket, "feedback": item.rating,
+                   "route": turn.decision.route if turn.decision else None,
+                   "reason": turn.decision.reason if turn.decision else None,
+                   "intent": turn.prediction.intent if turn.prediction else None,
+                   "confidence": round(turn.prediction.confidence, 3) if turn.prediction else None,
+                   "top3": turn.prediction.top_k[:3] if turn.prediction else [],
+                   "started_at": turn.started_at}
+        return (counts, details, self._conversation(turn.conversation_id, turn.id),
+                gr.update(value=details["intent"]), gr.update(value=turn.reply or ""))
+
+    def _conversation(self, conversation_id: str, focus: int) -> list[dict[str, str]]:
+        messages = []
+        for turn in self.store.conversation(conversation_id):
+            marker = "▶ " if turn.id == focus else ""
+            messages.append({"role": "user", "content": marker + (turn.user_text or "(no text)")})
+            messages.append({"role": "assistant", "content": turn.reply or "(no reply: incomplete)"})
+        return messages
+
+    def act(self, turn_id, action: str, intent: str, reply: str, note: str,
+            since="", until="", filter_intent="", route="", feedback="", request: gr.Request = None):
+        """Store one review action by the logged-in reviewer, then show the next item.
+
+        Raises:
+            gr.Error: no item selected, or the action is incomplete (e.g. relabel without intent).
+        """
+        if not turn_id:
+            raise gr.Error("no turn selected")
+        reviewer = getattr(request, "username", None) or "unknown"
+        try:
+            review_id = self.log.record(int(turn_id), reviewer, action, intent=intent if action != "skip" else None,
+                                        reply=reply if action == "rewrite" else None, note=note or None)
+        except SupportbotError as exc:
+            raise gr.Error(str(exc)) from None
+        status = f"saved review {review_id}: {action} of turn {int(turn_id)} by {reviewer}"
+        return (status, *self.next_item(since, until, filter_intent, route, feedback))
+
+    def dashboard(self):
+        """Totals (JSON) and three matplotlib figures."""
+        return dashboard_figures(self.store)
+
+
+def build_review_app(store: ConversationStore, intents: list[str], extra_tabs=None) -> gr.Blocks:
+    """The reviewers' app: "Review queue" and "Dashboard" tabs, plus ``extra_tabs(app)`` when
+    given (the retrain and models tabs)."""
+    handlers = ReviewHandlers(store, intents)
+    with gr.Blocks(title="Supportbot review") as app:
+        with gr.Tab("Review queue"):
+            with gr.Row():
+                since, until = gr.Textbox(label="From (YYYY-MM-DD)"), gr.Textbox(label="To (YYYY-MM-DD)")
+                filter_intent = gr.Dropdown([""] + handlers.intents, label="Intent", value="")
+                route = gr.Dropdown(ROUTES, label="Route", value="")
+                feedback = gr.Dropdown(FEEDBACK, label="Feedback", value="")
+                refresh = gr.Button("Apply filters")
+            counts = gr.Markdown()
+            with gr.Row():
+                conversation = gr.Chatbot(label="Conversation (▶ = the turn under review)", height=380,
+                                          allow_tags=False, sanitize_html=True, feedback_options=None)
+                details = gr.JSON(label="Turn")
+            with gr.Row():
+                intent = gr.Dropdown(handlers.intents, label="Correct intent (type a new name to add one)",
+                                     allow_custom_value=True, filterable=True)
+                note = gr.Textbox(label="Note (optional)")
+            reply = gr.Textbox(label="Reply the bot should have given", lines=5)
+            with gr.Row():
+                approve, relabel = gr.Button("Approve as is", variant="primary"), gr.Button("Save intent")
+                rewrite, skip = gr.Button("Save intent and reply"), gr.Button("Skip")
+            status = gr.Markdown()
+            turn_id = gr.Number(visible=False, precision=0)
+            action = gr.Textbox(visible=False)
+        with gr.Tab("Dashboard"):
+            show = gr.Button("Refresh dashboard")
+            totals = gr.JSON(label="Totals")
+            per_day, intents_plot, corrected = gr.Plot(), gr.Plot(), gr.Plot()
+        filters = [since, until, filter_intent, route, feedback]
+        shown = [counts, details, conversation, intent, reply]
+        details.change(lambda d: (d or {}).get("turn_id"), details, turn_id, api_name=False)
+        refresh.click(handlers.next_item, filters, shown, api_name="next_item")
+        app.load(handlers.next_item, filters, shown, api_name=False)
+        inputs = [turn_id, action, intent, reply, note, *filters]
+        for button, name in ((approve, "approve"), (relabel, "relabel"), (rewrite, "rewrite"), (skip, "skip")):
+            button.click(lambda n=name: n, None, action, api_name=False).then(
+                handlers.act, inputs, [status, *shown], api_name=False)
+        api = gr.Button(visible=False)
+        api.click(handlers.act, [turn_id, action, intent, reply, note, *filters], [status, *shown],
+                  api_name="review_action")
+        show.click(handlers.dashboard, None, [totals, per_day, intents_plot, corrected], api_name="dashboard")
+        if extra_tabs is not None:
+            extra_tabs(app)
+    return app
+
