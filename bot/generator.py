@@ -102,6 +102,19 @@ def _base_dir(manifest: dict, base: str | Path | None, cache_dir: Path | None, f
     )
 
 
+def _placement(device: str | Device | None, options: ServingOptions | None) -> tuple[Device, ServingOptions]:
+    """The device (given, or :func:`pick_device`) and the options resolved for it.
+
+    Raises:
+        SupportbotError: ``"cuda"`` asked for but not available.
+    """
+    try:
+        device = device if isinstance(device, Device) else pick_device(device)
+    except ValueError as exc:
+        raise SupportbotError(str(exc)) from None
+    return device, (options or ServingOptions()).resolved(device)
+
+
 def _optimised(model, options: ServingOptions):
     """``model`` in eval mode, cast to ``options.dtype_name``, int8-quantised when asked."""
     import torch
@@ -193,8 +206,7 @@ class ReplyGenerator:
         """
         folder = Path(folder).expanduser()
         weights, manifest, version = _model_folder(folder)
-        device = device if isinstance(device, Device) else pick_device(device)
-        options = (options or ServingOptions()).resolved(device)
+        device, options = _placement(device, options)
         if (weights / "adapter_config.json").is_file():
             model = cls._merged_adapter(weights, _base_dir(manifest, base, cache_dir and Path(cache_dir), folder))
         else:
@@ -212,8 +224,7 @@ class ReplyGenerator:
         model_dir = Path(model_dir).expanduser()
         if not (model_dir / "config.json").is_file():
             raise SupportbotError(f"{model_dir}: not a transformers model folder (no config.json)")
-        device = device if isinstance(device, Device) else pick_device(device)
-        options = (options or ServingOptions()).resolved(device)
+        device, options = _placement(device, options)
         return cls._ready(cls._plain_model(model_dir), model_dir, version, device, options, {})
 
     @staticmethod

@@ -107,6 +107,12 @@ def test_prompt_cap_drops_oldest_history_then_cuts_the_message(tiny_lm_dir):
         tiny.prompt_ids(build_messages([], "hi"))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error(tiny_lm_dir):
+    with pytest.raises(SupportbotError, match="no CUDA device"):
+        ReplyGenerator.from_pretrained(tiny_lm_dir, device="cuda")
+
+
 def test_stream_needs_user_text(tiny_lm_dir):
     generator = ReplyGenerator.from_pretrained(tiny_lm_dir, options=FP32)
     with pytest.raises(SupportbotError, match="user_text"):

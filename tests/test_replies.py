@@ -115,3 +115,24 @@ def test_evaluate_replies_writes_the_three_system_table(tiny_replies_version, ti
     written = json.loads((tiny_replies_version / "eval" / "replies.json").read_text())
     assert written["systems"] == result["systems"] and len(written["samples"]) == 2
     assert "| adapter |" in (tiny_replies_version / "eval" / "replies.md").read_text()
+
+
+def test_cpu_defaults_bound_the_demo_and_gpu_defaults_do_not():
+    from bot.device import Device
+    from training.replies import ReplyTrainConfig
+
+    cpu = ReplyTrainConfig().for_device(Device("cpu", "float32"))
+    gpu = ReplyTrainConfig().for_device(Device("cuda", "bfloat16"))
+    assert (cpu.max_steps, cpu.batch_size, cpu.max_minutes) == (40, 8, 10.0)
+    assert (gpu.max_steps, gpu.batch_size, gpu.max_minutes) == (-1, 16, None)
+    assert ReplyTrainConfig(max_steps=0, max_minutes=0).for_device(Device("cpu", "float32")).max_minutes is None
+
+
+def test_time_budget_stops_training_after_the_step_that_crosses_it(reply_csv, tiny_lm_dir, tmp_path):
+    from training.replies import ReplyTrainConfig, train_replies
+
+    settings = load_settings(reply_base=str(tiny_lm_dir))
+    config = ReplyTrainConfig(max_steps=20, batch_size=2, max_length=48, max_minutes=1e-6, validation_examples=0)
+    folder = train_replies(reply_csv, settings, config, output=tmp_path / "budget")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["metrics"]["steps"] == 1 and "validation_loss" not in manifest["metrics"]

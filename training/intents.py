@@ -38,7 +38,7 @@ from bot.errors import SupportbotError
 from bot.settings import Settings, load_settings
 from training.artifacts import atomic_dir, new_version_dir, write_manifest
 from training.base_models import resolve
-from training.data import Example, load, split
+from training.data import Example, LoadedData, load, split
 
 log = logging.getLogger(__name__)
 METHODS = ("finetune", "head")
@@ -49,7 +49,8 @@ class IntentTrainConfig:
     """Options of ``supportbot train intents`` (``None`` = take it from the settings).
 
     Attributes:
-        data: built-in data set name or a CSV/JSONL/nlu.yml path.
+        data: built-in data set name, a CSV/JSONL/nlu.yml path, or loaded data (its own
+            ``test`` rows, when set, are the test split).
         base: base encoder (hub id or folder); default ``settings.intent_base``.
         method: ``finetune`` or ``head`` (frozen encoder + logistic regression).
         epochs: maximum training epochs (``finetune``); early stopping may end sooner.
@@ -71,7 +72,7 @@ class IntentTrainConfig:
         data_dir, home: overrides of the settings of that name.
     """
 
-    data: str
+    data: str | LoadedData
     base: str | None = None
     method: str = "finetune"
     epochs: float = 4.0
@@ -84,7 +85,7 @@ class IntentTrainConfig:
     warmup: float = 0.1
     weight_decay: float = 0.01
     layer_decay: float = 1.0
-    head_c: float = 1.0
+    head_c: float = 0.1
     patience: int = 2
     oos_method: str = "msp"
     coverage: float = 0.95
@@ -146,7 +147,8 @@ def prepare(config: IntentTrainConfig, settings: Settings) -> Prepared:
         SupportbotError / DataError: unreadable data, fewer than two intents, or an intent
             without any training example.
     """
-    data = load(config.data, data_dir=settings.data_dir, home=settings.home)
+    data = config.data if isinstance(config.data, LoadedData) else load(
+        config.data, data_dir=settings.data_dir, home=settings.home)
     if len(data.intents) < 2:
         raise SupportbotError(f"{data.name}: a classifier needs at least 2 intents, found {len(data.intents)}")
     parts = split(data, seed=settings.seed)
@@ -199,11 +201,13 @@ def head_features(model, tokenizer, texts: list[str], max_length: int, batch_siz
     if not isinstance(getattr(model, "classifier", None), torch.nn.Linear):
         raise SupportbotError("the LR head needs a model whose 'classifier' is one linear layer "
                               "(BERT family); this base model's is not")
-    log.info("computing head features of %d utterances", len(texts))
+    from tqdm.auto import tqdm
+
     seen: list[np.ndarray] = []
     hook = model.classifier.register_forward_pre_hook(lambda _m, args: seen.append(args[0].float().cpu().numpy()))
     try:
-        batched_logits(model, tokenizer, texts, max_length, batch_size)
+        for start in tqdm(range(0, len(texts), batch_size * 8), desc="head features", unit="chunk"):
+            batched_logits(model, tokenizer, texts[start:start + batch_size * 8], max_length, batch_size)
     finally:
         hook.remove()
     return np.concatenate(seen)
@@ -329,10 +333,12 @@ def finetune(model, tokenizer, prepared: Prepared, config: IntentTrainConfig, ar
         callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)],
         optimizers=(_optimizer(model, config), None),
     )
-    trainer.train()
-    _barrier()
-    if args.process_index == 0:
-        shutil.rmtree(args.output_dir, ignore_errors=True)
+    try:
+        trainer.train()
+        _barrier()
+    finally:
+        if args.process_index == 0:
+            shutil.rmtree(args.output_dir, ignore_errors=True)
     return {"epochs_run": round(trainer.state.epoch or 0, 2),
             "best_validation_macro_f1": trainer.state.best_metric,
             "log": [row for row in trainer.state.log_history if "eval_macro_f1" in row or "loss" in row]}

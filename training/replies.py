@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bot.device import Device, pick_device
 from bot.errors import SupportbotError
+from bot.generator import MERGED
 from bot.prompting import SYSTEM_PROMPT
 from bot.settings import Settings
 from training.artifacts import atomic_dir, new_version_dir, write_manifest
@@ -32,9 +33,6 @@ log = logging.getLogger(__name__)
 
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Attention and MLP projections of Llama-family models (SmolLM2): the default LoRA targets."""
-
-MERGED = "merged"
-"""Sub-folder of a replies version holding the merged model (written with ``merge``)."""
 
 
 @dataclass
@@ -54,7 +52,7 @@ class ReplyTrainConfig:
         validation_examples: validation rows scored for the manifest's validation loss.
         merge: also write ``merged/``.
         max_minutes: wall-clock budget of the optimizer loop; training stops after the step
-            that crosses it (None: no budget).
+            that crosses it. ``None``: 10 on CPU, none on GPU; ``0`` or less: no budget.
     """
 
     lora_r: int = 16
@@ -73,11 +71,12 @@ class ReplyTrainConfig:
     seed: int = 42
 
     def for_device(self, device: Device) -> "ReplyTrainConfig":
-        """A copy with ``max_steps`` and ``batch_size`` filled in for ``device``."""
+        """A copy with ``max_steps``, ``batch_size`` and ``max_minutes`` filled in for ``device``."""
         steps = self.max_steps if self.max_steps is not None else (-1 if device.is_gpu else 40)
         batch = self.batch_size or (16 if device.is_gpu else 8)
+        minutes = self.max_minutes if self.max_minutes is not None else (None if device.is_gpu else 10.0)
         return ReplyTrainConfig(**{**asdict(self), "max_steps": steps if steps > 0 else -1,
-                                   "batch_size": batch})
+                                   "batch_size": batch, "max_minutes": minutes if minutes and minutes > 0 else None})
 
 
 def _check(config: ReplyTrainConfig) -> None:
@@ -87,7 +86,6 @@ def _check(config: ReplyTrainConfig) -> None:
         ("epochs", config.epochs > 0), ("max_length", config.max_length >= 16),
         ("lr", config.lr > 0), ("target_modules", bool(config.target_modules)),
         ("max_train_examples", config.max_train_examples is None or config.max_train_examples > 0),
-        ("max_minutes", config.max_minutes is None or config.max_minutes > 0),
     ] if not ok]
     if problems:
         raise SupportbotError(f"invalid reply training option(s): {', '.join(problems)} "

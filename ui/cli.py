@@ -81,6 +81,26 @@ def serve(
     uvicorn.run(server, host=host, port=port, log_level="warning")
 
 
+@app.command()
+def demo(
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(7860, help="port to listen on"),
+    data: str = typer.Option("bitext", help="data set to train on when no model exists yet"),
+) -> None:
+    """Train both models on the first run (CPU budget, or full training on a GPU), then serve.
+
+    A later run finds the models in the registry and starts in seconds.
+    """
+    from bot.registry import Registry
+    from training.demo import ensure_models
+
+    settings = load_settings()
+    for kind, version, trained in ensure_models(settings, data):
+        console.print(f"{kind}: {version} ({'trained now' if trained else 'already trained'})")
+    console.print(f"registry: {Registry(settings.home).path}")
+    serve(host=host, port=port, db=None, models=None)
+
+
 @app.command("hash-password")
 def hash_password_command(
     password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
@@ -137,7 +157,7 @@ def train_replies_command(
     batch_size: Optional[int] = typer.Option(None, help="examples per step (default: 8 on CPU, 16 on GPU)"),
     output: Optional[Path] = typer.Option(None, help="output folder (default <home>/models/replies/<version>)"),
     merge: bool = typer.Option(False, help="also write merged/: the base model with the adapter folded in"),
-    max_minutes: Optional[float] = typer.Option(None, help="wall-clock budget: stop after the step that crosses it"),
+    max_minutes: Optional[float] = typer.Option(None, help="wall-clock budget in minutes (default: 10 on CPU, none on GPU; 0 = none)"),
     data_dir: Optional[Path] = typer.Option(None, help="folder searched first for built-in data sets"),
     seed: Optional[int] = typer.Option(None, help="split and training seed"),
 ) -> None:
@@ -191,7 +211,7 @@ def train_intents_command(
     output: Optional[Path] = typer.Option(None, help="version folder to create (default <home>/models/intents/<UTC time>)"),
     label_smoothing: float = typer.Option(0.1, help="label smoothing of the loss"),
     layer_decay: float = typer.Option(1.0, help="layer-wise LR decay (1 = off)"),
-    head_c: float = typer.Option(1.0, help="inverse L2 strength of the logistic-regression head"),
+    head_c: float = typer.Option(0.1, help="inverse L2 strength of the logistic-regression head (on standardised features)"),
     patience: int = typer.Option(2, help="early stopping: epochs without better validation macro-F1"),
     oos_method: str = typer.Option("msp", help="out-of-scope score: msp or energy"),
     coverage: float = typer.Option(0.95, help="share of in-scope validation utterances the OOS threshold accepts"),
@@ -248,6 +268,38 @@ def eval_oos_command(
     console.print(f"{model}: {result['oos_rows']} unseen-intent vs {result['in_scope_rows']} in-scope test rows; "
                   f"AUROC {aurocs}; at the {result['method']} threshold {result['threshold']:.4f}: "
                   f"OOS recall {result['oos_recall']:.4f}, in-scope rejected {result['in_scope_rejected']:.4f}")
+
+
+@app.command()
+def retrain(
+    what: str = typer.Option("both", help="intents, replies or both"),
+    data: str = typer.Option("bitext", help="the original data set the corrections are added to"),
+    reply_max_steps: Optional[int] = typer.Option(None, help="LoRA steps (default: as for the production version)"),
+    macro_f1_tolerance: float = typer.Option(0.005, help="largest accepted macro-F1 drop on the frozen test split"),
+    rouge_tolerance: float = typer.Option(1.0, help="largest accepted ROUGE-L drop (points) on the frozen test split"),
+) -> None:
+    """Train new versions from reviewed corrections with the production versions' recipes;
+    promote each only if it does not regress."""
+    from training import jobs
+    from training.retrain import RetrainConfig
+    from training.retrain import retrain as run_retrain
+
+    settings = load_settings()
+    jobs.recover(settings.home)
+    job = jobs.new_job(settings.home)
+    handler = logging.FileHandler(job / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.getLogger().addHandler(handler)
+    config = RetrainConfig(what=what, data=data, reply_max_steps=reply_max_steps,
+                           macro_f1_tolerance=macro_f1_tolerance, rouge_tolerance=rouge_tolerance)
+    try:
+        reports = run_retrain(settings, config, job)
+    except BaseException as exc:
+        jobs.write_status(job, state="failed", error=str(exc) or type(exc).__name__)
+        raise
+    jobs.write_status(job, state="done", decisions={kind: r["decision"] for kind, r in reports.items()})
+    for kind, report in reports.items():
+        console.print(f"{kind}: {report['decision']}; old {report['scores']['old']}, new {report['scores']['new']}")
 
 
 def _registry():
@@ -314,3 +366,7 @@ def main() -> None:
     except SupportbotError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
