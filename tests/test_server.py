@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -114,8 +115,27 @@ def test_three_concurrent_conversations_feedback_and_exact_rows(server):
     assert {"turn_id", "route", "reason", "intent", "confidence", "top3", "oos_score"} <= set(info)
 
 
+REVIEWER_ENDPOINTS = ["next_item", "review_action", "dashboard", "start_retrain", "retrain_status",
+                      "models", "promote", "rollback"]
+
+
+def anonymous_call(url: str, endpoint: str) -> int:
+    """HTTP status of an anonymous POST to a Gradio endpoint of the review app."""
+    request = urllib.request.Request(url + f"review/gradio_api/call/{endpoint}", data=b'{"data": []}',
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
 def test_review_pages_need_a_login(server):
-    url, _ = server
+    url, home = server
+    for endpoint in REVIEWER_ENDPOINTS:
+        assert anonymous_call(url, endpoint) in (401, 403), endpoint
+    with urllib.request.urlopen(url + "review/", timeout=10) as page:
+        assert "Reviewers only" in page.read().decode() or page.status == 200
     with pytest.raises(Exception):
         Client(url + "review/", verbose=False).predict(api_name="/next_item")
     with pytest.raises(Exception):
@@ -124,3 +144,6 @@ def test_review_pages_need_a_login(server):
     counts, item, conversation, _, _ = reviewer.predict("", "", "", "", "", api_name="/next_item")
     assert counts.startswith("**Left to review:**")
     assert item == {} or "turn_id" in item
+    table = reviewer.predict(api_name="/models")
+    assert table["data"][0][:3] == ["intents", "v1", "production"]
+    assert (home / "registry.json").is_file()

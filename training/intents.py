@@ -28,7 +28,7 @@ import hashlib
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -411,7 +411,8 @@ def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrain
 def _write_version(target: Path, model, tokenizer, prepared: Prepared, config: IntentTrainConfig,
                    settings: Settings, training: dict[str, Any]) -> None:
     summary = validation_summary(model, tokenizer, prepared, config)
-    hyper = {k: v for k, v in asdict(config).items() if k not in ("data", "base", "output", "data_dir", "home")}
+    hyper = {f.name: getattr(config, f.name) for f in fields(config)
+             if f.name not in ("data", "base", "output", "data_dir", "home")}
     with atomic_dir(target) as scratch:
         model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)

@@ -64,7 +64,9 @@ def serve(
     import uvicorn
 
     from bot.runtime import load_router
+    from training import jobs
     from ui.chat import build_chat_app
+    from ui.models_page import model_tabs
     from ui.review import build_review_app
     from ui.server import build_server
 
@@ -74,7 +76,10 @@ def serve(
     if interrupted:
         console.print(f"{len(interrupted)} turn(s) interrupted by an earlier stop stay marked incomplete")
     classifier, generator = router.models.current()
-    review = build_review_app(router.store, classifier.labels)
+    failed = jobs.recover(settings.home)
+    if failed:
+        console.print(f"retraining job(s) interrupted by an earlier stop marked failed: {', '.join(failed)}")
+    review = build_review_app(router.store, classifier.labels, extra_tabs=model_tabs(models or settings.home))
     server = build_server(build_chat_app(router), review, settings.reviewers)
     console.print(f"chat: http://{host}:{port}/  review: http://{host}:{port}/review/  "
                   f"(classifier {classifier.version}, generator {generator.version}, log {router.store.path})")
