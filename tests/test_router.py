@@ -68,3 +68,18 @@ def test_promoted_version_answers_the_next_turn_and_rollback_restores(router, ti
     assert run(router, conversation, "track my parcel")[-1].turn.classifier_version == "v2"
     registry.rollback("intents")
     assert run(router, conversation, "track my parcel")[-1].turn.classifier_version == "v1"
+
+
+BAD_INPUTS = ["", "x" * 20000, "😀🙏🔥", "<script>alert('x')</script><img src=x onerror=alert(1)>",
+              "¿Dónde está mi pedido? Quiero cancelarlo."]
+
+
+def test_bad_inputs_get_a_reply_and_every_turn_is_logged(router):
+    conversation = router.store.new_conversation()
+    for text in BAD_INPUTS:
+        turn = run(router, conversation, text)[-1].turn
+        assert turn.status == "complete"
+        assert turn.reply.strip()
+    logged = router.store.conversation(conversation)
+    assert [t.user_text for t in logged] == [t[:2000] for t in BAD_INPUTS]
+    assert all(t.status == "complete" for t in logged)
