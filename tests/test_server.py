@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -74,7 +75,8 @@ def converse(url: str, texts: list[str]) -> tuple[Client, list[dict]]:
     for text in texts:
         messages, cleared, info = client.predict(text, api_name="/send")
         assert cleared == ""
-        assert messages[-2]["content"] in (text, [{"type": "text", "text": text}]) or messages[-2]
+        assert messages[-2]["content"] == [{"type": "text", "text": html.escape(text, quote=False)}]
+        assert messages[-1]["role"] == "assistant" and messages[-1]["content"][0]["text"].strip()
         infos.append(info)
     return client, infos
 

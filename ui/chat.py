@@ -5,11 +5,13 @@ Every handler has an ``api_name`` so the page can be driven with ``gradio_client
 ``/send`` (message) -> (chat messages, "", info), ``/feedback`` (turn_id, rating, comment),
 ``/human`` and ``/new_conversation``. Session state (the conversation id and which turn each bot
 message is) lives in ``gr.State``, so a client can only rate turns of its own conversation.
-Text is shown as text: HTML tags are not rendered (``allow_tags=False``) and sanitised.
+Text is shown as text: HTML special characters are escaped (:func:`as_text`) before Gradio
+renders a message, and its sanitiser stays on.
 """
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,12 @@ class ChatSession:
     turn_ids: dict[int, int] = field(default_factory=dict)
 
 
+def as_text(text: str) -> str:
+    """``text`` with HTML special characters escaped, so the chat shows tags as typed instead of
+    rendering them (the Chatbot renders Markdown and HTML)."""
+    return html.escape(text, quote=False)
+
+
 def _info(chunk: ReplyChunk) -> dict[str, Any]:
     turn = chunk.turn
     if turn is None:
@@ -58,11 +66,11 @@ class ChatHandlers:
         self.router = router
 
     def _stream(self, session: ChatSession, user_text: str, chunks):
-        session.messages.append({"role": "user", "content": user_text})
+        session.messages.append({"role": "user", "content": as_text(user_text)})
         session.messages.append({"role": "assistant", "content": "…"})
         index = len(session.messages) - 1
         for chunk in chunks:
-            session.messages[index]["content"] = chunk.text or "…"
+            session.messages[index]["content"] = as_text(chunk.text) or "…"
             if chunk.turn is not None:
                 session.turn_ids[index] = chunk.turn.id
             yield session.messages, "", _info(chunk), session
