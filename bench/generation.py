@@ -12,7 +12,7 @@ whole reply (prefill included) and time to first token (TTFT), then the ratio to
 runs: on a busy CPU that alone changes the speed a lot (torch's OpenMP pool in the main thread).
 Serving variants: float32, bfloat16 and int8 dynamic quantisation (``ServingOptions``), each
 through :meth:`bot.generator.ReplyGenerator.stream`. ``--quality N`` also reports ROUGE-L of the
-float32 and the default (fast) path on the first N test examples of the model's data set.
+float32 and the int8 (fast) path on the first N test examples of the Bitext test split.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from bot.settings import load_settings  # noqa: E402
 PROMPT = build_messages([], "I ordered a jacket last week and I want to cancel the order, how do I do it?",
                         "cancel_order")
 VARIANTS = {
-    "serve fp32": ServingOptions(dtype_name="float32", int8=False),
+    "serve fp32 (default CPU)": ServingOptions(dtype_name="float32", int8=False),
     "serve bf16": ServingOptions(dtype_name="bfloat16", int8=False),
-    "serve int8 (default CPU)": ServingOptions(dtype_name="float32", int8=True),
+    "serve int8 (opt-in)": ServingOptions(dtype_name="float32", int8=True),
 }
 
 
@@ -92,7 +92,7 @@ def _best(paths: dict, new_tokens: int, repeats: int) -> dict[str, tuple[float, 
 
 
 def quality(model: Path | None, settings, limit: int, new_tokens: int) -> dict[str, float]:
-    """ROUGE-L F1 (x100) of the float32 and the default serving path on ``limit`` test examples."""
+    """ROUGE-L F1 (x100) of the float32 and the int8 serving path on ``limit`` test examples."""
     from rouge_score import rouge_scorer
 
     from training.data import load, split
@@ -102,7 +102,7 @@ def quality(model: Path | None, settings, limit: int, new_tokens: int) -> dict[s
     rows = with_replies(split(data, seed=settings.seed).test, data.name)[:limit]
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     scores = {}
-    for name, options in {"fp32": VARIANTS["serve fp32"], "default": ServingOptions()}.items():
+    for name, options in {"fp32": ServingOptions(int8=False), "int8": VARIANTS["serve int8 (opt-in)"]}.items():
         generator = _load(model, settings, options)
         replies = generator.generate_batch([build_messages([], e.text, e.intent) for e in rows], new_tokens)
         rouge = [scorer.score(clean_reply(e.reply), r)["rougeL"].fmeasure for e, r in zip(rows, replies)]
@@ -121,7 +121,7 @@ def main() -> None:
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.new_tokens} new tokens")
-    plain = _load(args.model, settings, VARIANTS["serve fp32"])
+    plain = _load(args.model, settings, VARIANTS["serve fp32 (default CPU)"])
     paths = {"baseline generate fp32": (baseline, plain), "baseline, worker thread": (baseline_in_thread, plain)}
     paths.update({name: (serving, _load(args.model, settings, options)) for name, options in VARIANTS.items()})
     results = _best(paths, args.new_tokens, args.repeats)

@@ -136,3 +136,16 @@ def test_time_budget_stops_training_after_the_step_that_crosses_it(reply_csv, ti
     folder = train_replies(reply_csv, settings, config, output=tmp_path / "budget")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["metrics"]["steps"] == 1 and "validation_loss" not in manifest["metrics"]
+
+
+def test_base_replies_are_cached_per_serving_path(tiny_lm_dir, tmp_path):
+    from bot.generator import ServingOptions
+    from training.reply_eval import base_replies
+
+    settings = load_settings(cache_dir=tmp_path)
+    rows = [EXAMPLE]
+    fp32 = EvalOptions(max_new_tokens=3, serving=ServingOptions(int8=False), progress=False)
+    first = base_replies(tiny_lm_dir, rows, fp32, settings)
+    assert base_replies(tiny_lm_dir, rows, fp32, settings) == first
+    base_replies(tiny_lm_dir, rows, EvalOptions(max_new_tokens=3, serving=ServingOptions(int8=True)), settings)
+    assert len(list((tmp_path / "reply-eval").glob("*.json"))) == 2

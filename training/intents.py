@@ -214,25 +214,30 @@ def head_features(model, tokenizer, texts: list[str], max_length: int, batch_siz
 
 
 def fit_head(model, tokenizer, examples: list[Example], max_length: int, c: float, seed: int) -> None:
-    """Fit ``StandardScaler`` + ``LogisticRegression(C=c)`` (scikit-learn) on
-    :func:`head_features` and copy both, folded into one linear map, into ``model.classifier``
-    (class order = ``model.config.label2id``): ``W' = W / sigma``, ``b' = b - W' mu``."""
+    """Fit ``LogisticRegression(C=c)`` (scikit-learn) on standardised :func:`head_features` and
+    copy it, with the standardisation folded in, into ``model.classifier`` (class order =
+    ``model.config.label2id``): ``W' = W / s``, ``b' = b - W' mu``.
+
+    The scale ``s`` of each feature is its standard deviation, floored at a tenth of the median
+    one: a near-constant feature (a saturated ``tanh`` unit) would otherwise get a weight so
+    large that dropout or any change of that unit during fine-tuning blows up the logits.
+    """
     import numpy as np
     import torch
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     features = head_features(model, tokenizer, [e.text for e in examples], max_length)
     ids = np.array([model.config.label2id[e.intent] for e in examples])
-    scaler = StandardScaler().fit(features)
-    lr = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit(scaler.transform(features), ids)
+    mean, scale = features.mean(axis=0), features.std(axis=0)
+    scale = np.maximum(scale, 0.1 * np.median(scale))
+    lr = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit((features - mean) / scale, ids)
     if len(lr.classes_) == 2 and lr.coef_.shape[0] == 1:  # binary LR: one row -> two symmetric rows
         coef, intercept = np.vstack([-lr.coef_ / 2, lr.coef_ / 2]), np.array([-lr.intercept_[0] / 2, lr.intercept_[0] / 2])
     else:
         coef, intercept = lr.coef_, lr.intercept_
-    coef = coef / scaler.scale_
+    coef = coef / scale
     weight, bias = np.zeros((model.config.num_labels, features.shape[1])), np.zeros(model.config.num_labels)
-    weight[lr.classes_], bias[lr.classes_] = coef, intercept - coef @ scaler.mean_
+    weight[lr.classes_], bias[lr.classes_] = coef, intercept - coef @ mean
     with torch.no_grad():
         model.classifier.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
         model.classifier.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.device import pick_device
 from bot.generator import ReplyGenerator, ServingOptions
 from bot.manifest import read_manifest
 from bot.prompting import SYSTEM_PROMPT, build_messages
@@ -115,14 +116,15 @@ def base_replies(base_dir: Path, rows: list[Example], options: EvalOptions, sett
     They depend only on the base model, the rows, the prompt and the options, so they are kept in
     ``<settings.cache>/reply-eval/<sha256 of those>.json`` and reused by later evaluations.
     """
+    serving = options.serving.resolved(pick_device())
     key = json.dumps({"base": str(base_dir), "rows": [[e.text, e.intent] for e in rows],
                       "system": SYSTEM_PROMPT, "max_new_tokens": options.max_new_tokens,
-                      "serving": repr(options.serving)}, sort_keys=True)
+                      "serving": repr(serving)}, sort_keys=True)
     path = settings.cache / "reply-eval" / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
     if path.is_file():
         cached = json.loads(path.read_text())
         return cached["replies"], cached["seconds"]
-    generator = ReplyGenerator.from_pretrained(base_dir, "base", options=options.serving)
+    generator = ReplyGenerator.from_pretrained(base_dir, "base", options=serving)
     replies, seconds = _generated(generator, rows, options)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"replies": replies, "seconds": seconds}))

@@ -307,6 +307,25 @@ def retrain(
         console.print(f"{kind}: {report['decision']}; old {report['scores']['old']}, new {report['scores']['new']}")
 
 
+@app.command()
+def export(
+    what: str = typer.Option("conversations", help="conversations (every turn) or examples (reviewed corrections)"),
+    format: str = typer.Option("jsonl", "--format", help="jsonl or csv"),
+    output: Path = typer.Option(..., help="file to write"),
+    db: Optional[Path] = typer.Option(None, help="SQLite conversation log (default <home>/conversations.db)"),
+) -> None:
+    """Export the log or the reviewed examples (the latter in the format `train` reads)."""
+    from bot.export import export as write_export
+    from bot.store import ConversationStore
+
+    path = db or load_settings().home / "conversations.db"
+    if not path.is_file():
+        raise SupportbotError(f"{path}: no conversation log there")
+    with ConversationStore(path) as store:
+        count = write_export(store, what, format, output)
+    console.print(f"{count} {what} rows written to {output}")
+
+
 def _registry():
     from bot.registry import Registry
 

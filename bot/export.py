@@ -1,0 +1,70 @@
+"""Export the conversation log and the reviewed examples as CSV or JSONL.
+
+``conversations``: one row per completed or incomplete turn (conversation id, index, times, user
+text, intent, confidence, route, reason, reply, versions, latency, status, feedback sum).
+``examples``: the reviewers' corrections in the generic training format (``text``, ``intent``,
+``reply``) that ``supportbot train`` reads; out-of-scope labels are kept as ``out_of_scope``.
+Text is redacted again on the way out (:mod:`bot.redaction`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from bot.errors import SupportbotError
+from bot.redaction import redact
+from bot.reviews import ReviewLog
+from bot.store import ConversationStore
+
+FORMATS = ("jsonl", "csv")
+WHAT = ("conversations", "examples")
+
+
+def _clean(value: Any) -> Any:
+    return redact(value).text if isinstance(value, str) else value
+
+
+def conversation_rows(store: ConversationStore) -> list[dict[str, Any]]:
+    """Every turn, oldest first, with its feedback sum; text fields redacted."""
+    rows = store.db.query("""
+        SELECT t.conversation_id, t.idx, t.started_at, t.finished_at, t.user_text, t.intent, t.confidence,
+               t.oos_score, t.route, t.reason, t.reply, t.classifier_version, t.generator_version,
+               t.latency_ms, t.status,
+               (SELECT COALESCE(SUM(rating), 0) FROM feedback f WHERE f.turn_id = t.id) AS feedback
+        FROM turns t ORDER BY t.started_at, t.id""")
+    return [{k: _clean(v) for k, v in row.items()} for row in rows]
+
+
+def example_rows(store: ConversationStore) -> list[dict[str, Any]]:
+    """Reviewed corrections with an intent, as ``{"text", "intent", "reply"}``; text redacted."""
+    return [{"text": _clean(c.text), "intent": c.intent, "reply": _clean(c.reply) or ""}
+            for c in ReviewLog(store).corrections() if c.intent]
+
+
+def export(store: ConversationStore, what: str, fmt: str, output: Path) -> int:
+    """Write ``what`` in ``fmt`` to ``output`` (replaced atomically); returns the row count.
+
+    Raises:
+        SupportbotError: unknown ``what`` or ``fmt``.
+    """
+    if what not in WHAT:
+        raise SupportbotError(f"unknown export '{what}'; expected one of {', '.join(WHAT)}")
+    if fmt not in FORMATS:
+        raise SupportbotError(f"unknown format '{fmt}'; expected one of {', '.join(FORMATS)}")
+    rows = conversation_rows(store) if what == "conversations" else example_rows(store)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    scratch = output.with_name(output.name + ".tmp")
+    with scratch.open("w", newline="", encoding="utf-8") as handle:
+        if fmt == "jsonl":
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        else:
+            fields = list(rows[0]) if rows else (["text", "intent", "reply"] if what == "examples" else [])
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+    scratch.replace(output)
+    return len(rows)
