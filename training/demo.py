@@ -10,8 +10,9 @@ from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEMO_INTENT_METHOD = "head"
-"""Frozen MiniLM + logistic-regression head: about a minute on 2 CPU cores (see README)."""
+DEMO_INTENT = {"method": "finetune", "epochs": 2.0}
+"""Head initialised from logistic regression, then 2 epochs of full fine-tuning: 99.1 % on the
+Bitext test split, about 7 minutes on 2 busy CPU cores (``head`` alone: 98.9 % in 25 s)."""
 
 
 def ensure_models(settings: Settings, data: str = "bitext") -> Iterator[tuple[str, str, bool]]:
@@ -25,8 +26,7 @@ def ensure_models(settings: Settings, data: str = "bitext") -> Iterator[tuple[st
 
     registry = Registry(settings.home)
     trainers = {
-        "intents": lambda: train_intents(IntentTrainConfig(data=data, method=DEMO_INTENT_METHOD,
-                                                           home=settings.home)),
+        "intents": lambda: train_intents(IntentTrainConfig(data=data, home=settings.home, **DEMO_INTENT)),
         "replies": lambda: train_replies(data, settings),
     }
     for kind, train in trainers.items():

@@ -176,7 +176,7 @@ def train_replies_command(
                               max_length=max_length, lr=lr, batch_size=batch_size, merge=merge,
                               max_minutes=max_minutes, seed=settings.seed)
     folder = train_replies(data, settings, config, output)
-    console.print(f"reply generator written to {folder}")
+    console.print(f"reply generator written to {folder}; {_register('replies', folder)}")
 
 
 @eval_app.command("replies")
@@ -194,6 +194,18 @@ def eval_replies_command(
     result = evaluate_replies(adapter, settings, data, EvalOptions(limit=limit, max_new_tokens=max_new_tokens))
     console.print(report_table(result), markup=False, highlight=False)
     console.print(f"report: {Path(adapter) / 'eval' / 'replies.md'}")
+
+
+def _register(kind: str, folder: Path) -> str:
+    """Record a version trained into the home's models folder in the registry: promoted when
+    it is the first of its kind, else a candidate (``supportbot models promote`` to use it)."""
+    from bot.registry import Registry
+
+    registry = Registry(load_settings().home)
+    if Path(folder).parent.resolve() != (registry.models / kind).resolve():
+        return "not in the registry (custom --output)"
+    return "promoted to production" if registry.register(kind, Path(folder).name) else \
+        "kept as a candidate (supportbot models promote to use it)"
 
 
 def _intent_config(data: str, **options):
@@ -230,7 +242,8 @@ def train_intents_command(
         data, base=base, method=method, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
         seed=seed, output=output, label_smoothing=label_smoothing, layer_decay=layer_decay, head_c=head_c,
         patience=patience, oos_method=oos_method, coverage=coverage, holdout=holdout, data_dir=data_dir))
-    console.print(f"intent classifier written to {folder}")
+    registered = "not in the registry (--holdout model)" if holdout else _register("intents", folder)
+    console.print(f"intent classifier written to {folder}; {registered}")
 
 
 @eval_app.command("intents")
