@@ -89,7 +89,7 @@ def build_review_app(store: ConversationStore, intents: list[str], extra_tabs=No
     """The reviewers' app: "Review queue" and "Dashboard" tabs, plus ``extra_tabs(app)`` when
     given (the retrain and models tabs)."""
     handlers = ReviewHandlers(store, intents)
-    with gr.Blocks(title="Supportbot review") as app:
+    with gr.Blocks(title="Supportbot review") as app, gr.Tabs():
         with gr.Tab("Review queue"):
             with gr.Row():
                 since, until = gr.Textbox(label="From (YYYY-MM-DD)"), gr.Textbox(label="To (YYYY-MM-DD)")
@@ -113,10 +113,13 @@ def build_review_app(store: ConversationStore, intents: list[str], extra_tabs=No
             status = gr.Markdown()
             turn_id = gr.Number(visible=False, precision=0)
             action = gr.Textbox(visible=False)
+            api = gr.Button(visible=False)
         with gr.Tab("Dashboard"):
             show = gr.Button("Refresh dashboard")
             totals = gr.JSON(label="Totals")
             per_day, intents_plot, corrected = gr.Plot(), gr.Plot(), gr.Plot()
+        if extra_tabs is not None:
+            extra_tabs(app)
         filters = [since, until, filter_intent, route, feedback]
         shown = [counts, details, conversation, intent, reply]
         details.change(lambda d: (d or {}).get("turn_id"), details, turn_id, api_name=False)
@@ -126,11 +129,8 @@ def build_review_app(store: ConversationStore, intents: list[str], extra_tabs=No
         for button, name in ((approve, "approve"), (relabel, "relabel"), (rewrite, "rewrite"), (skip, "skip")):
             button.click(lambda n=name: n, None, action, api_name=False).then(
                 handlers.act, inputs, [status, *shown], api_name=False)
-        api = gr.Button(visible=False)
         api.click(handlers.act, [turn_id, action, intent, reply, note, *filters], [status, *shown],
                   api_name="review_action")
         show.click(handlers.dashboard, None, [totals, per_day, intents_plot, corrected], api_name="dashboard")
-        if extra_tabs is not None:
-            extra_tabs(app)
     return app
 
