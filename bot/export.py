@@ -44,18 +44,23 @@ def example_rows(store: ConversationStore) -> list[dict[str, Any]]:
             for c in ReviewLog(store).corrections() if c.intent]
 
 
-def export(store: ConversationStore, what: str, fmt: str, output: Path) -> int:
-    """Write ``what`` in ``fmt`` to ``output`` (replaced atomically); returns the row count.
+def export(store: ConversationStore, what: str, fmt: str, output: Path, overwrite: bool = False) -> int:
+    """Write ``what`` in ``fmt`` to ``output`` (written whole, then renamed); returns the row count.
 
     Raises:
-        SupportbotError: unknown ``what`` or ``fmt``.
+        SupportbotError: unknown ``what`` or ``fmt``; ``output`` is a folder, or exists and
+            ``overwrite`` is False.
     """
     if what not in WHAT:
         raise SupportbotError(f"unknown export '{what}'; expected one of {', '.join(WHAT)}")
     if fmt not in FORMATS:
         raise SupportbotError(f"unknown format '{fmt}'; expected one of {', '.join(FORMATS)}")
-    rows = conversation_rows(store) if what == "conversations" else example_rows(store)
     output = Path(output)
+    if output.is_dir():
+        raise SupportbotError(f"{output} is a folder; give a file name")
+    if output.exists() and not overwrite:
+        raise SupportbotError(f"{output} already exists; choose another name or pass --overwrite")
+    rows = conversation_rows(store) if what == "conversations" else example_rows(store)
     output.parent.mkdir(parents=True, exist_ok=True)
     scratch = output.with_name(output.name + ".tmp")
     with scratch.open("w", newline="", encoding="utf-8") as handle:

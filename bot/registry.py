@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import SupportbotError
-from bot.manifest import MANIFEST
+from bot.manifest import MANIFEST, read_manifest
 
 KINDS = ("intents", "replies")
 
@@ -41,9 +41,12 @@ class Registry:
         if not self.path.is_file():
             return {kind: {"production": None, "candidates": [], "history": []} for kind in KINDS}
         try:
-            return json.loads(self.path.read_text())
+            state = json.loads(self.path.read_text())
         except json.JSONDecodeError as exc:
             raise SupportbotError(f"{self.path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in KINDS):
+            raise SupportbotError(f"{self.path}: expected an object with '{KINDS[0]}' and '{KINDS[1]}' entries")
+        return state
 
     def _write(self, state: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +73,9 @@ class Registry:
         """
         _check_kind(kind)
         folder = self.models / kind / version
-        if not (folder / MANIFEST).is_file():
+        if (folder / MANIFEST).is_file():
+            read_manifest(folder)  # a damaged manifest is refused here, not at serving time
+        else:
             known = ", ".join(self.versions(kind)) or "none"
             raise SupportbotError(f"no {kind} version '{version}' in {self.models / kind} (known: {known})")
         return folder

@@ -9,18 +9,25 @@ passes its overrides to :func:`load_settings`). Source: pydantic-settings
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    SettingsError,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
 from bot.errors import SupportbotError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 """The project's own small files (company profile, example config)."""
@@ -62,6 +69,17 @@ class RouterConfig(BaseModel):
     max_new_tokens: int = Field(160, ge=1, le=1024)
     history_turns: int = Field(2, ge=0)
 
+    model_config = {"extra": "forbid"}
+
+    @field_validator("human_request")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from None
+        return pattern
+
 
 class Settings(BaseSettings):
     """Every setting the project reads, with its default.
@@ -91,7 +109,7 @@ class Settings(BaseSettings):
     intent_base: str = "sentence-transformers/all-MiniLM-L6-v2"
     reply_base: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     profile: Path = REPO_DATA / "company_profile.toml"
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)
     redact: bool = True
     reviewers: dict[str, str] = {}
     router: RouterConfig = RouterConfig()
@@ -126,6 +144,10 @@ def load_settings(**overrides: Any) -> Settings:
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
         return Settings(**given)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SupportbotError(f"{_config_file()}: not a valid UTF-8 TOML file ({exc})") from None
+    except SettingsError as exc:
+        raise SupportbotError(f"invalid configuration: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()

@@ -138,3 +138,19 @@ def test_single_example_intent_warns_and_stays_in_train(tmp_path, caplog):
     parts = split(data, seed=1)
     assert "rare" in {e.intent for e in parts.train}
     assert sum(parts.sizes().values()) == 11
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("few.csv", "text,intent\na,b\nc,d\ne,f\n", "few.csv: too few rows to make train/validation/test splits (3 rows, 3 intents"),
+    ("dup.csv", "text,intent,text\nx,y,z\n", "dup.csv: column(s) text appear more than once in the header"),
+    ("nlu.yml", "nlu:\n- intent:\n  examples: |\n    - hi\n", "nlu.yml, row 1, field 'intent': an intent without a name"),
+])
+def test_more_malformed_files(tmp_path, name, content, message):
+    with pytest.raises(DataError) as err:
+        split(load(str(write(tmp_path, name, content))))
+    assert message in str(err.value)
+
+
+def test_folder_instead_of_file(tmp_path):
+    with pytest.raises(DataError, match="is a folder; give a CSV, JSONL or nlu.yml file"):
+        load(str(tmp_path))

@@ -51,3 +51,15 @@ def test_damaged_registry_file_is_reported_not_overwritten(tmp_path):
     with pytest.raises(SupportbotError, match="registry.json: not valid JSON"):
         Registry(tmp_path).promote("intents", "v1", "x")
     assert (tmp_path / "registry.json").read_text() == "{not json"
+
+
+def test_wrong_shape_and_damaged_manifest_are_refused(tmp_path):
+    make_version(tmp_path, "intents", "v1")
+    (tmp_path / "registry.json").write_text("{}")
+    with pytest.raises(SupportbotError, match="registry.json: expected an object with 'intents' and 'replies'"):
+        Registry(tmp_path).production("intents")
+    (tmp_path / "registry.json").unlink()
+    (tmp_path / "models" / "intents" / "v1" / "manifest.json").write_text("not json")
+    with pytest.raises(SupportbotError, match="manifest.json: not valid JSON"):
+        Registry(tmp_path).promote("intents", "v1", "x")
+    assert Registry(tmp_path).production("intents") is None

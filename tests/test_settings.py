@@ -31,3 +31,23 @@ def test_missing_config_file(monkeypatch, tmp_path):
     monkeypatch.setenv("SUPPORTBOT_CONFIG", str(tmp_path / "absent.toml"))
     with pytest.raises(SupportbotError, match="SUPPORTBOT_CONFIG names .*absent.toml, which is not a file"):
         load_settings()
+
+
+@pytest.mark.parametrize("content,message", [
+    ("seed = 42 [\n", "not a valid UTF-8 TOML file"),
+    ("seed = -5\n", "seed: Input should be greater than or equal to 0"),
+    ('[router]\nhuman_request = "(unclosed"\n', "router.human_request: Value error, not a valid regular expression"),
+    ("[router]\nfoo = 1\n", "router.foo: Extra inputs are not permitted"),
+])
+def test_bad_config_files(tmp_path, monkeypatch, content, message):
+    config = tmp_path / "supportbot.toml"
+    config.write_text(content)
+    monkeypatch.setenv("SUPPORTBOT_CONFIG", str(config))
+    with pytest.raises(SupportbotError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        load_settings()
+
+
+def test_bad_reviewers_variable(monkeypatch):
+    monkeypatch.setenv("SUPPORTBOT_REVIEWERS", "not json")
+    with pytest.raises(SupportbotError, match="invalid configuration: error parsing value for field \"reviewers\""):
+        load_settings()

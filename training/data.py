@@ -105,6 +105,8 @@ def load(name_or_path: str, data_dir: Path | None = None, home: Path | None = No
             BUILTIN[name_or_path], data_dir or settings.data_dir, home or settings.home
         )
     path = Path(name_or_path)
+    if path.is_dir():
+        raise DataError(path, "is a folder; give a CSV, JSONL or nlu.yml file")
     if not path.is_file():
         raise DataError(
             path, f"no such file, and not a built-in data set (built-in: {', '.join(BUILTIN)})"
@@ -118,7 +120,8 @@ def load(name_or_path: str, data_dir: Path | None = None, home: Path | None = No
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise DataError(path, f"unknown format '{path.suffix}'; expected one of {', '.join(readers)}")
-    return LoadedData(str(path), sha256_of(path), _checked(path, reader(path)))
+    examples = _checked(path, reader(path))
+    return LoadedData(str(path), sha256_of(path), examples)
 
 
 def _load_builtin(dataset: BuiltinDataset, data_dir: Path | None, home: Path) -> LoadedData:
@@ -133,7 +136,10 @@ def _load_builtin(dataset: BuiltinDataset, data_dir: Path | None, home: Path) ->
 
 
 def _decode(path: Path) -> str:
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror})") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -163,6 +169,9 @@ def _read_csv(path: Path, columns: dict[str, str]) -> list[Example]:
     try:
         reader = csv.DictReader(io.StringIO(_decode(path), newline=""), strict=True)
         header = reader.fieldnames or []
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise DataError(path, f"column(s) {', '.join(repeated)} appear more than once in the header")
         missing = [columns[k] for k in REQUIRED if columns[k] not in header]
         if missing:
             raise DataError(
@@ -213,7 +222,9 @@ def _read_rasa(path: Path) -> list[Example]:
     for number, block in enumerate(blocks, start=1):
         if not isinstance(block, dict) or "intent" not in block:
             continue  # synonyms, regexes and lookup tables are not intents
-        intent = str(block["intent"]).strip()
+        intent = str(block["intent"] or "").strip()
+        if not intent:
+            raise DataError(path, "an intent without a name", number, "intent")
         lines = block.get("examples")
         if not isinstance(lines, str):
             raise DataError(path, f"intent '{intent}': 'examples' must be a '- utterance' block", number, "examples")
@@ -248,9 +259,18 @@ def split(data: LoadedData, seed: int = 42, validation: float = 0.1, test: float
     Args:
         validation, test: fractions of all rows, each in (0, 0.5).
     """
+    counts = Counter(e.intent for e in data.examples)
+    try:
+        return _split(data, counts, seed, validation, test)
+    except ValueError as exc:  # scikit-learn: too few rows for the requested parts
+        raise DataError(
+            data.name, f"too few rows to make train/validation/test splits ({len(data.examples)} rows, "
+            f"{len(counts)} intents; give each intent at least 10 examples): {exc}") from None
+
+
+def _split(data: LoadedData, counts: Counter, seed: int, validation: float, test: float) -> Splits:
     from sklearn.model_selection import train_test_split
 
-    counts = Counter(e.intent for e in data.examples)
     rare = [e for e in data.examples if counts[e.intent] < 3]
     pool = [e for e in data.examples if counts[e.intent] >= 3]
     if data.test is None:

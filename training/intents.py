@@ -106,6 +106,8 @@ class IntentTrainConfig:
             (0 < self.layer_decay <= 1, "--layer-decay must be in (0, 1]"),
             (self.holdout >= 0, "--holdout must be >= 0"),
             (self.head_c > 0, "--head-c must be > 0"),
+            (self.patience >= 1, "--patience must be >= 1"),
+            (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
         ]
         for ok, message in rules:
             if not ok:

@@ -86,6 +86,7 @@ def _check(config: ReplyTrainConfig) -> None:
         ("epochs", config.epochs > 0), ("max_length", config.max_length >= 16),
         ("lr", config.lr > 0), ("target_modules", bool(config.target_modules)),
         ("max_train_examples", config.max_train_examples is None or config.max_train_examples > 0),
+        ("batch_size", config.batch_size is None or config.batch_size > 0),
     ] if not ok]
     if problems:
         raise SupportbotError(f"invalid reply training option(s): {', '.join(problems)} "
@@ -216,8 +217,9 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
     import torch
 
     device = device or pick_device()
-    config = (config or ReplyTrainConfig(seed=settings.seed)).for_device(device)
+    config = config or ReplyTrainConfig(seed=settings.seed)
     _check(config)
+    config = config.for_device(device)
     loaded = data if isinstance(data, LoadedData) else load(data, settings.data_dir, settings.home)
     parts = split(loaded, seed=settings.seed)
     train_rows = _sample(with_replies(parts.train, loaded.name), config.max_train_examples, config.seed)

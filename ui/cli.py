@@ -326,6 +326,7 @@ def export(
     format: str = typer.Option("jsonl", "--format", help="jsonl or csv"),
     output: Path = typer.Option(..., help="file to write"),
     db: Optional[Path] = typer.Option(None, help="SQLite conversation log (default <home>/conversations.db)"),
+    overwrite: bool = typer.Option(False, help="replace OUTPUT if it exists"),
 ) -> None:
     """Export the log or the reviewed examples (the latter in the format `train` reads)."""
     from bot.export import export as write_export
@@ -335,7 +336,7 @@ def export(
     if not path.is_file():
         raise SupportbotError(f"{path}: no conversation log there")
     with ConversationStore(path) as store:
-        count = write_export(store, what, format, output)
+        count = write_export(store, what, format, output, overwrite)
     console.print(f"{count} {what} rows written to {output}")
 
 
