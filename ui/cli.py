@@ -362,8 +362,9 @@ def models_list() -> None:
                 "candidate" if version in state["candidates"] else "")
             metrics = manifest.get("metrics", {})
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))[:60]
-            table.add_row(kind, version, status, str(manifest.get("base_model", "")),
-                          str(manifest.get("data", {}).get("name", "") if isinstance(manifest.get("data"), dict) else manifest.get("data", "")), shown)
+            data = manifest.get("data", "")  # intents: {"name": ...}; replies: the name
+            data_name = data.get("name", "") if isinstance(data, dict) else str(data)
+            table.add_row(kind, version, status, str(manifest.get("base_model", "")), data_name, shown)
     console.print(table)
 
 
