@@ -18,7 +18,7 @@ from typing import Any
 
 from bot.errors import SupportbotError
 from bot.records import Turn
-from bot.store import ConversationStore, _turn_from_row, utc_now
+from bot.store import ConversationStore, turn_from_row, utc_now
 
 ACTIONS = ("relabel", "rewrite", "approve", "skip")
 """``relabel``: set the correct intent; ``rewrite``: give the reply the bot should have given
@@ -116,7 +116,7 @@ class ReviewLog:
               (t.id * 2654435761) % 4294967296
             LIMIT ?"""
         rows = self.store.db.query(sql, params + [limit])
-        return [QueueItem(_turn_from_row(row), BUCKETS[row["priority"]], row["rating_sum"]) for row in rows]
+        return [QueueItem(turn_from_row(row), BUCKETS[row["priority"]], row["rating_sum"]) for row in rows]
 
     def counts(self, filters: ReviewFilter = ReviewFilter()) -> dict[str, int]:
         """How many turns are left in each bucket of the queue (all of :data:`BUCKETS`)."""

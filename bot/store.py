@@ -114,7 +114,8 @@ class Feedback:
     created_at: str
 
 
-def _turn_from_row(row: dict[str, Any]) -> Turn:
+def turn_from_row(row: dict[str, Any]) -> Turn:
+    """A :class:`~bot.records.Turn` from a ``turns`` row (also used by :mod:`bot.reviews`)."""
     prediction = None
     if row["intent"] is not None:
         top_k = [(str(intent), float(prob)) for intent, prob in json.loads(row["top3"] or "[]")]
@@ -244,11 +245,11 @@ class ConversationStore:
         Raises:
             SupportbotError: no such turn.
         """
-        return _turn_from_row(self._row(self.db, "turns", turn_id, "turn"))
+        return turn_from_row(self._row(self.db, "turns", turn_id, "turn"))
 
     def _turns(self, where: str, params: list[Any], order_by: str, limit: int | None = None) -> list[Turn]:
         rows = self.db["turns"].rows_where(where, params, order_by=order_by, limit=limit)
-        return [_turn_from_row(row) for row in rows]
+        return [turn_from_row(row) for row in rows]
 
     # -- conversations -----------------------------------------------------------------------
 
@@ -382,7 +383,7 @@ class ConversationStore:
                 elapsed = datetime.fromisoformat(values["finished_at"]) - datetime.fromisoformat(row["started_at"])
                 values["latency_ms"] = elapsed.total_seconds() * 1000.0
             db["turns"].update(turn.id, values)
-            return _turn_from_row(db["turns"].get(turn.id))
+            return turn_from_row(db["turns"].get(turn.id))
 
     def mark_interrupted(self) -> list[int]:
         """Mark the turns left ``incomplete`` by earlier processes (started before this store

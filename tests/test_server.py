@@ -136,8 +136,6 @@ def test_review_pages_need_a_login(server):
     url, home = server
     for endpoint in REVIEWER_ENDPOINTS:
         assert anonymous_call(url, endpoint) in (401, 403), endpoint
-    with urllib.request.urlopen(url + "review/", timeout=10) as page:
-        assert "Reviewers only" in page.read().decode() or page.status == 200
     with pytest.raises(Exception):
         Client(url + "review/", verbose=False).predict(api_name="/next_item")
     with pytest.raises(Exception):
