@@ -25,6 +25,7 @@ from bot.device import Device, pick_device
 from bot.errors import SupportbotError
 from bot.manifest import MANIFEST, read_manifest
 from bot.prompting import Turn, build_messages, drop_oldest_turn
+from bot.slot_decoding import KnownSlots
 
 MERGED = "merged"
 """Sub-folder of a replies version with the merged model (``supportbot train replies --merge``)."""
@@ -176,6 +177,8 @@ class ReplyGenerator:
         device: where it runs.
         options: resolved :class:`ServingOptions`.
         manifest: the version's manifest.json ({} when loaded without one).
+        known_slots: the placeholder names replies may use (:mod:`bot.slot_decoding`), from the
+            manifest's ``slots``; None (no constraint) when it has none. See :meth:`constrain_slots`.
     """
 
     def __init__(self, model, tokenizer, version: str, device: Device, options: ServingOptions,
@@ -186,6 +189,21 @@ class ReplyGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._lock = threading.Lock()
+        self.known_slots: KnownSlots | None = None
+        if self.manifest.get("slots"):
+            self.constrain_slots(self.manifest["slots"])
+
+    def constrain_slots(self, slots) -> None:
+        """Let replies use only these ``{{Slot}}`` names (constrained decoding,
+        :mod:`bot.slot_decoding`); an empty collection removes the constraint.
+
+        Raises:
+            SupportbotError: a slot name holds a brace.
+        """
+        try:
+            self.known_slots = KnownSlots(self.tokenizer, slots) if slots else None
+        except ValueError as exc:
+            raise SupportbotError(str(exc)) from None
 
     @classmethod
     def load(cls, folder: str | Path, base: str | Path | None = None, cache_dir: str | Path | None = None,
@@ -301,9 +319,13 @@ class ReplyGenerator:
 
     # ---- generation ----------------------------------------------------------------------
 
-    def _generate_kwargs(self, max_new_tokens: int | None) -> dict:
+    def _generate_kwargs(self, max_new_tokens: int | None, prompt_length: int) -> dict:
+        from transformers import LogitsProcessorList
+
+        processors = [self.known_slots.processor(prompt_length)] if self.known_slots else []
         return dict(max_new_tokens=max_new_tokens or self.options.max_new_tokens, do_sample=False,
-                    eos_token_id=self.stop_token_ids, pad_token_id=self.tokenizer.pad_token_id)
+                    eos_token_id=self.stop_token_ids, pad_token_id=self.tokenizer.pad_token_id,
+                    logits_processor=LogitsProcessorList(processors))
 
     def stream(self, messages: Messages | None = None, *, history: Sequence[Turn] | None = None,
                user_text: str | None = None, intent: str | None = None,
@@ -327,7 +349,8 @@ class ReplyGenerator:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancel, failure = _Cancel(), []
         kwargs = dict(input_ids=torch.tensor([ids], device=self.device.name), streamer=streamer,
-                      stopping_criteria=StoppingCriteriaList([cancel]), **self._generate_kwargs(max_new_tokens))
+                      stopping_criteria=StoppingCriteriaList([cancel]),
+                      **self._generate_kwargs(max_new_tokens, len(ids)))
         worker = threading.Thread(target=self._run, args=(kwargs, failure, streamer), daemon=True)
         worker.start()
         try:
@@ -341,11 +364,13 @@ class ReplyGenerator:
             raise failure[0]
 
     def _run(self, kwargs: dict, failure: list, streamer) -> None:
-        """Thread body: generate under the lock; on error record it and end the stream."""
+        """Thread body: generate; on error record it and end the stream. Streams run
+        concurrently (greedy decoding on a shared model is thread-safe); how many at once is
+        bounded by the router's queue (:mod:`bot.queue`)."""
         import torch
 
         try:
-            with self._lock, torch.inference_mode():
+            with torch.inference_mode():
                 self.model.generate(attention_mask=torch.ones_like(kwargs["input_ids"]), **kwargs)
         except Exception as exc:  # handed to the consuming thread
             failure.append(exc)
@@ -378,7 +403,7 @@ class ReplyGenerator:
 
         def run():
             with self._lock, torch.inference_mode():
-                return self.model.generate(**batch, **self._generate_kwargs(max_new_tokens))
+                return self.model.generate(**batch, **self._generate_kwargs(max_new_tokens, batch["input_ids"].shape[1]))
 
         new = run_in_worker(run)[:, batch["input_ids"].shape[1]:]
         return [text.strip() for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]

@@ -27,7 +27,7 @@ from bot.settings import Settings
 from training.artifacts import atomic_dir, new_version_dir, write_manifest
 from training.base_models import resolve
 from training.data import LoadedData, load, split
-from training.reply_data import encode, with_replies
+from training.reply_data import clean_reply, encode, slot_names, with_replies
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,8 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
         The folder written atomically: ``adapter_config.json``, ``adapter_model.safetensors``,
         tokenizer files, ``manifest.json`` (keys: kind, base_model, base_model_path, data,
         data_sha256, split_seed, split_sizes, hyperparameters, device, metrics,
-        train_wall_seconds, prompt) and, with ``merge``, ``merged/``.
+        train_wall_seconds, prompt, slots: the training replies' placeholder names, which
+        serving allows and no other) and, with ``merge``, ``merged/``.
 
     Raises:
         SupportbotError: bad data or option, unknown base model, or ``output`` exists.
@@ -222,7 +223,8 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
     config = config.for_device(device)
     loaded = data if isinstance(data, LoadedData) else load(data, settings.data_dir, settings.home)
     parts = split(loaded, seed=settings.seed)
-    train_rows = _sample(with_replies(parts.train, loaded.name), config.max_train_examples, config.seed)
+    all_train = with_replies(parts.train, loaded.name)
+    train_rows = _sample(all_train, config.max_train_examples, config.seed)
     val_rows = _sample([e for e in parts.validation if e.reply], config.validation_examples, config.seed)
     target = Path(output) if output else new_version_dir(settings.home, "replies")
     if target.exists():
@@ -245,5 +247,6 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
             split_sizes=parts.sizes(), train_examples=len(train),
             hyperparameters=asdict(config), device=asdict(device), metrics=metrics,
             train_wall_seconds=wall, prompt={"system": SYSTEM_PROMPT}, merged=config.merge,
+            slots=sorted(slot_names(clean_reply(e.reply or "") for e in all_train)),
         )
     return target

@@ -173,6 +173,8 @@ def evaluate_replies(adapter: str | Path, settings: Settings, data: str | None =
     base_dir = resolve(manifest["base_model"], settings.cache)
     replies["base"], seconds["base"] = base_replies(base_dir, test, options, settings)
     tuned = ReplyGenerator.load(adapter, cache_dir=settings.cache, options=options.serving)
+    if tuned.known_slots is None:  # versions trained before manifests listed their slots
+        tuned.constrain_slots(known)
     replies["adapter"], seconds["adapter"] = _generated(tuned, test, options)
     systems = {name: {**score(replies[name], references, encoder, known), "seconds": seconds[name]}
                for name in SYSTEMS}
