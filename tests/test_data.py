@@ -154,3 +154,14 @@ def test_more_malformed_files(tmp_path, name, content, message):
 def test_folder_instead_of_file(tmp_path):
     with pytest.raises(DataError, match="is a folder; give a CSV, JSONL or nlu.yml file"):
         load(str(tmp_path))
+
+
+def test_case_variants_and_conflicting_labels_warn_with_rows(tmp_path, caplog):
+    rows = ("text,intent\n" + "".join(f"cancel it {i},cancel_order\n" for i in range(4))
+            + "please cancel,Cancel_Order\nwhere is my parcel,track_order\nWhere is  my parcel,cancel_order\n")
+    path = write(tmp_path, "x.csv", rows)
+    with caplog.at_level(logging.WARNING):
+        load(str(path))
+    assert "differ only in case are different intents: Cancel_Order / cancel_order" in caplog.text
+    assert "1 utterance(s) carry two or more intents" in caplog.text
+    assert "x.csv:6 says 'track_order', x.csv:7 says 'cancel_order'" in caplog.text

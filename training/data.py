@@ -190,13 +190,18 @@ def _read_csv(path: Path, columns: dict[str, str]) -> list[Example]:
 
 def _read_jsonl(path: Path) -> list[Example]:
     examples = []
-    for line_no, line in enumerate(_decode(path).splitlines(), start=1):
+    # Lines end at "\n" only: str.splitlines() would also split at U+2028, U+0085 etc., which
+    # JSON allows unescaped inside strings.
+    for line_no, line in enumerate(_decode(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(path, f"not valid JSON ({exc.msg} at column {exc.colno})", line_no) from None
+        except (ValueError, RecursionError):  # a number over Python's 4300-digit limit, deep nesting
+            raise DataError(path, "not usable JSON (a number with too many digits, or nested too deeply)",
+                            line_no) from None
         if not isinstance(record, dict):
             raise DataError(path, f"expected a JSON object, got {type(record).__name__}", line_no)
         examples.append(_example(path, line_no, record, GENERIC_COLUMNS))
@@ -237,14 +242,39 @@ def _read_rasa(path: Path) -> list[Example]:
 
 
 def _checked(path: Path, examples: list[Example]) -> list[Example]:
-    """Refuse an empty file; warn about intents with a single example (they cannot be split)."""
+    """Refuse an empty file; warn about intents with a single example (they cannot be split),
+    intent names that differ only in case, and the same utterance labelled with two intents."""
     if not examples:
         raise DataError(path, "no examples found")
     lonely = sorted(i for i, n in Counter(e.intent for e in examples).items() if n == 1)
     if lonely:
         log.warning("%s: intent(s) with a single example, kept in the training split only: %s",
                     path, ", ".join(lonely))
+    _warn_case_variants(path, examples)
+    _warn_conflicts(path, examples)
     return examples
+
+
+def _warn_case_variants(path: Path, examples: list[Example]) -> None:
+    spellings: dict[str, set[str]] = {}
+    for e in examples:
+        spellings.setdefault(e.intent.casefold(), set()).add(e.intent)
+    variants = [" / ".join(sorted(names)) for names in spellings.values() if len(names) > 1]
+    if variants:
+        log.warning("%s: intent names that differ only in case are different intents: %s (rename to merge them)",
+                    path, "; ".join(sorted(variants)))
+
+
+def _warn_conflicts(path: Path, examples: list[Example]) -> None:
+    labelled: dict[str, dict[str, str]] = {}
+    for e in examples:
+        labelled.setdefault(" ".join(e.text.casefold().split()), {}).setdefault(e.intent, e.source)
+    conflicts = [labels for labels in labelled.values() if len(labels) > 1]
+    if conflicts:
+        shown = "; ".join(", ".join(f"{src} says '{intent}'" for intent, src in labels.items())
+                          for labels in conflicts[:3])
+        log.warning("%s: %d utterance(s) carry two or more intents (e.g. %s); fix the labels",
+                    path, len(conflicts), shown)
 
 
 def split(data: LoadedData, seed: int = 42, validation: float = 0.1, test: float = 0.1) -> Splits:
