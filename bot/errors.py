@@ -12,7 +12,8 @@ class SupportbotError(Exception):
 
 
 class DataError(SupportbotError):
-    """A data file that cannot be used as it is; the message names file, row and field."""
+    """A data file that cannot be used as it is; the message names file, row and field, on one
+    line (see :func:`one_line`)."""
 
     def __init__(self, path: object, problem: str, row: int | None = None, field: str | None = None):
         where = str(path)
@@ -20,4 +21,10 @@ class DataError(SupportbotError):
             where += f", row {row}"
         if field is not None:
             where += f", field '{field}'"
-        super().__init__(f"{where}: {problem}")
+        super().__init__(one_line(f"{where}: {problem}"))
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters written as escapes (``\\n``,
+    ``\\x00``), so that a message quoting a file's content stays one line."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)

@@ -9,7 +9,11 @@ One call of :meth:`Router.respond` handles one customer message:
    (a human takes over: asked for, configured intent, or too many fallbacks in a row);
 4. the reply is generated (streamed) or taken from a template, and its ``{{Slot}}`` placeholders
    are filled from the company profile and the message's entities, sentence by sentence as it
-   streams, so a raw placeholder never reaches the customer;
+   streams, so a raw placeholder never reaches the customer; at most
+   ``config.max_concurrent_generations`` replies are generated at once, a later turn waits in
+   line (:mod:`bot.queue`) and streams :data:`QUEUE_MESSAGE` with its place meanwhile, which the
+   reply replaces once it starts; a reply that repeats the system prompt is held back and
+   replaced by the refusal :data:`NO_SAFE_REPLY` (:mod:`bot.guard`);
 5. the turn is completed in the store with prediction, decision, reply, missing slots, model
    versions and latency.
 """
@@ -19,9 +23,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, replace
 
+from bot.guard import echoes_system_prompt, guarded, may_show_partial
 from bot.placeholders import extract_entities, fill
+from bot.queue import GenerationQueue, Ticket
 from bot.records import Decision, Prediction, Turn
 from bot.redaction import redact
 from bot.settings import RouterConfig
@@ -43,6 +50,9 @@ NO_SAFE_REPLY = (
     "{{Customer Support Phone Number}}."
 )
 
+QUEUE_MESSAGE = "You're number {position} in the queue; your reply starts as soon as a place is free…"
+"""Streamed, never stored, while a turn waits for a generation slot; the reply replaces it."""
+
 _SENTENCE_END = re.compile(r"(?<=[.!?:])\s+|\n")
 
 
@@ -51,7 +61,8 @@ class ReplyChunk:
     """One step of a streamed reply.
 
     Attributes:
-        text: the whole reply so far, as the customer should see it (placeholders filled).
+        text: the whole reply so far, as the customer should see it (placeholders filled); while
+            the turn waits for a generation slot, :data:`QUEUE_MESSAGE` with its place instead.
         turn: the finished turn on the last chunk, else None.
     """
 
@@ -119,6 +130,7 @@ class Router:
         self.profile = profile
         self.config = config
         self.redact = redact
+        self.queue = GenerationQueue(config.max_concurrent_generations)
 
     def respond(self, conversation_id: str, text: str) -> Iterator[ReplyChunk]:
         """Handle one customer message; yields the growing reply, the last chunk with its Turn.
@@ -135,7 +147,9 @@ class Router:
     def _turn(self, conversation_id: str, text: str, requested_human: bool) -> Iterator[ReplyChunk]:
         started = time.perf_counter()
         text = (text or "")[:MAX_USER_CHARS]
-        turn = self.store.start_turn(conversation_id, redact(text).text if self.redact else text)
+        # cut again after redaction: a tag such as <EMAIL> may be longer than what it replaces
+        stored = redact(text).text[:MAX_USER_CHARS] if self.redact else text
+        turn = self.store.start_turn(conversation_id, stored)
         classifier, generator = self.models.current()
         prediction = classifier.predict([text])[0] if text.strip() else None
         if requested_human:
@@ -145,8 +159,14 @@ class Router:
                               self.store.fallbacks_in_a_row(conversation_id), self.config)
         entities = extract_entities(text)
         reply, missing = "", []
-        for reply, missing in self._reply_stream(generator, conversation_id, text, decision, entities):
-            yield ReplyChunk(reply)
+        stream = self._reply_stream(generator, conversation_id, text, decision, entities)
+        for reply, missing in stream:
+            if echoes_system_prompt(reply):  # bot/guard.py: never show or store the system prompt
+                stream.close()  # stops the generation
+                (reply, missing), decision = self._fill(NO_SAFE_REPLY, entities), guarded(decision)
+                break
+            if may_show_partial(reply):
+                yield ReplyChunk(reply)
         if decision.route == "handoff":
             self.store.mark_handoff(conversation_id, decision.reason)
         finished = replace(
@@ -160,9 +180,11 @@ class Router:
     def _reply_stream(self, generator, conversation_id, text, decision, entities) -> Iterator[tuple[str, list[str]]]:
         if decision.route == "answer":
             history = self.store.history(conversation_id, self.config.history_turns)
-            pieces = generator.stream(history=history, user_text=text, intent=decision.intent,
-                                           max_new_tokens=self.config.max_new_tokens)
-            yield from self._filled_stream(pieces, entities)
+            with self.queue.ticket() as ticket:
+                yield from self._queue_messages(ticket)
+                with closing(generator.stream(history=history, user_text=text, intent=decision.intent,
+                                              max_new_tokens=self.config.max_new_tokens)) as pieces:
+                    yield from self._filled_stream(pieces, entities)
             return
         fixed = {
             "rephrase": EMPTY_REPLY if decision.reason == "empty message" else REPHRASE_REPLY,
@@ -170,6 +192,17 @@ class Router:
             "template": self.config.templates.get(decision.intent or "", ""),
         }[decision.route]
         yield self._fill(fixed, entities)
+
+    @staticmethod
+    def _queue_messages(ticket: Ticket) -> Iterator[tuple[str, list[str]]]:
+        """While the ticket waits: :data:`QUEUE_MESSAGE` with its place; once served, an empty
+        reply (shown as "…") so the message does not linger until the first sentence."""
+        waited = False
+        for position in ticket.positions():
+            waited = True
+            yield QUEUE_MESSAGE.format(position=position), []
+        if waited:
+            yield "", []
 
     def _filled_stream(self, pieces: Iterator[str], entities) -> Iterator[tuple[str, list[str]]]:
         """Fill placeholders in complete sentences only, so no half slot is ever shown."""

@@ -55,6 +55,8 @@ class RouterConfig(BaseModel):
         human_request: regular expression (case-insensitive) that marks a request for a person.
         max_new_tokens: cap on generated reply length, in tokens.
         history_turns: earlier turns given to the generator.
+        max_concurrent_generations: replies generated at once (>= 1); later turns that need a
+            generated reply wait in line and are shown their place (:mod:`bot.queue`).
     """
 
     rephrase_limit: int = Field(2, ge=1)
@@ -68,6 +70,7 @@ class RouterConfig(BaseModel):
     )
     max_new_tokens: int = Field(160, ge=1, le=1024)
     history_turns: int = Field(2, ge=0)
+    max_concurrent_generations: int = Field(2, ge=1)
 
     model_config = {"extra": "forbid"}
 
@@ -113,6 +116,13 @@ class Settings(BaseSettings):
     redact: bool = True
     reviewers: dict[str, str] = {}
     router: RouterConfig = RouterConfig()
+
+    @field_validator("data_dir")
+    @classmethod
+    def _existing_data_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not Path(value).expanduser().is_dir():
+            raise ValueError(f"{value}: no such folder")
+        return value
 
     @classmethod
     def settings_customise_sources(

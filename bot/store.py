@@ -19,13 +19,14 @@ never overwritten. All timestamps are UTC ISO 8601 strings with microseconds, so
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,26 @@ def _create_reviews(db: Database) -> None:
     )
     for column in ("turn_id", "action", "created_at"):
         db["reviews"].create_index([column])
+
+
+_STALE_CONVERSATIONS = """
+SELECT c.id FROM conversations c
+WHERE max(c.started_at,
+          coalesce((SELECT max(coalesce(t.finished_at, t.started_at)) FROM turns t
+                    WHERE t.conversation_id = c.id), ''),
+          coalesce((SELECT max(f.created_at) FROM feedback f JOIN turns t ON t.id = f.turn_id
+                    WHERE t.conversation_id = c.id), '')) < ?"""
+"""Ids of the conversations whose last activity (start, turn start or finish, customer feedback)
+is before the parameter, a UTC ISO 8601 time."""
+
+_PRUNED_ROWS = {
+    "feedback": "turn_id IN (SELECT id FROM turns WHERE conversation_id IN (SELECT id FROM temp.pruned))",
+    "reviews": "turn_id IN (SELECT id FROM turns WHERE conversation_id IN (SELECT id FROM temp.pruned))",
+    "turns": "conversation_id IN (SELECT id FROM temp.pruned)",
+    "conversations": "id IN (SELECT id FROM temp.pruned)",
+}
+"""Table -> ``WHERE`` clause of its rows that belong to the conversations in ``temp.pruned``,
+in an order that deletes no row still referenced by another."""
 
 
 def utc_now() -> str:
@@ -193,6 +214,7 @@ class ConversationStore:
             # connection itself is used by the thread that opened it alone.
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA secure_delete = ON")  # deleted text is overwritten, not left in free pages
             db = self._local.db = Database(conn)
             with self._connections_lock:
                 self._connections.append(conn)
@@ -421,6 +443,45 @@ class ConversationStore:
                 params.append(value)
         return self._turns(" AND ".join(clauses), params, "started_at DESC", limit)
 
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune(self, older_than_days: float, now: datetime | None = None, dry_run: bool = False) -> dict[str, int]:
+        """Delete the conversations whose last activity is more than ``older_than_days`` days
+        before ``now``, with their turns, feedback and reviews, in one transaction.
+
+        Last activity is the latest of the conversation's start, its turns' start and finish
+        times and the customer feedback on them (a reviewer's review does not keep a
+        conversation). Deleted content is overwritten in the file (the store's connections use
+        ``PRAGMA secure_delete``) and the write-ahead log is checkpointed and truncated
+        afterwards, so the text does not linger on disk.
+
+        Args:
+            older_than_days: retention period in days (fractions allowed), > 0.
+            now: the reference time (timezone-aware; naive means local time); default: now.
+            dry_run: only count what would be deleted.
+
+        Returns:
+            Rows deleted (or that would be) per table: ``conversations``, ``turns``,
+            ``feedback``, ``reviews``.
+
+        Raises:
+            SupportbotError: ``older_than_days`` is not a finite number > 0.
+        """
+        cutoff = _cutoff(older_than_days, now)
+        with self.writing() as db:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS pruned (id TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM temp.pruned")
+            db.execute(f"INSERT INTO temp.pruned {_STALE_CONVERSATIONS}", [cutoff])
+            counts = {table: db.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]
+                      for table, where in _PRUNED_ROWS.items()}
+            if not dry_run:
+                for table, where in _PRUNED_ROWS.items():
+                    db.execute(f"DELETE FROM {table} WHERE {where}")
+            db.execute("DELETE FROM temp.pruned")
+        if not dry_run:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return {table: counts[table] for table in ("conversations", "turns", "feedback", "reviews")}
+
     # -- feedback ----------------------------------------------------------------------------
 
     def add_feedback(self, turn_id: int, rating: int, comment: str | None = None) -> int:
@@ -450,3 +511,20 @@ class ConversationStore:
         self._row(self.db, "turns", turn_id, "turn")
         rows = self.db["feedback"].rows_where("turn_id = ?", [turn_id], order_by="id")
         return [Feedback(**row) for row in rows]
+
+
+def _cutoff(older_than_days: float, now: datetime | None) -> str:
+    """The UTC ISO 8601 time ``older_than_days`` days before ``now`` (see :meth:`ConversationStore.prune`).
+
+    Raises:
+        SupportbotError: ``older_than_days`` is not a finite number > 0.
+    """
+    if isinstance(older_than_days, bool) or not isinstance(older_than_days, (int, float)) \
+            or not math.isfinite(older_than_days) or older_than_days <= 0:
+        raise SupportbotError(f"the retention period must be a positive number of days, not {older_than_days!r}")
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    try:
+        cutoff = now - timedelta(days=older_than_days)
+    except OverflowError:  # further back than year 1: nothing is that old
+        cutoff = datetime.min.replace(tzinfo=timezone.utc)
+    return cutoff.isoformat(timespec="microseconds")

@@ -159,29 +159,14 @@ def tiny_replies_version(tmp_path_factory, tiny_lm_dir, reply_csv) -> Path:
 def echo_lm_dir(tmp_path_factory, tiny_lm_dir) -> Path:
     """A tiny Llama whose greedy output is fixed: after the prompt it says ``Hello``, then
     ``<|im_end|>`` (then ``Hello`` again if not stopped). Layers are zeroed so each logit row
-    depends only on the current token (embedding dims 1/2/3 = Hello / eos / any other token)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
+    depends only on the current token (:func:`helpers.save_chain_lm`)."""
+    from transformers import AutoTokenizer
 
-    folder = tmp_path_factory.mktemp("echo-lm")
+    from helpers import save_chain_lm
+
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
-    model = LlamaForCausalLM.from_pretrained(tiny_lm_dir, tie_word_embeddings=False)
     hello, eos = tokenizer.convert_tokens_to_ids("Hello"), tokenizer.eos_token_id
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        embed = torch.zeros_like(model.model.embed_tokens.weight)
-        embed[:, 3], embed[hello, 3], embed[eos, 3] = 1.0, 0.0, 0.0
-        embed[hello, 1], embed[eos, 2] = 1.0, 1.0
-        model.model.embed_tokens.weight.copy_(embed)
-        head = torch.zeros_like(model.lm_head.weight)
-        head[hello, 3], head[eos, 1], head[hello, 2] = 10.0, 10.0, 10.0
-        model.lm_head.weight = torch.nn.Parameter(head)
-    model.config.tie_word_embeddings = False
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_chain_lm(tiny_lm_dir, tmp_path_factory.mktemp("echo-lm"), [hello, eos, hello], default=hello)
 
 
 @pytest.fixture(scope="session")

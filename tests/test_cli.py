@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
+import pytest
 
-def run(*args, env=None):
+
+def run(*args, env=None, input=None):
     exe = shutil.which("supportbot")
     assert exe, "the supportbot script is not installed (run make setup)"
-    return subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=120, input=input)
 
 
 def test_help_lists_commands():
@@ -44,3 +47,73 @@ def test_bad_config_value(tmp_path):
     result = run("data", "show", "bitext", env={**os.environ, "SUPPORTBOT_CONFIG": str(config)})
     assert result.returncode == 2
     assert "error: invalid configuration: seed:" in result.stderr
+
+
+def _log_with_an_old_and_a_recent_conversation(path):
+    """A conversation log whose first conversation (one turn) dates from 2000; returns the ids."""
+    import sqlite3
+    from contextlib import closing
+
+    from bot.store import ConversationStore
+
+    with ConversationStore(path) as store:
+        old, recent = store.new_conversation(), store.new_conversation()
+        store.start_turn(old, "an old message")
+        store.start_turn(recent, "a recent message")
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE conversations SET started_at = '2000-01-01T00:00:00.000000+00:00' WHERE id = ?", [old])
+        conn.execute("UPDATE turns SET started_at = '2000-01-01T00:00:00.000000+00:00' WHERE conversation_id = ?", [old])
+    return old, recent
+
+
+def _rows(path, sql):
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(path)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_db_prune_deletes_old_conversations_and_keeps_recent_ones(tmp_path):
+    path = tmp_path / "conversations.db"
+    old, recent = _log_with_an_old_and_a_recent_conversation(path)
+    result = run("db", "prune", "--older-than", "30", "--yes", "--db", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "deleted 1 conversations, 1 turns, 0 feedback, 0 reviews" in result.stdout
+    assert _rows(path, "SELECT id FROM conversations") == [(recent,)]
+    assert _rows(path, "SELECT conversation_id, user_text FROM turns") == [(recent, "a recent message")]
+    assert _rows(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_db_prune_asks_before_deleting(tmp_path):
+    path = tmp_path / "conversations.db"
+    _log_with_an_old_and_a_recent_conversation(path)
+    result = run("db", "prune", "--older-than", "30", "--db", str(path), input="n\n")
+    assert result.returncode == 1
+    assert "delete 1 conversations, 1 turns, 0 feedback, 0 reviews from" in result.stdout
+    assert _rows(path, "SELECT count(*) FROM turns") == [(2,)]
+
+
+@pytest.mark.parametrize("days,message", [
+    ("0", "error: the retention period must be a positive number of days, not 0.0"),
+    ("-2", "error: the retention period must be a positive number of days, not -2.0"),
+    ("nan", "error: the retention period must be a positive number of days, not nan"),
+    ("abc", "Invalid value for '--older-than'"),
+])
+def test_db_prune_refuses_a_bad_period(tmp_path, days, message):
+    path = tmp_path / "conversations.db"
+    _log_with_an_old_and_a_recent_conversation(path)
+    result = run("db", "prune", "--older-than", days, "--yes", "--db", str(path))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert _rows(path, "SELECT count(*) FROM turns") == [(2,)]
+
+
+def test_missing_data_dir_is_reported(tmp_path):
+    result = run("data", "show", "bitext", "--data-dir", str(tmp_path / "nowhere"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "nowhere" in result.stderr and "does not exist" in result.stderr
+    env = {**os.environ, "SUPPORTBOT_DATA_DIR": str(tmp_path / "nowhere")}
+    result = run("data", "show", "bitext", env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "nowhere: no such folder" in result.stderr

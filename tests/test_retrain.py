@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
 
 import pytest
 
@@ -117,3 +119,14 @@ def test_interrupted_job_is_marked_failed_and_scratch_removed(tmp_path):
     assert jobs.recover(tmp_path) == [job.name]
     assert jobs.status(job)["state"] == "failed"
     assert not scratch.exists()
+
+
+def test_failed_retrain_says_why_in_its_job_log(isolated_home, tmp_path):
+    """A background retraining's console output is discarded: its job log must say why it failed."""
+    missing = tmp_path / "missing.csv"
+    result = subprocess.run([shutil.which("supportbot"), "retrain", "--what", "intents", "--data", str(missing)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
+    state = jobs.status(jobs.latest(isolated_home))
+    assert state["state"] == "failed" and str(missing) in state["error"]
+    assert state["log"].splitlines()[-1].endswith(f"failed: {state['error']}")

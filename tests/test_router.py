@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 
 import pytest
 
+from bot.router import QUEUE_MESSAGE
 from bot.runtime import load_router
-from bot.settings import load_settings
+from bot.settings import RouterConfig, load_settings
 
 
 @pytest.fixture()
@@ -83,3 +86,30 @@ def test_bad_inputs_get_a_reply_and_every_turn_is_logged(router):
     logged = router.store.conversation(conversation)
     assert [t.user_text for t in logged] == [t[:2000] for t in BAD_INPUTS]
     assert all(t.status == "complete" for t in logged)
+
+
+def test_a_turn_that_waits_for_a_generation_slot_sees_its_place_then_only_its_reply(tiny_home):
+    router = load_router(load_settings(router=RouterConfig(max_concurrent_generations=1)))
+    first_conversation, second_conversation = router.store.new_conversation(), router.store.new_conversation()
+    first = router.respond(first_conversation, "can you track my parcel")
+    next(first)                                  # generating: holds the only slot
+    assert router.queue.running == 1
+    second = []
+    waiting = threading.Thread(target=lambda: second.extend(router.respond(second_conversation, "invoice my order")))
+    waiting.start()
+    deadline = time.monotonic() + 60
+    while not (second and router.queue.waiting == 1) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert second[0].text == QUEUE_MESSAGE.format(position=1)
+    first_turn = list(first)[-1].turn
+    waiting.join(120)
+    second_turn = second[-1].turn
+    assert second_turn is not None and second_turn.decision.route == "answer"
+    texts = [chunk.text for chunk in second]
+    cleared = texts.index("")                   # the place in line is cleared once generation starts
+    assert set(texts[:cleared]) == {QUEUE_MESSAGE.format(position=1)}   # repeated every 2 s meanwhile
+    assert not any("queue" in text for text in texts[cleared:])
+    assert second_turn.reply == second[-1].text and "queue" not in second_turn.reply
+    stored = [turn.reply for turn in router.store.conversation(second_conversation)]
+    assert stored == [second_turn.reply] and "queue" not in first_turn.reply
+    assert (router.queue.running, router.queue.waiting) == (0, 0)

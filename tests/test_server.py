@@ -2,83 +2,26 @@
 
 from __future__ import annotations
 
-import html
 import json
-import os
-import shutil
-import socket
 import sqlite3
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from gradio_client import Client
+from helpers import converse, running_server
 
 from ui.server import hash_password
 
 REVIEWER = ("ana", "correct horse battery staple")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_up(url: str, process: subprocess.Popen, log, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError("server did not start in time")
-
-
 @pytest.fixture()
 def server(tiny_home):
-    port = free_port()
-    env = {**os.environ, "SUPPORTBOT_HOME": str(tiny_home),
-           "SUPPORTBOT_REVIEWERS": json.dumps({REVIEWER[0]: hash_password(REVIEWER[1])}),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    log = tiny_home / "server.log"
-    with log.open("w") as output:
-        process = subprocess.Popen([shutil.which("supportbot"), "serve", "--port", str(port)], env=env,
-                                   stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_up(url, process, log)
+    reviewers = json.dumps({REVIEWER[0]: hash_password(REVIEWER[1])})
+    with running_server(tiny_home, tiny_home / "server.log", SUPPORTBOT_REVIEWERS=reviewers) as (url, _):
         yield url, tiny_home
-    finally:
-        stop(process)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL if the server is still finishing open connections after 10 s."""
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-def converse(url: str, texts: list[str]) -> tuple[Client, list[dict]]:
-    client = Client(url, verbose=False)
-    infos = []
-    for text in texts:
-        messages, cleared, info = client.predict(text, api_name="/send")
-        assert cleared == ""
-        assert messages[-2]["content"] == [{"type": "text", "text": html.escape(text, quote=False)}]
-        assert messages[-1]["role"] == "assistant" and messages[-1]["content"][0]["text"].strip()
-        infos.append(info)
-    return client, infos
 
 
 def test_three_concurrent_conversations_feedback_and_exact_rows(server):

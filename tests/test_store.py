@@ -207,3 +207,113 @@ def test_concurrent_writes_from_threads_and_a_second_store(tmp_path):
     assert len(other.incomplete_turns()) == 60
     shared.close()
     other.close()
+
+
+# -- retention: prune ---------------------------------------------------------------------------
+
+def _backdate(store, conversation_id, days):
+    """Move every timestamp of a conversation (and its turns' feedback and reviews) ``days`` back."""
+    shift = f"-{days} days"
+    turns = "SELECT id FROM turns WHERE conversation_id = ?"
+    with store.writing() as db:
+        db.execute("UPDATE conversations SET started_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', "
+                   "started_at, ?) WHERE id = ?", [shift, conversation_id])
+        db.execute("UPDATE turns SET started_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', started_at, ?), "
+                   "finished_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', finished_at, ?) "
+                   "WHERE conversation_id = ?", [shift, shift, conversation_id])
+        for table in ("feedback", "reviews"):
+            db.execute(f"UPDATE {table} SET created_at = strftime('%Y-%m-%dT%H:%M:%f000+00:00', created_at, ?) "
+                       f"WHERE turn_id IN ({turns})", [shift, conversation_id])
+
+
+def _rated_and_reviewed(store, text):
+    """A conversation with two completed turns, one thumbs-down and one review; returns its id."""
+    from bot.reviews import ReviewLog
+
+    conversation = store.new_conversation()
+    first = _complete(store, conversation, text)
+    _complete(store, conversation, text + " again")
+    store.add_feedback(first.id, -1, "wrong")
+    ReviewLog(store).record(first.id, "ana", "relabel", intent="get_refund")
+    return conversation
+
+
+def _snapshot(path):
+    return {table: _query(path, f"SELECT * FROM {table} ORDER BY 1")
+            for table in ("conversations", "turns", "feedback", "reviews")}
+
+
+def test_prune_deletes_old_conversations_with_their_rows_and_keeps_recent_ones(store):
+    old = _rated_and_reviewed(store, "old secret message")
+    recent = _rated_and_reviewed(store, "recent message")
+    revived = _rated_and_reviewed(store, "old start, recent turn")
+    _backdate(store, old, 40)
+    _backdate(store, revived, 40)
+    _complete(store, revived, "I am back")  # last activity today
+    old_turns = {turn.id for turn in store.conversation(old)}
+    before = _snapshot(store.path)
+
+    expected = {"conversations": 1, "turns": 2, "feedback": 1, "reviews": 1}
+    assert store.prune(30, dry_run=True) == expected
+    assert store.prune(30) == expected
+    assert store.prune(30) == {"conversations": 0, "turns": 0, "feedback": 0, "reviews": 0}
+
+    assert _snapshot(store.path) == {  # every other row intact, column by column
+        "conversations": [row for row in before["conversations"] if row[0] != old],
+        "turns": [row for row in before["turns"] if row[0] not in old_turns],
+        "feedback": [row for row in before["feedback"] if row[1] not in old_turns],
+        "reviews": [row for row in before["reviews"] if row[1] not in old_turns]}
+    assert [t.user_text for t in store.conversation(recent)] == ["recent message", "recent message again"]
+    with pytest.raises(SupportbotError, match="unknown conversation"):
+        store.conversation(old)
+    assert _query(store.path, "PRAGMA integrity_check") == [("ok",)]
+    assert _query(store.path, "PRAGMA foreign_key_check") == []
+
+
+def test_recent_feedback_keeps_an_old_conversation_but_a_review_does_not(store):
+    from bot.reviews import ReviewLog
+
+    rated, reviewed = store.new_conversation(), store.new_conversation()
+    rated_turn, reviewed_turn = _complete(store, rated), _complete(store, reviewed)
+    _backdate(store, rated, 10)
+    _backdate(store, reviewed, 10)
+    store.add_feedback(rated_turn.id, 1)
+    ReviewLog(store).record(reviewed_turn.id, "ana", "approve")
+    assert store.prune(5) == {"conversations": 1, "turns": 1, "feedback": 0, "reviews": 1}
+    assert [turn.id for turn in store.conversation(rated)] == [rated_turn.id]
+
+
+def test_prune_uses_now_and_fractional_days(store):
+    from datetime import datetime, timedelta, timezone
+
+    conversation = store.new_conversation()
+    _complete(store, conversation)
+    later = datetime.now(timezone.utc) + timedelta(hours=13)
+    assert store.prune(0.75, now=later)["conversations"] == 0   # 13 h < 18 h
+    assert store.prune(0.5, now=later)["conversations"] == 1    # 13 h > 12 h
+
+
+def test_pruned_text_is_gone_from_the_file_and_its_write_ahead_log(tmp_path):
+    path = tmp_path / "conversations.db"
+    with ConversationStore(path) as store:
+        for n in range(30):
+            conversation = store.new_conversation()
+            _complete(store, conversation, f"my card is SECRET{n:04d} please")
+            _backdate(store, conversation, 100 if n % 2 else 1)
+        store.prune(30)
+        on_disk = b"".join(file.read_bytes() for file in tmp_path.iterdir())  # store still open
+    assert b"SECRET0000" in on_disk  # the recent ones are kept ...
+    assert not any(f"SECRET{n:04d}".encode() in on_disk for n in range(1, 30, 2))  # ... the old ones gone
+
+
+@pytest.mark.parametrize("days", [0, -3, float("nan"), float("inf"), "30", True])
+def test_prune_refuses_a_period_that_is_not_a_positive_number(store, days):
+    _complete(store, store.new_conversation())
+    with pytest.raises(SupportbotError, match="positive number of days"):
+        store.prune(days)
+    assert _query(store.path, "SELECT count(*) FROM turns") == [(1,)]
+
+
+def test_a_very_long_period_deletes_nothing(store):
+    _complete(store, store.new_conversation())
+    assert store.prune(1e300)["conversations"] == 0

@@ -1,8 +1,8 @@
 """Background retraining jobs: one folder each under ``<home>/retrain/<job id>/`` holding
-``status.json`` (state ``running``/``done``/``failed``, pid, times, error), ``log.txt`` and the
-job's training files. A job whose process died (killed, machine restarted) is found by
-:func:`recover` and marked ``failed``; its half-written model folder (a hidden scratch folder,
-never registered) is removed, so the production model is untouched."""
+``status.json`` (state ``running``/``done``/``failed``, pid, times, error), ``log.txt`` (a failed
+job's ends with the error) and the job's training files. A job whose process died (killed, machine
+restarted) is found by :func:`recover` and marked ``failed``; its half-written model folders
+(hidden scratch folders, never registered) are removed, so the production model is untouched."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,14 @@ def write_status(folder: Path, **fields: Any) -> None:
     scratch = folder / "status.json.tmp"
     scratch.write_text(json.dumps(status, indent=2))
     os.replace(scratch, path)
+
+
+def fail(folder: Path, error: str) -> None:
+    """Mark a job ``failed`` with ``error`` (and its finish time) and end its log with
+    ``failed: <error>``, so the log shown to reviewers says why it stopped."""
+    write_status(folder, state="failed", error=error, finished=_now())
+    with (folder / "log.txt").open("a", encoding="utf-8") as log:
+        log.write(f"{time.strftime('%H:%M:%S')} failed: {error}\n")
 
 
 def status(folder: Path) -> dict[str, Any]:
@@ -77,7 +86,7 @@ def recover(home: Path) -> list[str]:
         if path.exists():
             state = json.loads(path.read_text())
             if state.get("state") == "running" and not _alive(int(state.get("pid", 0))):
-                write_status(folder, state="failed", error="interrupted: the process stopped", finished=_now())
+                fail(folder, "interrupted: the process stopped")
                 failed.append(folder.name)
     for scratch in Path(home).glob("models/*/.*.tmp-*"):
         if not _alive(int(scratch.name.rsplit("-", 1)[-1])):

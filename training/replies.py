@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import tempfile
 import time
@@ -165,13 +166,18 @@ def _sample(examples: list, limit: int | None, seed: int) -> list:
     return random.Random(seed).sample(examples, limit)
 
 
-def _fit(model, tokenizer, train, validation, config: ReplyTrainConfig, device: Device) -> dict:
-    """Run the Trainer; returns train loss, validation loss and perplexity, steps."""
+def _fit(model, tokenizer, train, validation, config: ReplyTrainConfig, device: Device, beside: Path) -> dict:
+    """Run the Trainer; returns train loss, validation loss and perplexity, steps.
+
+    The Trainer's output folder is a hidden scratch folder in ``beside`` (the versions' folder)
+    named ``.trainer-*.tmp-<pid>``, so that :func:`training.jobs.recover` removes it when this
+    process is killed."""
     from transformers import DataCollatorForSeq2Seq, Trainer
 
     steps = _planned_steps(config, len(train))
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
-    with tempfile.TemporaryDirectory(prefix="supportbot-replies-") as scratch:
+    beside.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".trainer-", suffix=f".tmp-{os.getpid()}", dir=beside) as scratch:
         trainer = Trainer(model=model, args=_training_args(config, device, scratch, steps),
                           data_collator=collator, train_dataset=train, eval_dataset=validation or None,
                           processing_class=tokenizer, callbacks=[_time_budget(config.max_minutes)])
@@ -237,7 +243,7 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
     validation = [encode(tokenizer, e, config.max_length) for e in val_rows]
     log.info("training replies on %d examples (%s), %s", len(train), device.name, config)
     started = time.perf_counter()
-    metrics = _fit(model, tokenizer, train, validation, config, device)
+    metrics = _fit(model, tokenizer, train, validation, config, device, beside=target.parent)
     wall = round(time.perf_counter() - started, 1)
     with atomic_dir(target) as scratch:
         _save(scratch, model, tokenizer, config.merge)

@@ -120,9 +120,11 @@ class ChatHandlers:
         self.router.store.add_feedback(session.turn_ids[index], rating, None)
 
 
-def build_chat_app(router: Router, concurrency_limit: int = 2) -> gr.Blocks:
-    """The chat page. ``concurrency_limit`` bounds replies generated at once; later requests wait
-    in Gradio's queue, which shows each waiting user their position."""
+def build_chat_app(router: Router) -> gr.Blocks:
+    """The chat page. Its events have no Gradio concurrency limit: the router's queue
+    (:mod:`bot.queue`, setting ``router.max_concurrent_generations``) bounds replies generated at
+    once and streams each waiting customer their place in line. Gradio itself still runs at most
+    ``max_threads`` (40) events of the page at once and shows its own queue position beyond that."""
     handlers = ChatHandlers(router)
     with gr.Blocks(title=TITLE) as app:
         session = gr.State(None)
@@ -143,7 +145,7 @@ def build_chat_app(router: Router, concurrency_limit: int = 2) -> gr.Blocks:
             turn_id, rating, comment = gr.Number(precision=0), gr.Number(precision=0), gr.Textbox()
             rate, rated = gr.Button("rate"), gr.Textbox()
         outputs = [chatbot, message, info, session]
-        generating = {"concurrency_limit": concurrency_limit, "concurrency_id": "generate"}
+        generating = {"concurrency_limit": None}
         message.submit(handlers.send, [message, session], outputs, api_name="send", **generating)
         send.click(handlers.send, [message, session], outputs, api_name=False, **generating)
         human.click(handlers.human, [session], outputs, api_name="human", **generating)

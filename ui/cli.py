@@ -25,14 +25,18 @@ app.add_typer(train_app, name="train")
 models_app = typer.Typer(help="Model versions: list, show, promote, rollback.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 app.add_typer(models_app, name="models")
+db_app = typer.Typer(help="The conversation log: retention.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 KIND = typer.Argument(..., help="intents or replies")
+DATA_DIR = typer.Option(None, help="folder searched first for built-in data sets", exists=True,
+                        file_okay=False)
 console = Console()
 
 
 @data_app.command("show")
 def data_show(
     name: str = typer.Argument(..., help="built-in data set (bitext, banking77) or a CSV/JSONL/nlu.yml file"),
-    data_dir: Optional[Path] = typer.Option(None, help="folder searched first for built-in data sets"),
+    data_dir: Optional[Path] = DATA_DIR,
     seed: Optional[int] = typer.Option(None, help="split seed"),
 ) -> None:
     """Row count, intents, split sizes and the largest / smallest intents of a data set."""
@@ -163,7 +167,7 @@ def train_replies_command(
     output: Optional[Path] = typer.Option(None, help="output folder (default <home>/models/replies/<version>)"),
     merge: bool = typer.Option(False, help="also write merged/: the base model with the adapter folded in"),
     max_minutes: Optional[float] = typer.Option(None, help="wall-clock budget in minutes (default: 10 on CPU, none on GPU; 0 = none)"),
-    data_dir: Optional[Path] = typer.Option(None, help="folder searched first for built-in data sets"),
+    data_dir: Optional[Path] = DATA_DIR,
     seed: Optional[int] = typer.Option(None, help="split and training seed"),
 ) -> None:
     """LoRA fine-tune of the reply generator (loss on reply tokens only)."""
@@ -185,7 +189,7 @@ def eval_replies_command(
     data: Optional[str] = typer.Option(None, help="data set or file (default: the one it was trained on)"),
     limit: Optional[int] = typer.Option(None, help="score only the first N test examples"),
     max_new_tokens: int = typer.Option(128, help="reply cap of the generated systems, in tokens"),
-    data_dir: Optional[Path] = typer.Option(None, help="folder searched first for built-in data sets"),
+    data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
     """ROUGE-L, chrF, embedding cosine, invented slots: base zero-shot vs retrieval vs adapter."""
     from training.reply_eval import EvalOptions, evaluate_replies, report_table
@@ -231,9 +235,9 @@ def train_intents_command(
     head_c: float = typer.Option(0.1, help="inverse L2 strength of the logistic-regression head (on standardised features)"),
     patience: int = typer.Option(2, help="early stopping: epochs without better validation macro-F1"),
     oos_method: str = typer.Option("msp", help="out-of-scope score: msp or energy"),
-    coverage: float = typer.Option(0.95, help="share of in-scope validation utterances the OOS threshold accepts"),
+    coverage: float = typer.Option(0.99, help="share of in-scope validation utterances the OOS threshold accepts"),
     holdout: int = typer.Option(0, help="leave this many intents out of training (for eval oos)"),
-    data_dir: Optional[Path] = typer.Option(None, help="folder searched first for built-in data sets"),
+    data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
     """Train the intent classifier (runs unchanged under torchrun / accelerate launch)."""
     from training.intents import train_intents
@@ -250,7 +254,7 @@ def train_intents_command(
 def eval_intents_command(
     model: Path = typer.Argument(..., help="intent model folder (models/intents/<version>)"),
     data: str = typer.Option("bitext", help="the data set the model was trained on (its test split is used)"),
-    data_dir: Optional[Path] = typer.Option(None, help="folder searched first for built-in data sets"),
+    data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
     """Accuracy, macro-F1, per-intent report and confusion matrix on the test split (writes MODEL/eval/)."""
     from training.intent_eval import evaluate_intents
@@ -272,7 +276,7 @@ def eval_oos_command(
     epochs: float = typer.Option(4.0, help="maximum epochs when training here (finetune)"),
     oos_method: str = typer.Option("msp", help="out-of-scope score when training here: msp or energy"),
     seed: Optional[int] = typer.Option(None, help="split, hold-out and training seed"),
-    data_dir: Optional[Path] = typer.Option(None, help="folder searched first for built-in data sets"),
+    data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
     """Out-of-scope detection on whole unseen intents: AUROC and OOS recall at the model's threshold."""
     from training.intent_eval import evaluate_oos
@@ -313,7 +317,7 @@ def retrain(
     try:
         reports = run_retrain(settings, config, job)
     except BaseException as exc:
-        jobs.write_status(job, state="failed", error=str(exc) or type(exc).__name__)
+        jobs.fail(job, str(exc) or type(exc).__name__)
         raise
     jobs.write_status(job, state="done", decisions={kind: r["decision"] for kind, r in reports.items()})
     for kind, report in reports.items():
@@ -330,14 +334,44 @@ def export(
 ) -> None:
     """Export the log or the reviewed examples (the latter in the format `train` reads)."""
     from bot.export import export as write_export
+
+    with _conversation_log(db) as store:
+        count = write_export(store, what, format, output, overwrite)
+    console.print(f"{count} {what} rows written to {output}")
+
+
+def _conversation_log(db: Optional[Path]):
+    """The existing conversation store at ``db`` (default ``<home>/conversations.db``).
+
+    Raises:
+        SupportbotError: there is no file there.
+    """
     from bot.store import ConversationStore
 
     path = db or load_settings().home / "conversations.db"
     if not path.is_file():
         raise SupportbotError(f"{path}: no conversation log there")
-    with ConversationStore(path) as store:
-        count = write_export(store, what, format, output, overwrite)
-    console.print(f"{count} {what} rows written to {output}")
+    return ConversationStore(path)
+
+
+@db_app.command("prune")
+def db_prune(
+    older_than: float = typer.Option(..., metavar="DAYS", help="delete conversations with no activity for more than DAYS days (> 0)"),
+    yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation"),
+    db: Optional[Path] = typer.Option(None, help="SQLite conversation log (default <home>/conversations.db)"),
+) -> None:
+    """Retention: delete old conversations with their turns, feedback and reviews."""
+    with _conversation_log(db) as store:
+        if not yes:
+            counts = store.prune(older_than, dry_run=True)
+            typer.confirm(f"delete {_counted(counts)} from {store.path}?", abort=True)
+        counts = store.prune(older_than)
+    console.print(f"deleted {_counted(counts)} (no activity for more than {older_than:g} days)")
+
+
+def _counted(counts: dict[str, int]) -> str:
+    """``{"turns": 3, ...}`` -> ``"3 turns, ..."``."""
+    return ", ".join(f"{count} {table}" for table, count in counts.items())
 
 
 def _registry():

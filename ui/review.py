@@ -13,6 +13,7 @@ import gradio as gr
 from bot.errors import SupportbotError
 from bot.reviews import OUT_OF_SCOPE, ReviewFilter, ReviewLog
 from bot.store import ConversationStore
+from ui.chat import as_text
 from ui.plots import dashboard_figures
 
 ROUTES = ["", "answer", "rephrase", "handoff", "template"]
@@ -55,11 +56,12 @@ class ReviewHandlers:
                 gr.update(value=details["intent"]), gr.update(value=turn.reply or ""))
 
     def _conversation(self, conversation_id: str, focus: int) -> list[dict[str, str]]:
+        """The conversation as chat messages, text escaped as on the chat page (:func:`as_text`)."""
         messages = []
         for turn in self.store.conversation(conversation_id):
             marker = "▶ " if turn.id == focus else ""
-            messages.append({"role": "user", "content": marker + (turn.user_text or "(no text)")})
-            messages.append({"role": "assistant", "content": turn.reply or "(no reply: incomplete)"})
+            messages.append({"role": "user", "content": as_text(marker + (turn.user_text or "(no text)"))})
+            messages.append({"role": "assistant", "content": as_text(turn.reply or "(no reply: incomplete)")})
         return messages
 
     def act(self, turn_id, action: str, intent: str, reply: str, note: str,

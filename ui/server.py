@@ -52,4 +52,6 @@ def build_server(chat: gr.Blocks, review: gr.Blocks | None, reviewers: dict[str,
                                   auth_message="Reviewers only: log in.")
     elif review is not None:
         log.warning("review pages disabled: no reviewers configured (setting 'reviewers')")
-    return gr.mount_gradio_app(app, chat.queue(), "/")
+    # No Gradio limit on the chat's events (its default is 1 at a time per event): the router's
+    # queue bounds generation and shows the customer's place; nothing in Gradio's queue times out.
+    return gr.mount_gradio_app(app, chat.queue(default_concurrency_limit=None), "/")
