@@ -26,7 +26,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import sqlite3
@@ -227,7 +226,7 @@ class ServerProcess:
         if max_concurrent is not None:
             env["SUPPORTBOT_ROUTER__MAX_CONCURRENT_GENERATIONS"] = str(max_concurrent)
         with self.log.open("w") as log:
-            self.process = subprocess.Popen([shutil.which("supportbot") or "supportbot", "serve", "--port", str(port)],
+            self.process = subprocess.Popen([sys.executable, "-m", "ui.cli", "serve", "--port", str(port)], cwd=REPO,
                                             env=env, stdout=log, stderr=subprocess.STDOUT)
         self.pid = self.process.pid
         self._wait_until_up(start_s)
