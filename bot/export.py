@@ -48,14 +48,16 @@ def export(store: ConversationStore, what: str, fmt: str, output: Path, overwrit
     """Write ``what`` in ``fmt`` to ``output`` (written whole, then renamed); returns the row count.
 
     Raises:
-        SupportbotError: unknown ``what`` or ``fmt``; ``output`` is a folder, or exists and
-            ``overwrite`` is False.
+        SupportbotError: unknown ``what`` or ``fmt``; ``output`` is a folder, the store's own
+            database file, or exists and ``overwrite`` is False.
     """
     if what not in WHAT:
         raise SupportbotError(f"unknown export '{what}'; expected one of {', '.join(WHAT)}")
     if fmt not in FORMATS:
         raise SupportbotError(f"unknown format '{fmt}'; expected one of {', '.join(FORMATS)}")
     output = Path(output)
+    if output.resolve() in {Path(f"{store.path.resolve()}{end}") for end in ("", "-wal", "-shm", "-journal")}:
+        raise SupportbotError(f"{output} is the conversation log itself; choose another output file")
     if output.is_dir():
         raise SupportbotError(f"{output} is a folder; give a file name")
     if output.exists() and not overwrite:

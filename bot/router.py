@@ -144,12 +144,25 @@ class Router:
         """The customer pressed "talk to a human": a handoff turn with an empty user text."""
         return self._turn(conversation_id, "", requested_human=True)
 
+    def feedback(self, turn_id: int, rating: int, comment: str | None = None) -> int:
+        """Store a customer's thumbs up (+1) or down (-1) of a turn; the comment is cut to
+        :data:`MAX_USER_CHARS` and redacted like a message. Returns the feedback id.
+
+        Raises:
+            SupportbotError: see :meth:`bot.store.ConversationStore.add_feedback`.
+        """
+        return self.store.add_feedback(turn_id, rating, self._stored(comment or "") or None)
+
+    def _stored(self, text: str) -> str:
+        """Customer text as it is logged: cut, redacted when configured, and cut again (a tag
+        such as ``<EMAIL>`` may be longer than what it replaces)."""
+        text = text[:MAX_USER_CHARS]
+        return redact(text).text[:MAX_USER_CHARS] if self.redact else text
+
     def _turn(self, conversation_id: str, text: str, requested_human: bool) -> Iterator[ReplyChunk]:
         started = time.perf_counter()
         text = (text or "")[:MAX_USER_CHARS]
-        # cut again after redaction: a tag such as <EMAIL> may be longer than what it replaces
-        stored = redact(text).text[:MAX_USER_CHARS] if self.redact else text
-        turn = self.store.start_turn(conversation_id, stored)
+        turn = self.store.start_turn(conversation_id, self._stored(text))
         classifier, generator = self.models.current()
         prediction = classifier.predict([text])[0] if text.strip() else None
         if requested_human:

@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -202,6 +202,27 @@ class ConversationStore:
         except sqlite3.DatabaseError as exc:
             self.close()
             raise SupportbotError(f"cannot open conversation store {self.path}: {exc}") from None
+
+    @classmethod
+    def existing(cls, path: str | Path) -> "ConversationStore":
+        """Open a conversation log that must already exist (for export, prune): nothing is
+        created or written in a file that is not one.
+
+        Raises:
+            SupportbotError: no file at ``path``, not an SQLite file, or one without the log's
+                ``conversations`` and ``turns`` tables.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise SupportbotError(f"{path}: no conversation log there")
+        try:
+            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+                tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise SupportbotError(f"cannot open conversation store {path}: {exc}") from None
+        if not {"conversations", "turns"} <= tables:
+            raise SupportbotError(f"{path}: not a supportbot conversation log (no conversations/turns tables)")
+        return cls(path)
 
     # -- connections -------------------------------------------------------------------------
 

@@ -117,3 +117,29 @@ def test_missing_data_dir_is_reported(tmp_path):
     result = run("data", "show", "bitext", env=env)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "nowhere: no such folder" in result.stderr
+
+
+def test_prune_and_export_leave_other_files_alone(tmp_path):
+    """A file that is not a conversation log is refused and left byte for byte; the log itself
+    is never an export target."""
+    import sqlite3
+    from contextlib import closing
+
+    other = tmp_path / "other.db"
+    with closing(sqlite3.connect(other)) as conn, conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    before = other.read_bytes()
+    result = run("db", "prune", "--older-than", "1", "--yes", "--db", str(other))
+    assert result.returncode == 2 and "not a supportbot conversation log" in result.stderr
+    assert other.read_bytes() == before
+    log = tmp_path / "conversations.db"
+    _log_with_an_old_and_a_recent_conversation(log)
+    result = run("export", "--db", str(log), "--output", str(log), "--overwrite")
+    assert result.returncode == 2 and "is the conversation log itself" in result.stderr
+    assert _rows(log, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_serve_refuses_a_port_out_of_range():
+    result = run("serve", "--port", "99999")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "less than or equal to 65535" in result.stderr

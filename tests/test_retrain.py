@@ -130,3 +130,17 @@ def test_failed_retrain_says_why_in_its_job_log(isolated_home, tmp_path):
     state = jobs.status(jobs.latest(isolated_home))
     assert state["state"] == "failed" and str(missing) in state["error"]
     assert state["log"].splitlines()[-1].endswith(f"failed: {state['error']}")
+
+
+def test_retrain_without_corrections_trains_nothing(env, tiny_intents_csv):
+    """No reviewed corrections: nothing to learn, so no new version and production unchanged."""
+    router = load_router(load_settings())
+    conversation = router.store.new_conversation()
+    ReviewLog(router.store).record(chat(router, conversation, "where is my parcel").id, "ana", "approve",
+                                   intent="out_of_scope")
+    settings = load_settings()
+    before = Registry(env).versions("intents")
+    report = retrain(settings, RetrainConfig(what="intents", data=str(tiny_intents_csv)), jobs.new_job(settings.home))
+    assert report["intents"]["decision"] == "skipped: no reviewed intents corrections to learn from"
+    assert not report["intents"]["promoted"] and Registry(env).versions("intents") == before
+    assert Registry(env).production("intents") == "v1"

@@ -51,6 +51,16 @@ def test_empty_message_human_request_and_redaction(router):
     assert "555" in human.reply  # the profile's phone number filled the handoff message
 
 
+def test_feedback_comments_are_redacted_and_cut_like_messages(router):
+    conversation = router.store.new_conversation()
+    turn = run(router, conversation, "where is my parcel")[-1].turn
+    router.feedback(turn.id, -1, "call me on +44 20 7946 0958 or jane.doe@example.org, card 4111111111111111")
+    router.feedback(turn.id, 1, "x" * 100_000)
+    comments = [f.comment for f in router.store.feedback_for(turn.id)]
+    assert comments[0] == "call me on <PHONE> or <EMAIL>, card <CARD>"
+    assert len(comments[1]) == 2000
+
+
 def test_long_message_is_cut_and_logged(router):
     conversation = router.store.new_conversation()
     turn = run(router, conversation, "refund " * 5000)[-1].turn

@@ -127,6 +127,12 @@ def build_training_set(original, corrections: list[Correction], seed: int, kind:
     return TrainingSet(train, [e for e in parts.test if kind == "intents" or e.reply], held, counts)
 
 
+def learnable(counts: dict[str, int]) -> int:
+    """Corrections of a :class:`TrainingSet` that can teach the model something (not refused as
+    test rows, not out of scope); a retraining without any would only add noise."""
+    return counts["corrections"] - counts["refused_in_test"] - counts["out_of_scope"]
+
+
 def write_csv(examples: list[Example], path: Path) -> Path:
     """Write ``text,intent,reply`` rows (the generic format the training commands read)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +149,8 @@ def retrain(settings: Settings, config: RetrainConfig, job_dir: Path,
 
     Raises:
         SupportbotError: unknown ``what``, no production model to compare with, bad data.
+        A kind without learnable corrections (:func:`learnable`) is skipped: its report has
+        ``promoted`` False, ``counts`` and a ``decision`` saying so, and no ``scores``.
     """
     kinds = {"intents": ["intents"], "replies": ["replies"], "both": ["intents", "replies"]}.get(config.what)
     if kinds is None:
@@ -157,6 +165,11 @@ def retrain(settings: Settings, config: RetrainConfig, job_dir: Path,
     for kind in kinds:
         material = build_training_set(original, corrections, settings.seed, kind, profile)
         progress(f"{kind}: training set {material.counts}")
+        if not learnable(material.counts):
+            reports[kind] = {"promoted": False, "counts": material.counts,
+                             "decision": f"skipped: no reviewed {kind} corrections to learn from"}
+            progress(f"{kind}: {reports[kind]['decision']}")
+            continue
         data_file = write_csv(material.train, job_dir / f"{kind}.csv")
         data = LoadedData(str(data_file), sha256_of(data_file), material.train, material.test)
         old = registry.production_folder(kind)

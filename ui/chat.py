@@ -101,12 +101,12 @@ class ChatHandlers:
         Raises:
             gr.Error: the turn is not part of this session's conversation, or rating is not ±1.
         """
-        if session is None or int(turn_id) not in session.turn_ids.values():
+        if session is None or turn_id is None or int(turn_id) not in session.turn_ids.values():
             raise gr.Error("that reply is not part of this conversation")
         if int(rating) not in (1, -1):
             raise gr.Error("rating must be 1 (thumbs up) or -1 (thumbs down)")
         try:
-            self.router.store.add_feedback(int(turn_id), int(rating), comment or None)
+            self.router.feedback(int(turn_id), int(rating), comment or None)
         except SupportbotError as exc:
             raise gr.Error(str(exc)) from None
         return "thanks for the feedback"
@@ -117,7 +117,7 @@ class ChatHandlers:
         if session is None or index not in session.turn_ids:
             return
         rating = 1 if data.liked is True or data.liked == "Like" else -1
-        self.router.store.add_feedback(session.turn_ids[index], rating, None)
+        self.router.feedback(session.turn_ids[index], rating)
 
 
 def build_chat_app(router: Router) -> gr.Blocks:

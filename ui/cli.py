@@ -60,7 +60,7 @@ def data_show(
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
-    port: int = typer.Option(7860, help="port to listen on"),
+    port: int = typer.Option(7860, min=1, max=65535, help="port to listen on"),
     db: Optional[Path] = typer.Option(None, help="SQLite conversation log (default <home>/conversations.db)"),
     models: Optional[Path] = typer.Option(None, help="home folder whose models/ and registry.json to use (default: the home setting)"),
 ) -> None:
@@ -93,7 +93,7 @@ def serve(
 @app.command()
 def demo(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
-    port: int = typer.Option(7860, help="port to listen on"),
+    port: int = typer.Option(7860, min=1, max=65535, help="port to listen on"),
     data: str = typer.Option("bitext", help="data set to train on when no model exists yet"),
 ) -> None:
     """Train both models on the first run (CPU budget, or full training on a GPU), then serve.
@@ -321,7 +321,8 @@ def retrain(
         raise
     jobs.write_status(job, state="done", decisions={kind: r["decision"] for kind, r in reports.items()})
     for kind, report in reports.items():
-        console.print(f"{kind}: {report['decision']}; old {report['scores']['old']}, new {report['scores']['new']}")
+        scores = report.get("scores")
+        console.print(f"{kind}: {report['decision']}" + (f"; old {scores['old']}, new {scores['new']}" if scores else ""))
 
 
 @app.command()
@@ -344,14 +345,11 @@ def _conversation_log(db: Optional[Path]):
     """The existing conversation store at ``db`` (default ``<home>/conversations.db``).
 
     Raises:
-        SupportbotError: there is no file there.
+        SupportbotError: there is no conversation log there (see ``ConversationStore.existing``).
     """
     from bot.store import ConversationStore
 
-    path = db or load_settings().home / "conversations.db"
-    if not path.is_file():
-        raise SupportbotError(f"{path}: no conversation log there")
-    return ConversationStore(path)
+    return ConversationStore.existing(db or load_settings().home / "conversations.db")
 
 
 @db_app.command("prune")
