@@ -143,3 +143,12 @@ def test_serve_refuses_a_port_out_of_range():
     result = run("serve", "--port", "99999")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "less than or equal to 65535" in result.stderr
+
+
+def test_data_show_of_a_file_too_small_to_split_still_shows_it(tmp_path):
+    small = tmp_path / "small.csv"
+    small.write_text("text,intent\nhi there,greet\nhello,greet\nbye,bye\n")
+    result = run("data", "show", str(small))
+    assert result.returncode == 0, result.stderr
+    assert "not possible" in result.stdout and "too few rows" in result.stdout
+    assert "greet 2" in result.stdout and "n_samples" not in result.stdout

@@ -292,10 +292,10 @@ def split(data: LoadedData, seed: int = 42, validation: float = 0.1, test: float
     counts = Counter(e.intent for e in data.examples)
     try:
         return _split(data, counts, seed, validation, test)
-    except ValueError as exc:  # scikit-learn: too few rows for the requested parts
+    except ValueError:  # scikit-learn: too few rows for the requested parts
         raise DataError(
             data.name, f"too few rows to make train/validation/test splits ({len(data.examples)} rows, "
-            f"{len(counts)} intents; give each intent at least 10 examples): {exc}") from None
+            f"{len(counts)} intents; give each intent at least 10 examples)") from None
 
 
 def _split(data: LoadedData, counts: Counter, seed: int, validation: float, test: float) -> Splits:

@@ -11,9 +11,9 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
-from bot.errors import SupportbotError
+from bot.errors import DataError, SupportbotError
 from bot.settings import load_settings
 
 app = typer.Typer(help="Customer-service chatbot: train, evaluate, serve, review.", no_args_is_help=True)
@@ -44,14 +44,17 @@ def data_show(
 
     settings = load_settings(data_dir=data_dir, seed=seed)
     data = load(name, data_dir=settings.data_dir, home=settings.home)
-    parts = split(data, seed=settings.seed)
+    try:
+        sizes = ", ".join(f"{k} {v:,}" for k, v in split(data, seed=settings.seed).sizes().items())
+    except DataError as exc:  # too small to split: still show what is there
+        sizes = f"not possible: {exc}"
     counts = Counter(e.intent for e in data.examples)
     table = Table(title=f"data set: {data.name}", show_header=False)
     table.add_row("sha256", data.sha256)
     table.add_row("rows", f"{len(data.examples):,}" + (f" (+ {len(data.test):,} official test)" if data.test else ""))
     table.add_row("intents", str(len(counts)))
     table.add_row("rows with a reply", f"{sum(e.reply is not None for e in data.examples):,}")
-    table.add_row("split (seed %d)" % settings.seed, ", ".join(f"{k} {v:,}" for k, v in parts.sizes().items()))
+    table.add_row("split (seed %d)" % settings.seed, sizes)
     table.add_row("largest intents", ", ".join(f"{i} {n}" for i, n in counts.most_common(3)))
     table.add_row("smallest intents", ", ".join(f"{i} {n}" for i, n in counts.most_common()[-3:]))
     console.print(table)
@@ -85,7 +88,8 @@ def serve(
         console.print(f"retraining job(s) interrupted by an earlier stop marked failed: {', '.join(failed)}")
     review = build_review_app(router.store, classifier.labels, extra_tabs=model_tabs(models or settings.home))
     server = build_server(build_chat_app(router), review, settings.reviewers)
-    console.print(f"chat: http://{host}:{port}/  review: http://{host}:{port}/review/  "
+    review_url = f"http://{host}:{port}/review/" if settings.reviewers else "off (no reviewers configured)"
+    console.print(f"chat: http://{host}:{port}/  review: {review_url}  "
                   f"(classifier {classifier.version}, generator {generator.version}, log {router.store.path})")
     uvicorn.run(server, host=host, port=port, log_level="warning")
 
@@ -385,7 +389,7 @@ def models_list() -> None:
     from bot.registry import KINDS
 
     registry = _registry()
-    table = Table("kind", "version", "status", "base", "data", "metrics")
+    table = Table("kind", Column("version", no_wrap=True, min_width=15), "status", "base", "data", "metrics")
     for kind in KINDS:
         state = registry.state(kind)
         for version in registry.versions(kind):
