@@ -69,8 +69,9 @@ class IntentTrainConfig:
         oos_method: ``msp`` or ``energy`` (see :mod:`bot.classifier`).
         coverage: share of in-scope validation utterances the threshold must accept. Default
             0.99: validation rows are phrased like the training data and real customers are
-            not; at 0.95, 32 of 46 realistic in-scope requests were turned away on Bitext
-            (notes of issue #5), at 0.99, 22 were, while 7 of 8 off-topic messages stayed rejected.
+            not; on Bitext, 14 of 46 realistic in-scope requests got through with the right intent
+            at 0.95 and 24 at 0.99, while 7 of 8 off-topic messages stayed rejected
+            (``scripts/realistic_check.py``, notes of issue #5).
         holdout: number of intents left out of training (for the OOS evaluation).
         data_dir, home: overrides of the settings of that name.
     """
