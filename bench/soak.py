@@ -412,6 +412,8 @@ def run_customers(url: str, pool: dict[str, list[str]], args: argparse.Namespace
 def main(argv: list[str] | None = None) -> int:
     """Run the soak; returns the exit status (1 when turns are missing from the log or on errors)."""
     args = parse_args(argv)
+    if not (args.home / "registry.json").is_file():
+        sys.exit(f"error: {args.home}: not a supportbot home with trained models (no registry.json)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the started server on `kill` too
     from bot.settings import load_settings
 

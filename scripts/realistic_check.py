@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.classifier import IntentClassifier  # noqa: E402
+from bot.errors import SupportbotError  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 from training.data import load, split  # noqa: E402
 from training.intents import choose_threshold  # noqa: E402
@@ -62,7 +63,10 @@ def main() -> None:
     settings = load_settings()
     validation = [e.text for e in split(load("bitext", settings.data_dir, settings.home), seed=settings.seed).validation]
     for model in args.models:
-        report(model, rows, validation, args.coverage, args.rows)
+        try:
+            report(model, rows, validation, args.coverage, args.rows)
+        except SupportbotError as exc:
+            sys.exit(f"error: {exc}")
 
 
 if __name__ == "__main__":
