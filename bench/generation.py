@@ -2,17 +2,30 @@
 
 Run::
 
-    python bench/generation.py [--model VERSION_OR_MODEL_DIR] [--new-tokens 120] [--repeats 2]
-                               [--quality 16]
+    python bench/generation.py [--model VERSION_OR_MODEL_DIR] [--new-tokens 120] [--prompts 6]
+                               [--warm 6] [--quality 16]
 
-``--model`` is a replies version folder (its ``merged/`` or adapter is used) or a plain model
-folder; default the base model ``settings.reply_base``. For each path it prints tokens/s of the
-whole reply (prefill included) and time to first token (TTFT), then the ratio to the baseline.
-"baseline, worker thread" is the same plain call run off the main thread, as the serving path
-runs: on a busy CPU that alone changes the speed a lot (torch's OpenMP pool in the main thread).
-Serving variants: float32, bfloat16 and int8 dynamic quantisation (``ServingOptions``), each
-through :meth:`bot.generator.ReplyGenerator.stream`. ``--quality N`` also reports ROUGE-L of the
-float32 and the int8 (fast) path on the first N test examples of the Bitext test split.
+``--model`` is a replies version folder or a plain model folder; default the base model
+``settings.reply_base``. Every path writes a reply of up to ``--new-tokens`` tokens (stopping at
+``<|im_end|>``) to each of ``--prompts`` held-out Bitext test requests; the paths take turns on
+each request, so a busy or noisy machine slows them alike. Printed per path: tokens/s over all
+replies (prefill included), median time to first token (TTFT), and the ratios to the baseline.
+
+Paths:
+
+* ``baseline``: plain ``model.generate`` in float32 of the model as trained: base model plus
+  LoRA adapter, unmerged, as ``peft`` loads it (for a plain model folder: that model).
+* ``merged``: the same call on the merged model.
+* ``serve``: :meth:`bot.generator.ReplyGenerator.stream`, the bot's path: merged, float32,
+  retrieval-based speculative decoding (:mod:`bot.speculative`) with weights packed for draft
+  checks (:mod:`bot.packing`). Its datastore holds the version's training replies plus its replies
+  to ``--warm`` other test requests answered first (never the measured requests themselves).
+* ``serve bf16`` and ``serve int8 (opt-in)``: the stream without drafts, in bfloat16, or with
+  dynamic int8 quantisation.
+
+``--quality N`` writes N other test replies with the merged model's plain greedy stream and with
+each serving path, and prints ROUGE-L against the reference replies and how many serving replies
+are identical to the plain ones.
 """
 
 from __future__ import annotations
@@ -29,108 +42,130 @@ from bot.generator import ReplyGenerator, ServingOptions, run_in_worker  # noqa:
 from bot.prompting import build_messages  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 
-PROMPT = build_messages([], "I ordered a jacket last week and I want to cancel the order, how do I do it?",
-                        "cancel_order")
-VARIANTS = {
-    "serve fp32 (default CPU)": ServingOptions(dtype_name="float32", int8=False),
-    "serve bf16": ServingOptions(dtype_name="bfloat16", int8=False),
+PLAIN = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0)
+SERVING = {
+    "serve (default)": ServingOptions(dtype_name="float32", int8=False),
+    "serve bf16": ServingOptions(dtype_name="bfloat16", int8=False, draft_tokens=0),
     "serve int8 (opt-in)": ServingOptions(dtype_name="float32", int8=True),
 }
 
 
-def _load(model: Path | None, settings, options: ServingOptions) -> ReplyGenerator:
+def _load(model: Path | None, settings, options: ServingOptions, merge: bool = True) -> ReplyGenerator:
     from training.base_models import resolve
 
     if model is not None and ((model / "manifest.json").is_file() or model.name == "merged"):
-        return ReplyGenerator.load(model, cache_dir=settings.cache, device="cpu", options=options)
+        return ReplyGenerator.load(model, cache_dir=settings.cache, device="cpu", options=options, merge=merge)
     folder = model or resolve(settings.reply_base, settings.cache)
     return ReplyGenerator.from_pretrained(folder, "base", device="cpu", options=options)
 
 
-def baseline(generator: ReplyGenerator, new_tokens: int) -> tuple[float, float]:
-    """(tokens/s, TTFT s) of plain float32 ``model.generate`` (no streamer, no quantisation)."""
+def plain_generate(generator: ReplyGenerator, example, new_tokens: int) -> tuple[int, float, float]:
+    """(new tokens, seconds, TTFT s) of plain float32 ``model.generate`` in a worker thread
+    (as the serving path runs); TTFT is a separate one-token call."""
     import torch
 
-    ids = torch.tensor([generator.prompt_ids(PROMPT)])
-    kwargs = dict(do_sample=False, pad_token_id=generator.tokenizer.pad_token_id)
-    with torch.inference_mode():
-        started = time.perf_counter()
-        generator.model.generate(ids, max_new_tokens=1, **kwargs)
-        ttft = time.perf_counter() - started
-        started = time.perf_counter()
-        out = generator.model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kwargs)
-        seconds = time.perf_counter() - started
-    return (out.shape[1] - ids.shape[1]) / seconds, ttft
+    ids = torch.tensor([generator.prompt_ids(build_messages([], example.text, example.intent))])
+    kwargs = dict(do_sample=False, pad_token_id=generator.tokenizer.pad_token_id,
+                  eos_token_id=generator.stop_token_ids, attention_mask=torch.ones_like(ids))
+
+    def run():
+        with torch.inference_mode():
+            started = time.perf_counter()
+            generator.model.generate(ids, max_new_tokens=1, **kwargs)
+            ttft = time.perf_counter() - started
+            started = time.perf_counter()
+            out = generator.model.generate(ids, max_new_tokens=new_tokens, **kwargs)
+            return out.shape[1] - ids.shape[1], time.perf_counter() - started, ttft
+
+    return run_in_worker(run)
 
 
-def baseline_in_thread(generator: ReplyGenerator, new_tokens: int) -> tuple[float, float]:
-    """:func:`baseline` run in a worker thread, as the serving path runs (isolates the thread effect)."""
-    return run_in_worker(lambda: baseline(generator, new_tokens))
-
-
-def serving(generator: ReplyGenerator, new_tokens: int) -> tuple[float, float]:
-    """(tokens/s, TTFT s) of :meth:`ReplyGenerator.stream` (stops early at ``<|im_end|>``)."""
+def stream(generator: ReplyGenerator, example, new_tokens: int) -> tuple[int, float, float]:
+    """(new tokens, seconds, TTFT s) of :meth:`ReplyGenerator.stream` (the end-of-turn token counts)."""
     started, first, chunks = time.perf_counter(), None, []
-    for chunk in generator.stream(PROMPT, max_new_tokens=new_tokens):
+    for chunk in generator.stream(user_text=example.text, intent=example.intent, max_new_tokens=new_tokens):
         first = first or time.perf_counter() - started
         chunks.append(chunk)
     seconds = time.perf_counter() - started
-    produced = len(generator.tokenizer("".join(chunks), add_special_tokens=False)["input_ids"]) + 1
-    return min(produced, new_tokens) / seconds, first or seconds
+    tokens = len(generator.tokenizer("".join(chunks), add_special_tokens=False)["input_ids"]) + 1
+    return min(tokens, new_tokens), seconds, first or seconds
 
 
-def _best(paths: dict, new_tokens: int, repeats: int) -> dict[str, tuple[float, float]]:
-    """Best tokens/s and median TTFT of each ``name -> (measure, generator)``, after one warm-up
-    run each; the paths take turns in every repeat so a busy machine hurts them alike."""
-    for measure, generator in paths.values():
-        measure(generator, 8)
+def measure(paths: dict, examples: list, new_tokens: int) -> dict[str, tuple[float, float]]:
+    """(tokens/s over all replies, median TTFT s) per ``name -> (measure, generator)``; every
+    path answers each example in turn, after one short warm-up call each."""
+    for run, generator in paths.values():
+        run(generator, examples[0], 4)
     runs: dict[str, list] = {name: [] for name in paths}
-    for _ in range(repeats):
-        for name, (measure, generator) in paths.items():
-            runs[name].append(measure(generator, new_tokens))
-    return {name: (max(r[0] for r in rs), statistics.median(r[1] for r in rs)) for name, rs in runs.items()}
+    for example in examples:
+        for name, (run, generator) in paths.items():
+            runs[name].append(run(generator, example, new_tokens))
+    return {name: (sum(r[0] for r in rs) / sum(r[1] for r in rs), statistics.median(r[2] for r in rs))
+            for name, rs in runs.items()}
 
 
-def quality(model: Path | None, settings, limit: int, new_tokens: int) -> dict[str, float]:
-    """ROUGE-L F1 (x100) of the float32 and the int8 serving path on ``limit`` test examples."""
-    from rouge_score import rouge_scorer
-
+def test_examples(settings) -> list:
+    """The Bitext test split's examples with a reply (the split training held out)."""
     from training.data import load, split
-    from training.reply_data import clean_reply, with_replies
+    from training.reply_data import with_replies
 
     data = load("bitext", settings.data_dir, settings.home)
-    rows = with_replies(split(data, seed=settings.seed).test, data.name)[:limit]
+    return with_replies(split(data, seed=settings.seed).test, data.name)
+
+
+def quality(paths: dict[str, ReplyGenerator], plain: ReplyGenerator, examples: list,
+            new_tokens: int) -> dict[str, str]:
+    """ROUGE-L F1 (x100) of each generator's streamed replies, and for the serving paths how many
+    replies equal the plain stream's, on ``examples``."""
+    from rouge_score import rouge_scorer
+
+    from training.reply_data import clean_reply
+
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    scores = {}
-    for name, options in {"fp32": ServingOptions(int8=False), "int8": VARIANTS["serve int8 (opt-in)"]}.items():
-        generator = _load(model, settings, options)
-        replies = generator.generate_batch([build_messages([], e.text, e.intent) for e in rows], new_tokens)
-        rouge = [scorer.score(clean_reply(e.reply), r)["rougeL"].fmeasure for e, r in zip(rows, replies)]
-        scores[name] = round(100 * sum(rouge) / len(rouge), 2)
-    return scores
+    replies = {name: [g.generate(user_text=e.text, intent=e.intent, max_new_tokens=new_tokens) for e in examples]
+               for name, g in {"merged (plain stream)": plain, **paths}.items()}
+    reference = replies["merged (plain stream)"]
+    out = {}
+    for name, texts in replies.items():
+        rouge = statistics.mean(scorer.score(clean_reply(e.reply), t)["rougeL"].fmeasure for e, t in zip(examples, texts))
+        same = sum(a == b for a, b in zip(texts, reference))
+        out[name] = f"ROUGE-L {100 * rouge:.2f}, identical to plain {same}/{len(examples)}"
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--new-tokens", type=int, default=120)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=6, help="test requests timed per path")
+    parser.add_argument("--warm", type=int, default=6, help="other test requests answered first (drafts)")
     parser.add_argument("--quality", type=int, default=0, help="ROUGE-L sample size (0: skip)")
     args = parser.parse_args()
     settings = load_settings()
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.new_tokens} new tokens")
-    plain = _load(args.model, settings, VARIANTS["serve fp32 (default CPU)"])
-    paths = {"baseline generate fp32": (baseline, plain), "baseline, worker thread": (baseline_in_thread, plain)}
-    paths.update({name: (serving, _load(args.model, settings, options)) for name, options in VARIANTS.items()})
-    results = _best(paths, args.new_tokens, args.repeats)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.new_tokens} new tokens, "
+          f"{args.prompts} prompts")
+    examples = test_examples(settings)
+    timed, warm, rest = (examples[:args.prompts], examples[args.prompts:args.prompts + args.warm],
+                         examples[args.prompts + args.warm:])
+    merged = _load(args.model, settings, PLAIN)
+    serving = {name: _load(args.model, settings, options) for name, options in SERVING.items()}
+    for example in warm:
+        serving["serve (default)"].generate(user_text=example.text, intent=example.intent,
+                                            max_new_tokens=args.new_tokens)
+    paths = {"baseline generate fp32": (plain_generate, _load(args.model, settings, PLAIN, merge=False)),
+             "merged generate fp32": (plain_generate, merged)}
+    paths.update({name: (stream, generator) for name, generator in serving.items()})
+    results = measure(paths, timed, args.new_tokens)
     tps0, ttft0 = results["baseline generate fp32"]
+    tps1 = results["merged generate fp32"][0]
     for name, (tps, ttft) in results.items():
-        print(f"{name:26s} {tps:6.1f} tok/s  TTFT {1000 * ttft:6.0f} ms  ({tps / tps0:.2f}x tok/s, "
-              f"{ttft0 / ttft:.2f}x TTFT)")
+        print(f"{name:24s} {tps:6.1f} tok/s  TTFT {1000 * ttft:6.0f} ms  ({tps / tps0:.2f}x baseline, "
+              f"{tps / tps1:.2f}x merged; {ttft0 / ttft:.2f}x TTFT)")
     if args.quality:
-        print(f"ROUGE-L on {args.quality} test examples:", quality(args.model, settings, args.quality, 128))
+        for name, line in quality(serving, merged, rest[:args.quality], args.new_tokens).items():
+            print(f"{name:24s} {line}")
 
 
 if __name__ == "__main__":

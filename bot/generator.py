@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from bot.device import Device, pick_device
 from bot.errors import SupportbotError
 from bot.manifest import MANIFEST, read_manifest
+from bot.packing import pack_linears
 from bot.prompting import Turn, build_messages, drop_oldest_turn
 from bot.slot_decoding import KnownSlots
+from bot.speculative import DraftCandidates, DraftStore, drafting, enable_drafting, read_drafts
 
 MERGED = "merged"
 """Sub-folder of a replies version with the merged model (``supportbot train replies --merge``)."""
@@ -49,6 +52,9 @@ class ServingOptions:
         max_prompt_tokens: prompt cap in tokens; the oldest history goes first, then the end of
             the customer's message.
         max_new_tokens: default cap on reply length, in tokens.
+        draft_tokens: longest draft of retrieval-based speculative decoding
+            (:mod:`bot.speculative`) when streaming; 0 turns it off. Lossless: replies are the
+            same token for token.
     """
 
     dtype_name: str | None = None
@@ -56,6 +62,7 @@ class ServingOptions:
     batch_size: int | None = None
     max_prompt_tokens: int = 768
     max_new_tokens: int = 160
+    draft_tokens: int = 4
 
     def resolved(self, device: Device) -> "ServingOptions":
         """A copy with every ``None`` filled in for ``device``."""
@@ -64,11 +71,13 @@ class ServingOptions:
             int8=bool(self.int8) and not device.is_gpu,
             batch_size=self.batch_size or (32 if device.is_gpu else 8),
             max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=self.max_new_tokens,
+            draft_tokens=self.draft_tokens,
         )
 
 
-def _model_folder(folder: Path) -> tuple[Path, dict, str]:
-    """(folder holding the weights, manifest, version name) of a replies version or merged dir.
+def _model_folder(folder: Path, merged: bool = True) -> tuple[Path, dict, str]:
+    """(folder holding the weights, manifest, version name) of a replies version or merged dir;
+    a version's ``merged/`` is used when present unless ``merged`` is False.
 
     Raises:
         SupportbotError: ``folder`` is not a directory or holds no manifest.json (itself or,
@@ -76,7 +85,7 @@ def _model_folder(folder: Path) -> tuple[Path, dict, str]:
     """
     if not folder.is_dir():
         raise SupportbotError(f"{folder}: no such reply-generator folder")
-    if (folder / MERGED / "config.json").is_file():
+    if merged and (folder / MERGED / "config.json").is_file():
         return folder / MERGED, read_manifest(folder), folder.name
     if (folder / "config.json").is_file() and not (folder / MANIFEST).is_file():
         return folder, read_manifest(folder.parent), folder.parent.name
@@ -117,13 +126,16 @@ def _placement(device: str | Device | None, options: ServingOptions | None) -> t
     return device, (options or ServingOptions()).resolved(device)
 
 
-def _optimised(model, options: ServingOptions):
-    """``model`` in eval mode, cast to ``options.dtype_name``, int8-quantised when asked."""
+def _optimised(model, device: Device, options: ServingOptions):
+    """``model`` in eval mode, cast to ``options.dtype_name``, int8-quantised when asked, else on
+    CPU with weights packed for draft checks (:mod:`bot.packing`) when drafting is on."""
     import torch
 
     model = model.to(getattr(torch, options.dtype_name)).eval()
     if options.int8:
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    if options.draft_tokens and not device.is_gpu:
+        pack_linears(model, options.draft_tokens + 1)
     return model
 
 
@@ -179,6 +191,9 @@ class ReplyGenerator:
         manifest: the version's manifest.json ({} when loaded without one).
         known_slots: the placeholder names replies may use (:mod:`bot.slot_decoding`), from the
             manifest's ``slots``; None (no constraint) when it has none. See :meth:`constrain_slots`.
+        drafts: the datastore of speculative decoding (:mod:`bot.speculative`), seeded from the
+            version's ``drafts.json`` and grown with every streamed reply; None when
+            ``options.draft_tokens`` is 0.
     """
 
     def __init__(self, model, tokenizer, version: str, device: Device, options: ServingOptions,
@@ -192,6 +207,10 @@ class ReplyGenerator:
         self.known_slots: KnownSlots | None = None
         if self.manifest.get("slots"):
             self.constrain_slots(self.manifest["slots"])
+        self.drafts = DraftStore(self.tokenizer.eos_token_id, draft_tokens=options.draft_tokens) \
+            if options.draft_tokens else None
+        if self.drafts:
+            enable_drafting(self.model)
 
     def constrain_slots(self, slots) -> None:
         """Let replies use only these ``{{Slot}}`` names (constrained decoding,
@@ -207,7 +226,8 @@ class ReplyGenerator:
 
     @classmethod
     def load(cls, folder: str | Path, base: str | Path | None = None, cache_dir: str | Path | None = None,
-             device: str | Device | None = None, options: ServingOptions | None = None) -> "ReplyGenerator":
+             device: str | Device | None = None, options: ServingOptions | None = None,
+             merge: bool = True) -> "ReplyGenerator":
         """Load a replies version written by ``supportbot train replies``.
 
         Args:
@@ -219,18 +239,35 @@ class ReplyGenerator:
                 ``<cache_dir>/base-models/``).
             device: ``"cpu"``, ``"cuda"`` or a :class:`Device`; default :func:`pick_device`.
             options: serving options; defaults chosen from the device.
+            merge: fold the adapter into the base weights (serving); False keeps the plain peft
+                model with its adapter beside the base layers (slower; a baseline for benchmarks).
 
         Raises:
             SupportbotError: no such folder, no manifest.json, base model not found.
         """
         folder = Path(folder).expanduser()
-        weights, manifest, version = _model_folder(folder)
+        weights, manifest, version = _model_folder(folder, merged=merge)
         device, options = _placement(device, options)
         if (weights / "adapter_config.json").is_file():
-            model = cls._merged_adapter(weights, _base_dir(manifest, base, cache_dir and Path(cache_dir), folder))
+            model = cls._adapter_model(weights, _base_dir(manifest, base, cache_dir and Path(cache_dir), folder), merge)
         else:
             model = cls._plain_model(weights)
-        return cls._ready(model, weights, version, device, options, manifest)
+        generator = cls._ready(model, weights, version, device, options, manifest)
+        generator.seed_drafts(folder if (folder / MANIFEST).is_file() else folder.parent)
+        return generator
+
+    def seed_drafts(self, folder: Path) -> None:
+        """Add the training replies of ``folder/drafts.json`` to :attr:`drafts` (if any).
+
+        Raises:
+            SupportbotError: the file is malformed.
+        """
+        try:
+            replies = read_drafts(folder)
+        except ValueError as exc:
+            raise SupportbotError(str(exc)) from None
+        if self.drafts:
+            self.drafts.add_texts(self.tokenizer, replies)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, version: str = "base", device: str | Device | None = None,
@@ -253,11 +290,11 @@ class ReplyGenerator:
         return AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
 
     @staticmethod
-    def _merged_adapter(adapter_dir: Path, base_dir: Path):
+    def _adapter_model(adapter_dir: Path, base_dir: Path, merge: bool):
         from peft import PeftModel
 
-        base = ReplyGenerator._plain_model(base_dir)
-        return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+        model = PeftModel.from_pretrained(ReplyGenerator._plain_model(base_dir), adapter_dir)
+        return model.merge_and_unload() if merge else model
 
     @classmethod
     def _ready(cls, model, tokenizer_dir: Path, version: str, device: Device, options: ServingOptions,
@@ -265,7 +302,7 @@ class ReplyGenerator:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        model = _optimised(model.to(device.name), options)
+        model = _optimised(model.to(device.name), device, options)
         return cls(model, tokenizer, version, device, options, manifest)
 
     # ---- prompts -------------------------------------------------------------------------
@@ -351,7 +388,7 @@ class ReplyGenerator:
         kwargs = dict(input_ids=torch.tensor([ids], device=self.device.name), streamer=streamer,
                       stopping_criteria=StoppingCriteriaList([cancel]),
                       **self._generate_kwargs(max_new_tokens, len(ids)))
-        worker = threading.Thread(target=self._run, args=(kwargs, failure, streamer), daemon=True)
+        worker = threading.Thread(target=self._run, args=(kwargs, failure, streamer, intent), daemon=True)
         worker.start()
         try:
             for chunk in streamer:
@@ -363,18 +400,33 @@ class ReplyGenerator:
         if failure:
             raise failure[0]
 
-    def _run(self, kwargs: dict, failure: list, streamer) -> None:
-        """Thread body: generate; on error record it and end the stream. Streams run
-        concurrently (greedy decoding on a shared model is thread-safe); how many at once is
-        bounded by the router's queue (:mod:`bot.queue`)."""
+    def _run(self, kwargs: dict, failure: list, streamer, intent: str | None) -> None:
+        """Thread body: generate (drafting from :attr:`drafts` when on), store the reply as a
+        future draft; on error record it and end the stream. Streams run concurrently (greedy
+        decoding on a shared model is thread-safe); how many at once is bounded by the router's
+        queue (:mod:`bot.queue`)."""
         import torch
 
+        prompt = kwargs["input_ids"]
         try:
-            with torch.inference_mode():
-                self.model.generate(attention_mask=torch.ones_like(kwargs["input_ids"]), **kwargs)
+            with torch.inference_mode(), self._drafting(intent, kwargs):
+                out = self.model.generate(attention_mask=torch.ones_like(prompt), **kwargs)
         except Exception as exc:  # handed to the consuming thread
             failure.append(exc)
             streamer.end()
+            return
+        if self.drafts:
+            self.drafts.add(intent, out[0, prompt.shape[1]:].tolist())
+
+    def _drafting(self, intent: str | None, kwargs: dict):
+        """Context of one streamed ``generate``: speculative decoding from :attr:`drafts`
+        (assisted generation, entered through ``prompt_lookup_num_tokens``), or nothing."""
+        if not self.drafts:
+            return nullcontext()
+        prompt_length = kwargs["input_ids"].shape[1]
+        kwargs["prompt_lookup_num_tokens"] = self.drafts.draft_tokens
+        return drafting(DraftCandidates(self.drafts, intent, prompt_length,
+                                        prompt_length + kwargs["max_new_tokens"]))
 
     def generate(self, messages: Messages | None = None, *, history: Sequence[Turn] | None = None,
                  user_text: str | None = None, intent: str | None = None,

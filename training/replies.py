@@ -25,6 +25,7 @@ from bot.errors import SupportbotError
 from bot.generator import MERGED
 from bot.prompting import SYSTEM_PROMPT
 from bot.settings import Settings
+from bot.speculative import write_drafts
 from training.artifacts import atomic_dir, new_version_dir, write_manifest
 from training.base_models import resolve
 from training.data import LoadedData, load, split
@@ -216,7 +217,8 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
         tokenizer files, ``manifest.json`` (keys: kind, base_model, base_model_path, data,
         data_sha256, split_seed, split_sizes, hyperparameters, device, metrics,
         train_wall_seconds, prompt, slots: the training replies' placeholder names, which
-        serving allows and no other) and, with ``merge``, ``merged/``.
+        serving allows and no other), ``drafts.json`` (training replies per intent, the seed of
+        speculative decoding, :mod:`bot.speculative`) and, with ``merge``, ``merged/``.
 
     Raises:
         SupportbotError: bad data or option, unknown base model, or ``output`` exists.
@@ -255,4 +257,5 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
             train_wall_seconds=wall, prompt={"system": SYSTEM_PROMPT}, merged=config.merge,
             slots=sorted(slot_names(clean_reply(e.reply or "") for e in all_train)),
         )
+        write_drafts(scratch, ((e.intent, clean_reply(e.reply)) for e in all_train))
     return target

@@ -1,0 +1,101 @@
+"""Retrieval-based speculative decoding and packed linear layers: drafts change speed, never a reply."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bot.errors import SupportbotError
+from bot.generator import ReplyGenerator, ServingOptions
+from bot.packing import PackedLinear, pack_linears, packing_available
+from bot.speculative import DRAFTS_FILE, DraftStore, read_drafts
+
+SEP = 0
+PLAIN = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0)
+DRAFTING = ServingOptions(dtype_name="float32", int8=False, draft_tokens=4)
+REQUEST = dict(user_text="please cancel my order", intent="cancel_order", max_new_tokens=24)
+
+
+def test_draft_follows_the_continuation_most_replies_share():
+    store = DraftStore(SEP, max_ngram=2, draft_tokens=3)
+    for reply in ([5, 6, 7, 8], [5, 6, 7, 8], [5, 6, 1, 2], [3, 6, 7, 9]):
+        store.add("a", reply)
+    assert store.draft("a", []) == [5, 6, 7]             # start of a reply: 3 of 4 begin with 5
+    assert store.draft("a", [4, 5]) == [6, 7, 8]         # suffix [5] -> 6 (3 of 3) -> 7 (2 of 3) -> 8
+    assert store.draft("a", [5, 6, 7, 8]) == []          # only the reply's end follows
+    assert store.draft("a", [42]) == [] and store.draft("other", [5]) == []
+
+
+def test_store_keeps_the_newest_replies_and_drops_the_separator():
+    store = DraftStore(SEP, max_ngram=1, draft_tokens=2, capacity=2)
+    store.add("a", [1, 2])
+    assert store.draft("a", [1]) == [2]
+    store.add("a", [1, 3, SEP])
+    store.add("a", [1, 3])
+    assert store.size("a") == 2 and store.draft("a", [1]) == [3]
+    with pytest.raises(ValueError):
+        DraftStore(SEP, draft_tokens=0)
+
+
+def _forwards(generator: ReplyGenerator) -> list[int]:
+    calls = [0]
+    generator.model.register_forward_pre_hook(lambda *args: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_drafting_gives_the_plain_reply_in_fewer_forward_passes(tiny_lm_dir):
+    plain = ReplyGenerator.from_pretrained(tiny_lm_dir, options=PLAIN)
+    fast = ReplyGenerator.from_pretrained(tiny_lm_dir, options=DRAFTING)
+    calls = _forwards(fast)
+    expected = plain.generate(**REQUEST)
+    assert fast.generate(**REQUEST) == expected          # nothing stored yet: plain decoding
+    first, calls[0] = calls[0], 0
+    assert fast.drafts.size("cancel_order") == 1         # its own reply is now a draft source
+    assert fast.generate(**REQUEST) == expected
+    assert calls[0] <= first // 2, (calls[0], first)
+
+
+def test_wrong_drafts_are_rejected(tiny_lm_dir):
+    plain = ReplyGenerator.from_pretrained(tiny_lm_dir, options=PLAIN)
+    fast = ReplyGenerator.from_pretrained(tiny_lm_dir, options=DRAFTING)
+    for slots in (None, ["Order Number"]):
+        for generator in (plain, fast):
+            generator.constrain_slots(slots)
+        reply = plain.generate(**REQUEST)
+        ids = fast.tokenizer(reply, add_special_tokens=False)["input_ids"]
+        fast.drafts.add("cancel_order", [t + 1 for t in ids])   # every draft token off by one
+        fast.drafts.add("cancel_order", ids[:3] + ids[4:])      # right start, then a skipped token
+        assert fast.generate(**REQUEST) == reply
+
+
+def test_training_replies_seed_the_drafts(tiny_replies_version, tmp_path):
+    stored = read_drafts(tiny_replies_version)
+    assert sorted(stored) == ["cancel_order", "get_refund", "track_order"]
+    assert all(reply.startswith("Sure, I can help you") for replies in stored.values() for reply in replies)
+    generator = ReplyGenerator.load(tiny_replies_version, options=DRAFTING)
+    assert generator.drafts.size("cancel_order") == len(stored["cancel_order"])
+    assert ReplyGenerator.load(tiny_replies_version, options=PLAIN).drafts is None
+    (tmp_path / DRAFTS_FILE).write_text(json.dumps({"cancel_order": "not a list"}))
+    with pytest.raises(SupportbotError, match=f"{DRAFTS_FILE}: expected a JSON object"):
+        generator.seed_drafts(tmp_path)
+
+
+@pytest.mark.skipif(not packing_available(), reason="this torch build has no MKL packed linear")
+@pytest.mark.parametrize("rows", [1, 5, 7])
+def test_packed_linear_computes_the_linear_layer(rows):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(48, 80)
+    packed = PackedLinear(linear, rows=5)
+    x = torch.randn(1, rows, 48)
+    torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not packing_available(), reason="this torch build has no MKL packed linear")
+def test_drafting_generator_on_cpu_packs_its_linear_layers(tiny_lm_dir):
+    fast = ReplyGenerator.from_pretrained(tiny_lm_dir, device="cpu", options=DRAFTING)
+    assert isinstance(fast.model.lm_head, PackedLinear) and fast.model.lm_head.rows == 5
+    plain = ReplyGenerator.from_pretrained(tiny_lm_dir, device="cpu", options=PLAIN)
+    assert not any(isinstance(m, PackedLinear) for m in plain.model.modules())
+    assert pack_linears(fast.model, 5) == 0              # nothing left to pack
