@@ -16,12 +16,13 @@ Paths:
 * ``baseline``: plain ``model.generate`` in float32 of the model as trained: base model plus
   LoRA adapter, unmerged, as ``peft`` loads it (for a plain model folder: that model).
 * ``merged``: the same call on the merged model.
-* ``serve``: :meth:`bot.generator.ReplyGenerator.stream`, the bot's path: merged, float32,
-  retrieval-based speculative decoding (:mod:`bot.speculative`) with weights packed for draft
-  checks (:mod:`bot.packing`). Its datastore holds the version's training replies plus its replies
-  to ``--warm`` other test requests answered first (never the measured requests themselves).
-* ``serve bf16`` and ``serve int8 (opt-in)``: the stream without drafts, in bfloat16, or with
-  dynamic int8 quantisation.
+* ``serve (default)``: :meth:`bot.generator.ReplyGenerator.stream`, the bot's path: merged,
+  float32, retrieval-based speculative decoding (:mod:`bot.speculative`). The datastore of each
+  drafting path holds the version's training replies plus its replies to ``--warm`` other test
+  requests answered first (never the measured requests themselves).
+* ``serve + packed (opt-in)``: the same with weights packed for draft checks (:mod:`bot.packing`).
+* ``serve bf16``: the stream in bfloat16 without drafts; ``serve int8 (opt-in)``: drafts on a
+  dynamically int8-quantised model.
 
 ``--quality N`` writes N other test replies with the merged model's plain greedy stream and with
 each serving path, and prints ROUGE-L against the reference replies and how many serving replies
@@ -45,6 +46,7 @@ from bot.settings import load_settings  # noqa: E402
 PLAIN = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0)
 SERVING = {
     "serve (default)": ServingOptions(dtype_name="float32", int8=False),
+    "serve + packed (opt-in)": ServingOptions(dtype_name="float32", int8=False, pack_weights=True),
     "serve bf16": ServingOptions(dtype_name="bfloat16", int8=False, draft_tokens=0),
     "serve int8 (opt-in)": ServingOptions(dtype_name="float32", int8=True),
 }
@@ -152,8 +154,9 @@ def main() -> None:
     merged = _load(args.model, settings, PLAIN)
     serving = {name: _load(args.model, settings, options) for name, options in SERVING.items()}
     for example in warm:
-        serving["serve (default)"].generate(user_text=example.text, intent=example.intent,
-                                            max_new_tokens=args.new_tokens)
+        for generator in serving.values():
+            if generator.drafts:
+                generator.generate(user_text=example.text, intent=example.intent, max_new_tokens=args.new_tokens)
     paths = {"baseline generate fp32": (plain_generate, _load(args.model, settings, PLAIN, merge=False)),
              "merged generate fp32": (plain_generate, merged)}
     paths.update({name: (stream, generator) for name, generator in serving.items()})

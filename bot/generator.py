@@ -42,11 +42,12 @@ class ServingOptions:
 
     Attributes:
         dtype_name: ``"float32"`` or ``"bfloat16"``; default: the device's dtype on GPU,
-            ``float32`` on CPU (bf16 on CPU measured no faster, ``bench/generation.py``).
+            ``float32`` on CPU (bf16 on 2 CPU cores measured 0.88x the float32 tokens/s,
+            ``bench/generation.py``).
         int8: dynamic int8 quantisation of the linear layers
             (``torch.ao.quantization.quantize_dynamic``, CPU only; Jacob et al. 2018,
-            https://arxiv.org/abs/1712.05877). Off by default: on 2 CPU cores it gave 1.7x
-            tokens/s but cost ~5 ROUGE-L points on a 16-example sample; opt in for speed.
+            https://arxiv.org/abs/1712.05877). Off by default: on 2 CPU cores it was slower
+            than the default path (drafts) and cost ~9 ROUGE-L points on 12 test replies.
         batch_size: prompts per forward pass in :meth:`ReplyGenerator.generate_batch`;
             default 32 on GPU, 8 on CPU.
         max_prompt_tokens: prompt cap in tokens; the oldest history goes first, then the end of
@@ -55,6 +56,10 @@ class ServingOptions:
         draft_tokens: longest draft of retrieval-based speculative decoding
             (:mod:`bot.speculative`) when streaming; 0 turns it off. Lossless: replies are the
             same token for token.
+        pack_weights: on CPU with drafts, also pack the linear weights for checks of
+            ``draft_tokens + 1`` tokens (:mod:`bot.packing`): measured 1.3x tokens/s over drafts
+            alone, but a second copy of those weights (~490 MiB more for SmolLM2-135M, over the
+            1.5 GB serving target), so off by default.
     """
 
     dtype_name: str | None = None
@@ -63,6 +68,7 @@ class ServingOptions:
     max_prompt_tokens: int = 768
     max_new_tokens: int = 160
     draft_tokens: int = 4
+    pack_weights: bool = False
 
     def resolved(self, device: Device) -> "ServingOptions":
         """A copy with every ``None`` filled in for ``device``."""
@@ -71,7 +77,7 @@ class ServingOptions:
             int8=bool(self.int8) and not device.is_gpu,
             batch_size=self.batch_size or (32 if device.is_gpu else 8),
             max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=self.max_new_tokens,
-            draft_tokens=self.draft_tokens,
+            draft_tokens=self.draft_tokens, pack_weights=self.pack_weights and not device.is_gpu,
         )
 
 
@@ -126,15 +132,15 @@ def _placement(device: str | Device | None, options: ServingOptions | None) -> t
     return device, (options or ServingOptions()).resolved(device)
 
 
-def _optimised(model, device: Device, options: ServingOptions):
-    """``model`` in eval mode, cast to ``options.dtype_name``, int8-quantised when asked, else on
-    CPU with weights packed for draft checks (:mod:`bot.packing`) when drafting is on."""
+def _optimised(model, options: ServingOptions):
+    """``model`` in eval mode, cast to ``options.dtype_name``, int8-quantised when asked, else
+    with weights packed for draft checks (:mod:`bot.packing`) when asked."""
     import torch
 
     model = model.to(getattr(torch, options.dtype_name)).eval()
     if options.int8:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    if options.draft_tokens and not device.is_gpu:
+    if options.pack_weights and options.draft_tokens:
         pack_linears(model, options.draft_tokens + 1)
     return model
 
@@ -302,7 +308,7 @@ class ReplyGenerator:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        model = _optimised(model.to(device.name), device, options)
+        model = _optimised(model.to(device.name), options)
         return cls(model, tokenizer, version, device, options, manifest)
 
     # ---- prompts -------------------------------------------------------------------------
@@ -426,7 +432,7 @@ class ReplyGenerator:
         prompt_length = kwargs["input_ids"].shape[1]
         kwargs["prompt_lookup_num_tokens"] = self.drafts.draft_tokens
         return drafting(DraftCandidates(self.drafts, intent, prompt_length,
-                                        prompt_length + kwargs["max_new_tokens"]))
+                                        prompt_length + kwargs["max_new_tokens"], pad=self.options.pack_weights))
 
     def generate(self, messages: Messages | None = None, *, history: Sequence[Turn] | None = None,
                  user_text: str | None = None, intent: str | None = None,

@@ -36,10 +36,11 @@ class LiveModels:
     Args:
         registry: the model registry.
         cache_dir: where converted base models are kept (the generator's base).
+        serving: the generator's :class:`bot.generator.ServingOptions` (default: its defaults).
     """
 
-    def __init__(self, registry: Registry, cache_dir: Path):
-        self.registry, self.cache_dir = registry, cache_dir
+    def __init__(self, registry: Registry, cache_dir: Path, serving: Any = None):
+        self.registry, self.cache_dir, self.serving = registry, cache_dir, serving
         self._lock = threading.Lock()
         self._stamp: int | None = -1
         self._folders: dict[str, Path] = {}
@@ -65,7 +66,8 @@ class LiveModels:
         from bot.generator import ReplyGenerator
 
         loaders = {"intents": IntentClassifier.load,
-                   "replies": lambda folder: ReplyGenerator.load(folder, cache_dir=self.cache_dir)}
+                   "replies": lambda folder: ReplyGenerator.load(folder, cache_dir=self.cache_dir,
+                                                                 options=self.serving)}
         for kind, load in loaders.items():
             folder = self.registry.production_folder(kind)
             if self._folders.get(kind) != folder:

@@ -84,6 +84,25 @@ class RouterConfig(BaseModel):
         return pattern
 
 
+class ServingConfig(BaseModel):
+    """How the reply generator runs in ``supportbot serve`` (``[serving]`` table in ``supportbot.toml``).
+
+    Attributes:
+        draft_tokens: longest draft of speculative decoding (:mod:`bot.speculative`); 0 turns it
+            off. Replies are the same either way; only speed changes.
+        pack_weights: with drafts on CPU, pack the linear weights for draft checks
+            (:mod:`bot.packing`): faster, but ~490 MiB more memory for SmolLM2-135M.
+        int8: dynamic int8 quantisation on CPU: faster, but replies change and lose quality
+            (``bench/generation.py``).
+    """
+
+    draft_tokens: int = Field(4, ge=0, le=16)
+    pack_weights: bool = False
+    int8: bool = False
+
+    model_config = {"extra": "forbid"}
+
+
 class Settings(BaseSettings):
     """Every setting the project reads, with its default.
 
@@ -100,6 +119,7 @@ class Settings(BaseSettings):
         reviewers: reviewer name -> argon2 hash of the password (``supportbot hash-password``);
             the review pages are served only when at least one is configured.
         router: the routing policy, see :class:`RouterConfig`.
+        serving: how the generator runs, see :class:`ServingConfig`.
     """
 
     model_config = SettingsConfigDict(
@@ -116,6 +136,7 @@ class Settings(BaseSettings):
     redact: bool = True
     reviewers: dict[str, str] = {}
     router: RouterConfig = RouterConfig()
+    serving: ServingConfig = ServingConfig()
 
     @field_validator("data_dir")
     @classmethod

@@ -150,20 +150,23 @@ class DraftCandidates(CandidateGenerator):
         intent: the intent whose replies are searched.
         prompt_length: prompt tokens; what follows in ``input_ids`` is the reply so far.
         max_length: prompt + reply cap in tokens (``generate``'s ``max_length``).
+        pad: pad every draft to ``store.draft_tokens`` tokens (for weights packed for that many
+            rows, :mod:`bot.packing`).
     """
 
     requires_model_outputs = False
 
-    def __init__(self, store: DraftStore, intent: str | None, prompt_length: int, max_length: int):
-        self.store, self.intent = store, intent
+    def __init__(self, store: DraftStore, intent: str | None, prompt_length: int, max_length: int,
+                 pad: bool = False):
+        self.store, self.intent, self.pad = store, intent, pad
         self.prompt_length, self.max_length = prompt_length, max_length
 
     def get_candidates(self, input_ids, **kwargs):
         """``(input_ids [1, seq] + draft [1, seq + k], None)``.
 
-        ``k`` is 0 (plain decoding) when nothing matches, else ``store.draft_tokens`` (less only
-        near ``max_length``): a shorter draft is padded with its last token so every check runs
-        on the same number of rows (:mod:`bot.packing`); a wrong pad costs nothing more.
+        ``k`` is 0 (plain decoding) when nothing matches, else at most ``store.draft_tokens``
+        and ``max_length`` allows. With ``pad`` a shorter draft is padded with its last token, so
+        every check runs on the same number of rows; a wrong pad token is simply rejected.
         """
         import torch
 
@@ -171,7 +174,9 @@ class DraftCandidates(CandidateGenerator):
         draft = self.store.draft(self.intent, input_ids[0, self.prompt_length:].tolist())
         if not draft or not room:
             return input_ids, None
-        draft = (draft + draft[-1:] * self.store.draft_tokens)[:min(self.store.draft_tokens, room)]
+        if self.pad:
+            draft = draft + draft[-1:] * (self.store.draft_tokens - len(draft))
+        draft = draft[:room]
         extra = torch.tensor([draft], dtype=input_ids.dtype, device=input_ids.device)
         return torch.cat([input_ids, extra], dim=1), None
 

@@ -38,6 +38,7 @@ def test_missing_config_file(monkeypatch, tmp_path):
     ("seed = -5\n", "seed: Input should be greater than or equal to 0"),
     ('[router]\nhuman_request = "(unclosed"\n', "router.human_request: Value error, not a valid regular expression"),
     ("[router]\nfoo = 1\n", "router.foo: Extra inputs are not permitted"),
+    ("[serving]\ndraft_tokens = -1\n", "serving.draft_tokens: Input should be greater than or equal to 0"),
 ])
 def test_bad_config_files(tmp_path, monkeypatch, content, message):
     config = tmp_path / "supportbot.toml"

@@ -10,11 +10,12 @@ import torch
 from bot.errors import SupportbotError
 from bot.generator import ReplyGenerator, ServingOptions
 from bot.packing import PackedLinear, pack_linears, packing_available
-from bot.speculative import DRAFTS_FILE, DraftStore, read_drafts
+from bot.speculative import DRAFTS_FILE, DraftCandidates, DraftStore, read_drafts
 
 SEP = 0
 PLAIN = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0)
 DRAFTING = ServingOptions(dtype_name="float32", int8=False, draft_tokens=4)
+PACKED = ServingOptions(dtype_name="float32", int8=False, draft_tokens=4, pack_weights=True)
 REQUEST = dict(user_text="please cancel my order", intent="cancel_order", max_new_tokens=24)
 
 
@@ -45,9 +46,20 @@ def _forwards(generator: ReplyGenerator) -> list[int]:
     return calls
 
 
-def test_drafting_gives_the_plain_reply_in_fewer_forward_passes(tiny_lm_dir):
+def test_draft_candidates_are_cut_to_max_length_and_padded_when_asked():
+    store = DraftStore(SEP, max_ngram=1, draft_tokens=4)
+    store.add("a", [5, 6])
+    prompt = torch.tensor([[1, 2, 3]])
+    assert DraftCandidates(store, "a", 3, 20).get_candidates(prompt)[0].tolist() == [[1, 2, 3, 5, 6]]
+    assert DraftCandidates(store, "a", 3, 20, pad=True).get_candidates(prompt)[0].tolist() == [[1, 2, 3, 5, 6, 6, 6]]
+    assert DraftCandidates(store, "a", 3, 5, pad=True).get_candidates(prompt)[0].tolist() == [[1, 2, 3, 5]]
+    assert DraftCandidates(store, "b", 3, 20, pad=True).get_candidates(prompt)[0] is prompt
+
+
+@pytest.mark.parametrize("options", [DRAFTING, PACKED], ids=["drafts", "drafts+packed"])
+def test_drafting_gives_the_plain_reply_in_fewer_forward_passes(tiny_lm_dir, options):
     plain = ReplyGenerator.from_pretrained(tiny_lm_dir, options=PLAIN)
-    fast = ReplyGenerator.from_pretrained(tiny_lm_dir, options=DRAFTING)
+    fast = ReplyGenerator.from_pretrained(tiny_lm_dir, options=options)
     calls = _forwards(fast)
     expected = plain.generate(**REQUEST)
     assert fast.generate(**REQUEST) == expected          # nothing stored yet: plain decoding
@@ -93,9 +105,26 @@ def test_packed_linear_computes_the_linear_layer(rows):
 
 
 @pytest.mark.skipif(not packing_available(), reason="this torch build has no MKL packed linear")
-def test_drafting_generator_on_cpu_packs_its_linear_layers(tiny_lm_dir):
-    fast = ReplyGenerator.from_pretrained(tiny_lm_dir, device="cpu", options=DRAFTING)
+def test_only_pack_weights_packs_the_linear_layers(tiny_lm_dir):
+    fast = ReplyGenerator.from_pretrained(tiny_lm_dir, device="cpu", options=PACKED)
     assert isinstance(fast.model.lm_head, PackedLinear) and fast.model.lm_head.rows == 5
-    plain = ReplyGenerator.from_pretrained(tiny_lm_dir, device="cpu", options=PLAIN)
-    assert not any(isinstance(m, PackedLinear) for m in plain.model.modules())
+    for options in (PLAIN, DRAFTING):
+        generator = ReplyGenerator.from_pretrained(tiny_lm_dir, device="cpu", options=options)
+        assert not any(isinstance(m, PackedLinear) for m in generator.model.modules())
     assert pack_linears(fast.model, 5) == 0              # nothing left to pack
+
+
+@pytest.mark.parametrize("draft_tokens, pack", [(0, "false"), (3, "true")])
+def test_serving_settings_reach_the_served_generator(tiny_home, monkeypatch, draft_tokens, pack):
+    from bot.runtime import load_router
+    from bot.settings import load_settings
+
+    monkeypatch.setenv("SUPPORTBOT_SERVING__DRAFT_TOKENS", str(draft_tokens))
+    monkeypatch.setenv("SUPPORTBOT_SERVING__PACK_WEIGHTS", pack)
+    router = load_router(load_settings())
+    generator = router.models.current()[1]
+    assert generator.options.draft_tokens == draft_tokens
+    assert (generator.drafts is None) == (draft_tokens == 0)
+    packed = any(isinstance(m, PackedLinear) for m in generator.model.modules())
+    assert packed == (pack == "true" and packing_available())
+    router.store.close()
