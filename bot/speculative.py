@@ -40,13 +40,14 @@ class DraftStore:
             where each stored reply starts and ends.
         max_ngram: longest suffix of the reply so far that is matched, in tokens.
         draft_tokens: longest draft, in tokens (each costs part of a forward pass when wrong).
-        capacity: replies kept per intent; the oldest go first.
+        capacity: replies kept per intent; the oldest go first (64 training replies per intent
+            indexed for 27 Bitext intents took ~26 MiB).
 
     Raises:
         ValueError: ``max_ngram``, ``draft_tokens`` or ``capacity`` below 1.
     """
 
-    def __init__(self, separator: int, max_ngram: int = 3, draft_tokens: int = 4, capacity: int = 256):
+    def __init__(self, separator: int, max_ngram: int = 3, draft_tokens: int = 4, capacity: int = 128):
         if min(max_ngram, draft_tokens, capacity) < 1:
             raise ValueError("max_ngram, draft_tokens and capacity must be >= 1")
         self.separator, self.max_ngram, self.draft_tokens = separator, max_ngram, draft_tokens
