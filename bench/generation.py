@@ -21,8 +21,8 @@ Paths:
   drafting path holds the version's training replies plus its replies to ``--warm`` other test
   requests answered first (never the measured requests themselves).
 * ``serve + packed (opt-in)``: the same with weights packed for draft checks (:mod:`bot.packing`).
-* ``serve bf16``: the stream in bfloat16 without drafts; ``serve int8 (opt-in)``: drafts on a
-  dynamically int8-quantised model.
+* ``serve bf16`` and ``serve int8 (opt-in)``: the stream in bfloat16, or with dynamic int8
+  quantisation; neither drafts (they change replies there, see ``ServingOptions``).
 
 ``--quality N`` writes N other test replies with the merged model's plain greedy stream and with
 each serving path, and prints ROUGE-L against the reference replies and how many serving replies

@@ -54,11 +54,13 @@ class ServingOptions:
             the customer's message.
         max_new_tokens: default cap on reply length, in tokens.
         draft_tokens: longest draft of retrieval-based speculative decoding
-            (:mod:`bot.speculative`) when streaming; 0 turns it off. Lossless: replies are the
-            same token for token.
+            (:mod:`bot.speculative`) when streaming, 0 to 16; 0 turns it off. Used in float32
+            without int8 only: there a draft check computes the same numbers as plain decoding
+            (up to rounding) and replies were the same token for token in every measurement;
+            in bfloat16 or int8 a several-token pass rounds differently and replies changed.
         pack_weights: on CPU with drafts, also pack the linear weights for checks of
-            ``draft_tokens + 1`` tokens (:mod:`bot.packing`): measured 1.3x tokens/s over drafts
-            alone, but a second copy of those weights (~490 MiB more for SmolLM2-135M, over the
+            ``draft_tokens + 1`` tokens (:mod:`bot.packing`): measured 1.1-1.25x tokens/s over
+            drafts alone, but a second copy of those weights (~490 MiB more for SmolLM2-135M, over the
             1.5 GB serving target), so off by default.
     """
 
@@ -70,14 +72,19 @@ class ServingOptions:
     draft_tokens: int = 4
     pack_weights: bool = False
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.draft_tokens <= 16:
+            raise ValueError(f"draft_tokens must be between 0 and 16, got {self.draft_tokens}")
+
     def resolved(self, device: Device) -> "ServingOptions":
-        """A copy with every ``None`` filled in for ``device``."""
+        """A copy with every ``None`` filled in for ``device``; drafts only in float32 without int8."""
+        dtype_name = self.dtype_name or (device.dtype_name if device.is_gpu else "float32")
+        int8 = bool(self.int8) and not device.is_gpu
+        draft_tokens = self.draft_tokens if dtype_name == "float32" and not int8 else 0
         return ServingOptions(
-            dtype_name=self.dtype_name or (device.dtype_name if device.is_gpu else "float32"),
-            int8=bool(self.int8) and not device.is_gpu,
-            batch_size=self.batch_size or (32 if device.is_gpu else 8),
+            dtype_name=dtype_name, int8=int8, batch_size=self.batch_size or (32 if device.is_gpu else 8),
             max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=self.max_new_tokens,
-            draft_tokens=self.draft_tokens, pack_weights=self.pack_weights and not device.is_gpu,
+            draft_tokens=draft_tokens, pack_weights=self.pack_weights and not device.is_gpu,
         )
 
 
@@ -263,17 +270,19 @@ class ReplyGenerator:
         return generator
 
     def seed_drafts(self, folder: Path) -> None:
-        """Add the training replies of ``folder/drafts.json`` to :attr:`drafts` (if any).
+        """Add the training replies of ``folder/drafts.json`` to :attr:`drafts` (when drafting
+        is on and the file exists).
 
         Raises:
             SupportbotError: the file is malformed.
         """
+        if not self.drafts:
+            return
         try:
             replies = read_drafts(folder)
         except ValueError as exc:
             raise SupportbotError(str(exc)) from None
-        if self.drafts:
-            self.drafts.add_texts(self.tokenizer, replies)
+        self.drafts.add_texts(self.tokenizer, replies)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, version: str = "base", device: str | Device | None = None,
@@ -394,21 +403,24 @@ class ReplyGenerator:
         kwargs = dict(input_ids=torch.tensor([ids], device=self.device.name), streamer=streamer,
                       stopping_criteria=StoppingCriteriaList([cancel]),
                       **self._generate_kwargs(max_new_tokens, len(ids)))
-        worker = threading.Thread(target=self._run, args=(kwargs, failure, streamer, intent), daemon=True)
+        worker = threading.Thread(target=self._run, args=(kwargs, failure, streamer, intent, cancel), daemon=True)
         worker.start()
+        finished = False
         try:
             for chunk in streamer:
                 if chunk:
                     yield chunk
+            finished = True
         finally:
-            cancel.set()
+            if not finished:
+                cancel.set()
             worker.join()
         if failure:
             raise failure[0]
 
-    def _run(self, kwargs: dict, failure: list, streamer, intent: str | None) -> None:
-        """Thread body: generate (drafting from :attr:`drafts` when on), store the reply as a
-        future draft; on error record it and end the stream. Streams run concurrently (greedy
+    def _run(self, kwargs: dict, failure: list, streamer, intent: str | None, cancel: _Cancel) -> None:
+        """Thread body: generate (drafting from :attr:`drafts` when on), store a complete reply
+        as a future draft; on error record it and end the stream. Streams run concurrently (greedy
         decoding on a shared model is thread-safe); how many at once is bounded by the router's
         queue (:mod:`bot.queue`)."""
         import torch
@@ -421,7 +433,7 @@ class ReplyGenerator:
             failure.append(exc)
             streamer.end()
             return
-        if self.drafts:
+        if self.drafts and not cancel.event.is_set():
             self.drafts.add(intent, out[0, prompt.shape[1]:].tolist())
 
     def _drafting(self, intent: str | None, kwargs: dict):

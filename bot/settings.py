@@ -89,7 +89,8 @@ class ServingConfig(BaseModel):
 
     Attributes:
         draft_tokens: longest draft of speculative decoding (:mod:`bot.speculative`); 0 turns it
-            off. Replies are the same either way; only speed changes.
+            off. Used in float32 only (the CPU default), where replies stayed the same token for
+            token; only speed changes.
         pack_weights: with drafts on CPU, pack the linear weights for draft checks
             (:mod:`bot.packing`): faster, but ~490 MiB more memory for SmolLM2-135M.
         int8: dynamic int8 quantisation on CPU: faster, but replies change and lose quality

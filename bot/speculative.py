@@ -6,12 +6,14 @@ https://arxiv.org/abs/2311.08252): the last tokens of the reply so far are looke
 datastore of earlier replies; the continuation most of them share becomes the draft. The model
 verifies it with transformers' assisted generation
 (https://huggingface.co/docs/transformers/generation_strategies#speculative-decoding); with greedy
-decoding only the tokens the model would have chosen anyway are kept, so the reply is exactly the
-one plain ``generate`` writes. A good draft turns several forward passes into one.
+decoding only the tokens the model would have chosen anyway are kept, so in float32 the reply is
+the one plain ``generate`` writes (a several-token pass rounds like a one-token pass, up to the
+last bits; in bfloat16 or int8 it does not, so :class:`bot.generator.ServingOptions` drafts in
+float32 only). A good draft turns several forward passes into one.
 
 The datastore of one :class:`ReplyGenerator` holds, per intent, the training replies stored
-with the version (``drafts.json``) and the replies it has generated since it was loaded. Drafts
-only change speed, never a reply, so one customer's reply in the store cannot leak into another's.
+with the version (``drafts.json``) and the complete replies it has generated since it was loaded.
+Drafts change speed, not replies, so one customer's reply in the store does not shape another's.
 """
 
 from __future__ import annotations
@@ -127,7 +129,10 @@ def read_drafts(folder: Path) -> dict[str, list[str]]:
     path = Path(folder) / DRAFTS_FILE
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # bad JSON or not UTF-8
+        raise ValueError(f"{path}: not a UTF-8 JSON file ({exc})") from None
     if not isinstance(data, dict) or not all(
             isinstance(v, list) and all(isinstance(t, str) for t in v) for v in data.values()):
         raise ValueError(f"{path}: expected a JSON object mapping each intent to a list of reply texts")

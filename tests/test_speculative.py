@@ -82,6 +82,28 @@ def test_wrong_drafts_are_rejected(tiny_lm_dir):
         assert fast.generate(**REQUEST) == reply
 
 
+def test_drafts_only_in_float32_and_within_bounds():
+    from bot.device import pick_device
+
+    cpu = pick_device("cpu")
+    assert DRAFTING.resolved(cpu).draft_tokens == 4
+    assert ServingOptions(dtype_name="bfloat16").resolved(cpu).draft_tokens == 0
+    assert ServingOptions(int8=True).resolved(cpu).draft_tokens == 0
+    for bad in (-1, 17):
+        with pytest.raises(ValueError, match="draft_tokens must be between 0 and 16"):
+            ServingOptions(draft_tokens=bad)
+
+
+def test_a_closed_stream_is_not_stored(tiny_lm_dir):
+    fast = ReplyGenerator.from_pretrained(tiny_lm_dir, options=DRAFTING)
+    stream = fast.stream(**REQUEST)
+    next(stream)
+    stream.close()
+    assert fast.drafts.size("cancel_order") == 0
+    fast.generate(**REQUEST)
+    assert fast.drafts.size("cancel_order") == 1
+
+
 def test_training_replies_seed_the_drafts(tiny_replies_version, tmp_path):
     stored = read_drafts(tiny_replies_version)
     assert sorted(stored) == ["cancel_order", "get_refund", "track_order"]
@@ -92,6 +114,11 @@ def test_training_replies_seed_the_drafts(tiny_replies_version, tmp_path):
     (tmp_path / DRAFTS_FILE).write_text(json.dumps({"cancel_order": "not a list"}))
     with pytest.raises(SupportbotError, match=f"{DRAFTS_FILE}: expected a JSON object"):
         generator.seed_drafts(tmp_path)
+    for broken in (b'{"cancel_order": [', b'{"cancel_order": ["caf\xe9"]}', b""):
+        (tmp_path / DRAFTS_FILE).write_bytes(broken)
+        with pytest.raises(SupportbotError, match=f"{DRAFTS_FILE}: not a UTF-8 JSON file"):
+            generator.seed_drafts(tmp_path)
+    ReplyGenerator.load(tiny_replies_version, options=PLAIN).seed_drafts(tmp_path)   # drafts off: not read
 
 
 @pytest.mark.skipif(not packing_available(), reason="this torch build has no MKL packed linear")
