@@ -46,8 +46,9 @@ class ServingOptions:
             ``bench/generation.py``).
         int8: dynamic int8 quantisation of the linear layers
             (``torch.ao.quantization.quantize_dynamic``, CPU only; Jacob et al. 2018,
-            https://arxiv.org/abs/1712.05877). Off by default: on 2 CPU cores it was slower
-            than the default path (drafts) and cost ~9 ROUGE-L points on 12 test replies.
+            https://arxiv.org/abs/1712.05877). Off by default: the fastest path on 2 CPU cores
+            (1.6x merged float32 in one run) but it cost 4-9 ROUGE-L points on 6-12 test replies
+            (``bench/generation.py --quality``).
         batch_size: prompts per forward pass in :meth:`ReplyGenerator.generate_batch`;
             default 32 on GPU, 8 on CPU.
         max_prompt_tokens: prompt cap in tokens; the oldest history goes first, then the end of
