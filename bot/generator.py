@@ -404,6 +404,8 @@ class ReplyGenerator:
         kwargs = dict(input_ids=torch.tensor([ids], device=self.device.name), streamer=streamer,
                       stopping_criteria=StoppingCriteriaList([cancel]),
                       **self._generate_kwargs(max_new_tokens, len(ids)))
+        if self.drafts:  # assisted generation is entered through prompt_lookup_num_tokens
+            kwargs["prompt_lookup_num_tokens"] = self.drafts.draft_tokens
         worker = threading.Thread(target=self._run, args=(kwargs, failure, streamer, intent, cancel), daemon=True)
         worker.start()
         finished = False
@@ -438,12 +440,10 @@ class ReplyGenerator:
             self.drafts.add(intent, out[0, prompt.shape[1]:].tolist())
 
     def _drafting(self, intent: str | None, kwargs: dict):
-        """Context of one streamed ``generate``: speculative decoding from :attr:`drafts`
-        (assisted generation, entered through ``prompt_lookup_num_tokens``), or nothing."""
+        """Context of one streamed ``generate``: speculative decoding from :attr:`drafts`, or nothing."""
         if not self.drafts:
             return nullcontext()
         prompt_length = kwargs["input_ids"].shape[1]
-        kwargs["prompt_lookup_num_tokens"] = self.drafts.draft_tokens
         return drafting(DraftCandidates(self.drafts, intent, prompt_length,
                                         prompt_length + kwargs["max_new_tokens"], pad=self.options.pack_weights))
 
