@@ -16,13 +16,17 @@ Paths:
 * ``baseline``: plain ``model.generate`` in float32 of the model as trained: base model plus
   LoRA adapter, unmerged, as ``peft`` loads it (for a plain model folder: that model).
 * ``merged``: the same call on the merged model.
-* ``serve (default)``: :meth:`bot.generator.ReplyGenerator.stream`, the bot's path: merged,
-  float32, retrieval-based speculative decoding (:mod:`bot.speculative`). The datastore of each
-  drafting path holds the version's training replies plus its replies to ``--warm`` other test
-  requests answered first (never the measured requests themselves).
-* ``serve + packed (opt-in)``: the same with weights packed for draft checks (:mod:`bot.packing`).
-* ``serve bf16`` and ``serve int8 (opt-in)``: the stream in bfloat16, or with dynamic int8
-  quantisation; neither drafts (they change replies there, see ``ServingOptions``).
+* ``serve (default)``: :meth:`bot.generator.ReplyGenerator.stream`, the bot's path with default
+  settings: merged; bf16 when the CPU computes it natively, else float32
+  (:func:`bot.device.cpu_serving_dtype_name`; the printed name says which); linear weights packed
+  once by oneDNN (:mod:`bot.packing`); retrieval-based speculative decoding
+  (:mod:`bot.speculative`). The datastore of each drafting path holds the version's training
+  replies plus its replies to ``--warm`` other test requests answered first (never the measured
+  requests themselves).
+* ``serve float32``: the same in float32 (``[serving] dtype = "float32"``: the exact replies of
+  plain float32 greedy decoding).
+* ``serve float32, plain weights``: the same without packing (``pack_weights = false``).
+* ``serve int8 (opt-in)``: dynamic int8 quantisation, no drafts (see ``ServingOptions``).
 
 ``--quality N`` writes N other test replies with the merged model's plain greedy stream and with
 each serving path, and prints ROUGE-L against the reference replies and how many serving replies
@@ -43,11 +47,11 @@ from bot.generator import ReplyGenerator, ServingOptions, run_in_worker  # noqa:
 from bot.prompting import build_messages  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 
-PLAIN = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0)
+PLAIN = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0, pack_weights=False)
 SERVING = {
-    "serve (default)": ServingOptions(dtype_name="float32", int8=False),
-    "serve + packed (opt-in)": ServingOptions(dtype_name="float32", int8=False, pack_weights=True),
-    "serve bf16": ServingOptions(dtype_name="bfloat16", int8=False, draft_tokens=0),
+    "serve (default)": ServingOptions(),
+    "serve float32": ServingOptions(dtype_name="float32"),
+    "serve float32, plain weights": ServingOptions(dtype_name="float32", pack_weights=False),
     "serve int8 (opt-in)": ServingOptions(dtype_name="float32", int8=True),
 }
 
@@ -153,6 +157,7 @@ def main() -> None:
                          examples[args.prompts + args.warm:])
     merged = _load(args.model, settings, PLAIN)
     serving = {name: _load(args.model, settings, options) for name, options in SERVING.items()}
+    print(f"serve (default) runs in {serving['serve (default)'].options.dtype_name} on this CPU")
     for example in warm:
         for generator in serving.values():
             if generator.drafts:
@@ -164,11 +169,11 @@ def main() -> None:
     tps0, ttft0 = results["baseline generate fp32"]
     tps1 = results["merged generate fp32"][0]
     for name, (tps, ttft) in results.items():
-        print(f"{name:24s} {tps:6.1f} tok/s  TTFT {1000 * ttft:6.0f} ms  ({tps / tps0:.2f}x baseline, "
+        print(f"{name:30s} {tps:6.1f} tok/s  TTFT {1000 * ttft:6.0f} ms  ({tps / tps0:.2f}x baseline, "
               f"{tps / tps1:.2f}x merged; {ttft0 / ttft:.2f}x TTFT)")
     if args.quality:
         for name, line in quality(serving, merged, rest[:args.quality], args.new_tokens).items():
-            print(f"{name:24s} {line}")
+            print(f"{name:30s} {line}")
 
 
 if __name__ == "__main__":

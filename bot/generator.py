@@ -16,13 +16,14 @@ Streaming uses transformers' ``TextIteratorStreamer`` with ``generate`` running 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.device import Device, pick_device
+from bot.device import Device, cpu_serving_dtype_name, pick_device
 from bot.errors import SupportbotError
 from bot.manifest import MANIFEST, read_manifest
 from bot.packing import pack_linears
@@ -41,28 +42,29 @@ class ServingOptions:
     """How the model runs; ``None`` fields are chosen from the device.
 
     Attributes:
-        dtype_name: ``"float32"`` or ``"bfloat16"``; default: the device's dtype on GPU,
-            ``float32`` on CPU (bf16 on 2 CPU cores measured 0.88x the float32 tokens/s,
-            ``bench/generation.py``).
+        dtype_name: ``"float32"`` or ``"bfloat16"``; default: the device's dtype on GPU; on CPU
+            bfloat16 when the CPU computes it natively (:func:`bot.device.cpu_serving_dtype_name`),
+            else float32. Measured on 6-24 held-out requests (``bench/generation.py --quality``),
+            bf16 replies scored the same ROUGE-L as float32 ones but are worded differently.
+            Choose float32 to get exactly the replies of plain float32 greedy decoding.
         int8: dynamic int8 quantisation of the linear layers
             (``torch.ao.quantization.quantize_dynamic``, CPU only; Jacob et al. 2018,
-            https://arxiv.org/abs/1712.05877). Off by default: the fastest path on 2 CPU cores
-            (1.6x merged float32 in one run) but it cost 4-9 ROUGE-L points on 6-12 test replies
-            (``bench/generation.py --quality``).
+            https://arxiv.org/abs/1712.05877). Off by default: it cost 4-9 ROUGE-L points on
+            6-12 test replies (``bench/generation.py --quality``). Runs in float32 and turns drafts
+            off (its activation scale is shared by all tokens of a pass, so a draft would change
+            the reply).
         batch_size: prompts per forward pass in :meth:`ReplyGenerator.generate_batch`;
             default 32 on GPU, 8 on CPU.
         max_prompt_tokens: prompt cap in tokens; the oldest history goes first, then the end of
             the customer's message.
         max_new_tokens: default cap on reply length, in tokens.
         draft_tokens: longest draft of retrieval-based speculative decoding
-            (:mod:`bot.speculative`) when streaming, 0 to 16; 0 turns it off. Used in float32
-            without int8 only: there a draft check computes the same numbers as plain decoding
-            (up to rounding) and replies were the same token for token in every measurement;
-            in bfloat16 or int8 a several-token pass rounds differently and replies changed.
-        pack_weights: on CPU with drafts, also pack the linear weights for checks of
-            ``draft_tokens + 1`` tokens (:mod:`bot.packing`): measured 1.1-1.25x tokens/s over
-            drafts alone, but a second copy of those weights (~490 MiB more for SmolLM2-135M, over the
-            1.5 GB serving target), so off by default.
+            (:mod:`bot.speculative`) when streaming, 0 to 16; 0 turns it off. A draft check
+            computes what one-token steps would, up to rounding: in float32 replies were the
+            same token for token in every measurement; in bfloat16 the rounding of a several-token
+            pass can change a word now and then (ROUGE-L measured the same).
+        pack_weights: on CPU, replace the linear weights by oneDNN-packed ones (:mod:`bot.packing`;
+            no extra memory). Faster for draft checks, most in bfloat16.
     """
 
     dtype_name: str | None = None
@@ -71,21 +73,25 @@ class ServingOptions:
     max_prompt_tokens: int = 768
     max_new_tokens: int = 160
     draft_tokens: int = 4
-    pack_weights: bool = False
+    pack_weights: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.draft_tokens <= 16:
             raise ValueError(f"draft_tokens must be between 0 and 16, got {self.draft_tokens}")
+        if self.dtype_name not in (None, "float32", "bfloat16"):
+            raise ValueError(f"dtype_name must be float32 or bfloat16, got {self.dtype_name!r}")
 
     def resolved(self, device: Device) -> "ServingOptions":
-        """A copy with every ``None`` filled in for ``device``; drafts only in float32 without int8."""
-        dtype_name = self.dtype_name or (device.dtype_name if device.is_gpu else "float32")
+        """A copy with every ``None`` filled in for ``device``; int8 (CPU only) runs on float32
+        weights and without drafts; packing on CPU only."""
         int8 = bool(self.int8) and not device.is_gpu
-        draft_tokens = self.draft_tokens if dtype_name == "float32" and not int8 else 0
+        dtype_name = "float32" if int8 else \
+            self.dtype_name or (device.dtype_name if device.is_gpu else cpu_serving_dtype_name())
         return ServingOptions(
             dtype_name=dtype_name, int8=int8, batch_size=self.batch_size or (32 if device.is_gpu else 8),
             max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=self.max_new_tokens,
-            draft_tokens=draft_tokens, pack_weights=self.pack_weights and not device.is_gpu,
+            draft_tokens=0 if int8 else self.draft_tokens,
+            pack_weights=self.pack_weights and not device.is_gpu and not int8,
         )
 
 
@@ -142,15 +148,29 @@ def _placement(device: str | Device | None, options: ServingOptions | None) -> t
 
 def _optimised(model, options: ServingOptions):
     """``model`` in eval mode, cast to ``options.dtype_name``, int8-quantised when asked, else
-    with weights packed for draft checks (:mod:`bot.packing`) when asked."""
+    with its linear weights packed for draft checks (:mod:`bot.packing`) when asked; on CPU,
+    attention over several query tokens shares the key/value heads (:func:`_share_kv_heads`)."""
     import torch
 
     model = model.to(getattr(torch, options.dtype_name)).eval()
+    if model.device.type == "cpu":
+        _share_kv_heads()
     if options.int8:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    if options.pack_weights and options.draft_tokens:
+    if options.pack_weights:
         pack_linears(model, options.draft_tokens + 1)
     return model
+
+
+def _share_kv_heads() -> None:
+    """Let transformers' SDPA attention use grouped-query attention natively (``enable_gqa``) also
+    when a mask is given, as in a draft check, instead of copying the key/value cache once per
+    query head group in every layer (``repeat_kv``). Same outputs (max difference 0.0 on
+    SmolLM2-135M, float32 and bf16); a 5-token pass took 7-15 % less on 2 CPU cores. Set through
+    transformers' ``TRANSFORMERS_SDPA_FORCE_GQA`` (``transformers/integrations/sdpa_attention.py``)
+    unless the environment sets it; on CUDA it is left alone (masked GQA may leave the fused kernels).
+    """
+    os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
 
 
 def run_in_worker(fn):
@@ -445,7 +465,7 @@ class ReplyGenerator:
             return nullcontext()
         prompt_length = kwargs["input_ids"].shape[1]
         return drafting(DraftCandidates(self.drafts, intent, prompt_length,
-                                        prompt_length + kwargs["max_new_tokens"], pad=self.options.pack_weights))
+                                        prompt_length + kwargs["max_new_tokens"]))
 
     def generate(self, messages: Messages | None = None, *, history: Sequence[Turn] | None = None,
                  user_text: str | None = None, intent: str | None = None,

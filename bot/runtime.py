@@ -23,13 +23,11 @@ def load_router(settings: Settings, db: Path | None = None, models_dir: Path | N
     Raises:
         SupportbotError: a model kind has no trained version, or a file cannot be read.
     """
-    from bot.generator import ServingOptions
     from bot.models import LiveModels
     from bot.placeholders import load_profile
     from bot.router import Router
     from bot.store import ConversationStore
 
-    serving = ServingOptions(**settings.serving.model_dump())
-    models = LiveModels(Registry(models_dir or settings.home), settings.cache, serving)
+    models = LiveModels(Registry(models_dir or settings.home), settings.cache, settings.serving.options())
     store = ConversationStore(db or settings.home / "conversations.db")
     return Router(models, store, load_profile(settings.profile), settings.router, redact=settings.redact)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -88,20 +88,29 @@ class ServingConfig(BaseModel):
     """How the reply generator runs in ``supportbot serve`` (``[serving]`` table in ``supportbot.toml``).
 
     Attributes:
+        dtype: ``"auto"`` (bf16 on a GPU or on a CPU with native bf16, else float32),
+            ``"float32"`` (the exact replies of plain greedy decoding) or ``"bfloat16"``.
         draft_tokens: longest draft of speculative decoding (:mod:`bot.speculative`); 0 turns it
-            off. Used in float32 only (the CPU default), where replies stayed the same token for
-            token; only speed changes.
-        pack_weights: with drafts on CPU, pack the linear weights for draft checks
-            (:mod:`bot.packing`): faster, but ~490 MiB more memory for SmolLM2-135M.
-        int8: dynamic int8 quantisation on CPU: faster, but replies change and lose quality
+            off. Only speed changes (in bf16 a word now and then, see
+            :class:`bot.generator.ServingOptions`).
+        pack_weights: on CPU, pack the linear weights once for draft checks (:mod:`bot.packing`).
+        int8: dynamic int8 quantisation on CPU: replies change and lose quality; no drafts
             (``bench/generation.py``).
     """
 
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     draft_tokens: int = Field(4, ge=0, le=16)
-    pack_weights: bool = False
+    pack_weights: bool = True
     int8: bool = False
 
     model_config = {"extra": "forbid"}
+
+    def options(self):
+        """These settings as :class:`bot.generator.ServingOptions`."""
+        from bot.generator import ServingOptions
+
+        return ServingOptions(dtype_name=None if self.dtype == "auto" else self.dtype, int8=self.int8,
+                              draft_tokens=self.draft_tokens, pack_weights=self.pack_weights)
 
 
 class Settings(BaseSettings):
@@ -179,9 +188,15 @@ def load_settings(**overrides: Any) -> Settings:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SupportbotError(f"{_config_file()}: not a valid UTF-8 TOML file ({exc})") from None
     except SettingsError as exc:
-        raise SupportbotError(f"invalid configuration: {exc}") from None
+        raise SupportbotError(f"invalid configuration: {exc} ({_sources()})") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        raise SupportbotError(f"invalid configuration: {problems}") from None
+        raise SupportbotError(f"invalid configuration: {problems} ({_sources()})") from None
+
+
+def _sources() -> str:
+    """Where settings were read from, for error messages."""
+    file = _config_file()
+    return f"read from {file.resolve() if file else 'no supportbot.toml'}, SUPPORTBOT_* environment variables and options"

@@ -7,9 +7,10 @@ datastore of earlier replies; the continuation most of them share becomes the dr
 verifies it with transformers' assisted generation
 (https://huggingface.co/docs/transformers/generation_strategies#speculative-decoding); with greedy
 decoding only the tokens the model would have chosen anyway are kept, so in float32 the reply is
-the one plain ``generate`` writes (a several-token pass rounds like a one-token pass, up to the
-last bits; in bfloat16 or int8 it does not, so :class:`bot.generator.ServingOptions` drafts in
-float32 only). A good draft turns several forward passes into one.
+the one plain ``generate`` writes: in float32 exactly in every measurement (a several-token pass
+rounds like a one-token pass up to the last bits); in bfloat16 a word may change now and then,
+with the same ROUGE-L (see :class:`bot.generator.ServingOptions`). A good draft turns several
+forward passes into one.
 
 The datastore of one :class:`ReplyGenerator` holds, per intent, the training replies stored
 with the version (``drafts.json``) and the complete replies it has generated since it was loaded.
@@ -156,23 +157,19 @@ class DraftCandidates(CandidateGenerator):
         intent: the intent whose replies are searched.
         prompt_length: prompt tokens; what follows in ``input_ids`` is the reply so far.
         max_length: prompt + reply cap in tokens (``generate``'s ``max_length``).
-        pad: pad every draft to ``store.draft_tokens`` tokens (for weights packed for that many
-            rows, :mod:`bot.packing`).
     """
 
     requires_model_outputs = False
 
-    def __init__(self, store: DraftStore, intent: str | None, prompt_length: int, max_length: int,
-                 pad: bool = False):
-        self.store, self.intent, self.pad = store, intent, pad
+    def __init__(self, store: DraftStore, intent: str | None, prompt_length: int, max_length: int):
+        self.store, self.intent = store, intent
         self.prompt_length, self.max_length = prompt_length, max_length
 
     def get_candidates(self, input_ids, **kwargs):
         """``(input_ids [1, seq] + draft [1, seq + k], None)``.
 
         ``k`` is 0 (plain decoding) when nothing matches, else at most ``store.draft_tokens``
-        and ``max_length`` allows. With ``pad`` a shorter draft is padded with its last token, so
-        every check runs on the same number of rows; a wrong pad token is simply rejected.
+        and ``max_length`` allows.
         """
         import torch
 
@@ -180,8 +177,6 @@ class DraftCandidates(CandidateGenerator):
         draft = self.store.draft(self.intent, input_ids[0, self.prompt_length:].tolist())
         if not draft or not room:
             return input_ids, None
-        if self.pad:
-            draft = draft + draft[-1:] * (self.store.draft_tokens - len(draft))
         draft = draft[:room]
         extra = torch.tensor([draft], dtype=input_ids.dtype, device=input_ids.device)
         return torch.cat([input_ids, extra], dim=1), None

@@ -39,13 +39,15 @@ def test_missing_config_file(monkeypatch, tmp_path):
     ('[router]\nhuman_request = "(unclosed"\n', "router.human_request: Value error, not a valid regular expression"),
     ("[router]\nfoo = 1\n", "router.foo: Extra inputs are not permitted"),
     ("[serving]\ndraft_tokens = -1\n", "serving.draft_tokens: Input should be greater than or equal to 0"),
+    ("[serving]\ndtype = \"float16\"\n", "serving.dtype: Input should be 'auto', 'float32' or 'bfloat16'"),
 ])
 def test_bad_config_files(tmp_path, monkeypatch, content, message):
     config = tmp_path / "supportbot.toml"
     config.write_text(content)
     monkeypatch.setenv("SUPPORTBOT_CONFIG", str(config))
-    with pytest.raises(SupportbotError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    with pytest.raises(SupportbotError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")) as error:
         load_settings()
+    assert str(config) in str(error.value)                # the file to fix is named
 
 
 def test_bad_reviewers_variable(monkeypatch):

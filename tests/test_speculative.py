@@ -13,8 +13,8 @@ from bot.packing import PackedLinear, pack_linears, packing_available
 from bot.speculative import DRAFTS_FILE, DraftCandidates, DraftStore, read_drafts
 
 SEP = 0
-PLAIN = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0)
-DRAFTING = ServingOptions(dtype_name="float32", int8=False, draft_tokens=4)
+PLAIN = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0, pack_weights=False)
+DRAFTING = ServingOptions(dtype_name="float32", int8=False, draft_tokens=4, pack_weights=False)
 PACKED = ServingOptions(dtype_name="float32", int8=False, draft_tokens=4, pack_weights=True)
 REQUEST = dict(user_text="please cancel my order", intent="cancel_order", max_new_tokens=24)
 
@@ -46,14 +46,14 @@ def _forwards(generator: ReplyGenerator) -> list[int]:
     return calls
 
 
-def test_draft_candidates_are_cut_to_max_length_and_padded_when_asked():
+def test_draft_candidates_are_cut_to_max_length():
     store = DraftStore(SEP, max_ngram=1, draft_tokens=4)
     store.add("a", [5, 6])
     prompt = torch.tensor([[1, 2, 3]])
     assert DraftCandidates(store, "a", 3, 20).get_candidates(prompt)[0].tolist() == [[1, 2, 3, 5, 6]]
-    assert DraftCandidates(store, "a", 3, 20, pad=True).get_candidates(prompt)[0].tolist() == [[1, 2, 3, 5, 6, 6, 6]]
-    assert DraftCandidates(store, "a", 3, 5, pad=True).get_candidates(prompt)[0].tolist() == [[1, 2, 3, 5]]
-    assert DraftCandidates(store, "b", 3, 20, pad=True).get_candidates(prompt)[0] is prompt
+    assert DraftCandidates(store, "a", 3, 5).get_candidates(prompt)[0].tolist() == [[1, 2, 3, 5]]
+    assert DraftCandidates(store, "a", 3, 4).get_candidates(prompt)[0] is prompt
+    assert DraftCandidates(store, "b", 3, 20).get_candidates(prompt)[0] is prompt
 
 
 @pytest.mark.parametrize("options", [DRAFTING, PACKED], ids=["drafts", "drafts+packed"])
@@ -82,16 +82,22 @@ def test_wrong_drafts_are_rejected(tiny_lm_dir):
         assert fast.generate(**REQUEST) == reply
 
 
-def test_drafts_only_in_float32_and_within_bounds():
-    from bot.device import pick_device
+def test_resolved_options_follow_the_device():
+    from bot.device import Device, cpu_serving_dtype_name
 
-    cpu = pick_device("cpu")
-    assert DRAFTING.resolved(cpu).draft_tokens == 4
-    assert ServingOptions(dtype_name="bfloat16").resolved(cpu).draft_tokens == 0
-    assert ServingOptions(int8=True).resolved(cpu).draft_tokens == 0
+    cpu, gpu = Device("cpu", "float32"), Device("cuda", "bfloat16")
+    default = ServingOptions().resolved(cpu)
+    assert (default.dtype_name, default.draft_tokens, default.pack_weights) == (cpu_serving_dtype_name(), 4, True)
+    assert ServingOptions(dtype_name="bfloat16").resolved(cpu).draft_tokens == 4
+    int8 = ServingOptions(dtype_name="bfloat16", int8=True).resolved(cpu)
+    assert (int8.dtype_name, int8.draft_tokens, int8.pack_weights) == ("float32", 0, False)
+    on_gpu = ServingOptions(int8=True).resolved(gpu)
+    assert (on_gpu.dtype_name, on_gpu.int8, on_gpu.pack_weights, on_gpu.draft_tokens) == ("bfloat16", False, False, 4)
     for bad in (-1, 17):
         with pytest.raises(ValueError, match="draft_tokens must be between 0 and 16"):
             ServingOptions(draft_tokens=bad)
+    with pytest.raises(ValueError, match="dtype_name must be float32 or bfloat16"):
+        ServingOptions(dtype_name="float16")
 
 
 def test_a_closed_stream_is_not_stored(tiny_lm_dir):
@@ -121,36 +127,42 @@ def test_training_replies_seed_the_drafts(tiny_replies_version, tmp_path):
     ReplyGenerator.load(tiny_replies_version, options=PLAIN).seed_drafts(tmp_path)   # drafts off: not read
 
 
-@pytest.mark.skipif(not packing_available(), reason="this torch build has no MKL packed linear")
+@pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN packed linear")
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("rows", [1, 5, 7])
-def test_packed_linear_computes_the_linear_layer(rows):
+def test_packed_linear_computes_the_linear_layer(rows, dtype, tolerance):
     torch.manual_seed(0)
-    linear = torch.nn.Linear(48, 80)
+    linear = torch.nn.Linear(48, 80).to(dtype)
     packed = PackedLinear(linear, rows=5)
-    x = torch.randn(1, rows, 48)
-    torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
+    x = torch.randn(1, rows, 48, dtype=dtype)
+    with torch.inference_mode():
+        torch.testing.assert_close(packed(x), linear(x), rtol=tolerance, atol=tolerance)
+    assert [p.shape for p in packed.parameters()] == [linear.bias.shape]   # the plain weight is gone
 
 
-@pytest.mark.skipif(not packing_available(), reason="this torch build has no MKL packed linear")
-def test_only_pack_weights_packs_the_linear_layers(tiny_lm_dir):
+@pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN packed linear")
+def test_packing_replaces_the_weights_except_the_output_embedding(tiny_lm_dir):
+    plain = ReplyGenerator.from_pretrained(tiny_lm_dir, device="cpu", options=DRAFTING)
     fast = ReplyGenerator.from_pretrained(tiny_lm_dir, device="cpu", options=PACKED)
-    assert isinstance(fast.model.lm_head, PackedLinear) and fast.model.lm_head.rows == 5
-    for options in (PLAIN, DRAFTING):
-        generator = ReplyGenerator.from_pretrained(tiny_lm_dir, device="cpu", options=options)
-        assert not any(isinstance(m, PackedLinear) for m in generator.model.modules())
+    packed = [m for m in fast.model.modules() if isinstance(m, PackedLinear)]
+    assert len(packed) == sum(type(m) is torch.nn.Linear for m in plain.model.modules()) - 1
+    assert type(fast.model.lm_head) is torch.nn.Linear and packed[0].rows == 5
+    assert sum(p.numel() for p in fast.model.parameters()) < sum(p.numel() for p in plain.model.parameters())
+    assert not any(isinstance(m, PackedLinear) for m in plain.model.modules())
     assert pack_linears(fast.model, 5) == 0              # nothing left to pack
 
 
-@pytest.mark.parametrize("draft_tokens, pack", [(0, "false"), (3, "true")])
-def test_serving_settings_reach_the_served_generator(tiny_home, monkeypatch, draft_tokens, pack):
+@pytest.mark.parametrize("dtype, draft_tokens, pack", [("float32", 0, "false"), ("bfloat16", 3, "true")])
+def test_serving_settings_reach_the_served_generator(tiny_home, monkeypatch, dtype, draft_tokens, pack):
     from bot.runtime import load_router
     from bot.settings import load_settings
 
+    monkeypatch.setenv("SUPPORTBOT_SERVING__DTYPE", dtype)
     monkeypatch.setenv("SUPPORTBOT_SERVING__DRAFT_TOKENS", str(draft_tokens))
     monkeypatch.setenv("SUPPORTBOT_SERVING__PACK_WEIGHTS", pack)
     router = load_router(load_settings())
     generator = router.models.current()[1]
-    assert generator.options.draft_tokens == draft_tokens
+    assert generator.options.draft_tokens == draft_tokens and generator.model.dtype == getattr(torch, dtype)
     assert (generator.drafts is None) == (draft_tokens == 0)
     packed = any(isinstance(m, PackedLinear) for m in generator.model.modules())
     assert packed == (pack == "true" and packing_available())

@@ -39,6 +39,11 @@ SYSTEMS = ("base", "retrieval", "adapter")
 METRICS = ("rouge_l", "chrf", "cosine", "invented_slot_rate", "mean_words")
 
 
+FULL_PRECISION = ServingOptions(dtype_name="float32", batch_size=16, draft_tokens=0, pack_weights=False)
+"""Generator options of every evaluation (this command and the retraining gate): float32, plain
+weights, 16 prompts per batch, so scores of versions stay comparable on any machine."""
+
+
 @dataclass
 class EvalOptions:
     """Options of :func:`evaluate_replies`.
@@ -47,8 +52,9 @@ class EvalOptions:
         limit: score the first ``limit`` test examples (None: all).
         max_new_tokens: reply cap of the generated systems.
         embedder: encoder reference (hub id or folder) for retrieval and cosine.
-        serving: options of both generated systems (default: the serving defaults, 16 prompts
-            per batch).
+        serving: options of both generated systems (default: float32, 16 prompts per batch: the
+            model's quality in full precision; the bf16 a CPU may serve in is compared with it by
+            ``bench/generation.py --quality``).
         samples: examples copied into the report, with every system's reply.
         progress: show progress bars.
     """
@@ -56,7 +62,7 @@ class EvalOptions:
     limit: int | None = None
     max_new_tokens: int = 128
     embedder: str = EMBEDDER
-    serving: ServingOptions = field(default_factory=lambda: ServingOptions(batch_size=16))
+    serving: ServingOptions = field(default_factory=lambda: FULL_PRECISION)
     samples: int = 5
     progress: bool = True
 

@@ -247,8 +247,9 @@ def _reply_scores(folder: Path, material: TrainingSet, settings, config) -> dict
 
     from bot.generator import ReplyGenerator
     from bot.prompting import build_messages
+    from training.reply_eval import FULL_PRECISION
 
-    generator = ReplyGenerator.load(folder, cache_dir=settings.cache)
+    generator = ReplyGenerator.load(folder, cache_dir=settings.cache, options=FULL_PRECISION)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
     def rouge(rows: list[Example]) -> float:
