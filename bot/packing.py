@@ -6,7 +6,8 @@ does: the linear layers of SmolLM2-135M took ~1.5x as long for 5 rows as for 1. 
 packed once for 5 rows (oneDNN, the ops ``torch.ops.mkldnn._reorder_linear_weight`` and
 ``torch.ops.mkldnn._linear_pointwise`` that torch.compile's freezing pass uses on CPU,
 ``torch._inductor.fx_passes.mkldnn_fusion``) they took ~1.25x in float32, and in bfloat16 5 rows
-cost about what 1 row of plain float32 does (``bench/generation.py``). The packed weight replaces
+cost about what 1 row of plain float32 does (timings of those layers' 211 weight shapes and of
+whole forward passes; end to end see ``bench/generation.py``). The packed weight replaces
 the plain one, so memory does not grow, and it serves any number of rows.
 """
 
