@@ -88,6 +88,8 @@ def test_training_refuses_existing_output_and_bad_options(tiny_replies_version, 
         train_replies(reply_csv, settings, ReplyTrainConfig(max_steps=1), output=tiny_replies_version)
     with pytest.raises(SupportbotError, match="lora_r"):
         train_replies(reply_csv, settings, ReplyTrainConfig(lora_r=0))
+    with pytest.raises(SupportbotError, match="draft_replies"):
+        train_replies(reply_csv, settings, ReplyTrainConfig(draft_replies=-1))
     with pytest.raises(SupportbotError, match="target modules"):
         train_replies(reply_csv, settings, ReplyTrainConfig(max_steps=1, target_modules=("nope",)))
 
@@ -123,8 +125,8 @@ def test_cpu_defaults_bound_the_demo_and_gpu_defaults_do_not():
 
     cpu = ReplyTrainConfig().for_device(Device("cpu", "float32"))
     gpu = ReplyTrainConfig().for_device(Device("cuda", "bfloat16"))
-    assert (cpu.max_steps, cpu.batch_size, cpu.max_minutes) == (40, 8, 10.0)
-    assert (gpu.max_steps, gpu.batch_size, gpu.max_minutes) == (-1, 16, None)
+    assert (cpu.max_steps, cpu.batch_size, cpu.max_minutes, cpu.draft_replies) == (40, 8, 10.0, 2)
+    assert (gpu.max_steps, gpu.batch_size, gpu.max_minutes, gpu.draft_replies) == (-1, 16, None, 4)
     assert ReplyTrainConfig(max_steps=0, max_minutes=0).for_device(Device("cpu", "float32")).max_minutes is None
 
 

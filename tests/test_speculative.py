@@ -110,10 +110,29 @@ def test_a_closed_stream_is_not_stored(tiny_lm_dir):
     assert fast.drafts.size("cancel_order") == 1
 
 
+def test_own_replies_are_the_versions_served_replies_to_the_first_requests_of_each_intent(tiny_replies_version, tmp_path):
+    from types import SimpleNamespace
+
+    from bot.prompting import build_messages
+    from bot.settings import load_settings
+    from training.replies import own_replies
+
+    requests = [("cancel it", "a"), ("cancel it now", "a"), ("where is it", "b")]
+    examples = [SimpleNamespace(text=text, intent=intent) for text, intent in requests]
+    settings = load_settings(home=tmp_path, cache_dir=tmp_path / "cache")
+    served = ReplyGenerator.load(tiny_replies_version, options=ServingOptions(draft_tokens=0))
+    expected = served.generate_batch([build_messages([], text, intent) for text, intent in (requests[0], requests[2])])
+    assert own_replies(tiny_replies_version, settings, examples, per_intent=1) == \
+        [(intent, reply) for intent, reply in zip("ab", expected) if reply]
+    assert own_replies(tiny_replies_version, settings, examples, per_intent=0) == []
+
+
 def test_training_replies_seed_the_drafts(tiny_replies_version, tmp_path):
     stored = read_drafts(tiny_replies_version)
     assert sorted(stored) == ["cancel_order", "get_refund", "track_order"]
-    assert all(reply.startswith("Sure, I can help you") for replies in stored.values() for reply in replies)
+    for replies in stored.values():                        # own replies (at most 4) first, then training ones
+        training = [reply for reply in replies if reply.startswith("Sure, I can help you")]
+        assert training and replies[len(replies) - len(training):] == training and len(replies) - len(training) <= 4
     generator = ReplyGenerator.load(tiny_replies_version, options=DRAFTING)
     assert generator.drafts.size("cancel_order") == len(stored["cancel_order"])
     assert ReplyGenerator.load(tiny_replies_version, options=PLAIN).drafts is None

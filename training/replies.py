@@ -22,8 +22,8 @@ from pathlib import Path
 
 from bot.device import Device, pick_device
 from bot.errors import SupportbotError
-from bot.generator import MERGED
-from bot.prompting import SYSTEM_PROMPT
+from bot.generator import MERGED, ReplyGenerator, ServingOptions
+from bot.prompting import SYSTEM_PROMPT, build_messages
 from bot.settings import Settings
 from bot.speculative import write_drafts
 from training.artifacts import atomic_dir, new_version_dir, write_manifest
@@ -55,6 +55,11 @@ class ReplyTrainConfig:
         merge: also write ``merged/``.
         max_minutes: wall-clock budget of the optimizer loop; training stops after the step
             that crosses it. ``None``: 10 on CPU, none on GPU; ``0`` or less: no budget.
+        draft_replies: per intent, the trained model's own greedy replies to this many training
+            requests are put in ``drafts.json`` first (:func:`own_replies`): drafts the model
+            agrees with more often than training replies (~2.0 vs ~1.8 tokens per forward pass
+            in a simulation on 48 test replies). ``None``: 4 on GPU, 2 on CPU (generating 54
+            Bitext replies takes minutes on 2 cores); 0: training replies only.
     """
 
     lora_r: int = 16
@@ -70,15 +75,19 @@ class ReplyTrainConfig:
     validation_examples: int = 32
     merge: bool = False
     max_minutes: float | None = None
+    draft_replies: int | None = None
     seed: int = 42
 
     def for_device(self, device: Device) -> "ReplyTrainConfig":
-        """A copy with ``max_steps``, ``batch_size`` and ``max_minutes`` filled in for ``device``."""
+        """A copy with ``max_steps``, ``batch_size``, ``max_minutes`` and ``draft_replies``
+        filled in for ``device``."""
         steps = self.max_steps if self.max_steps is not None else (-1 if device.is_gpu else 40)
         batch = self.batch_size or (16 if device.is_gpu else 8)
         minutes = self.max_minutes if self.max_minutes is not None else (None if device.is_gpu else 10.0)
-        return ReplyTrainConfig(**{**asdict(self), "max_steps": steps if steps > 0 else -1,
-                                   "batch_size": batch, "max_minutes": minutes if minutes and minutes > 0 else None})
+        drafts = self.draft_replies if self.draft_replies is not None else (4 if device.is_gpu else 2)
+        return ReplyTrainConfig(**{**asdict(self), "max_steps": steps if steps > 0 else -1, "batch_size": batch,
+                                   "max_minutes": minutes if minutes and minutes > 0 else None,
+                                   "draft_replies": drafts})
 
 
 def _check(config: ReplyTrainConfig) -> None:
@@ -89,10 +98,11 @@ def _check(config: ReplyTrainConfig) -> None:
         ("lr", config.lr > 0), ("target_modules", bool(config.target_modules)),
         ("max_train_examples", config.max_train_examples is None or config.max_train_examples > 0),
         ("batch_size", config.batch_size is None or config.batch_size > 0),
+        ("draft_replies", config.draft_replies is None or config.draft_replies >= 0),
     ] if not ok]
     if problems:
         raise SupportbotError(f"invalid reply training option(s): {', '.join(problems)} "
-                              "(must be positive / non-empty; max_length >= 16)")
+                              "(must be positive / non-empty; max_length >= 16; draft_replies >= 0)")
 
 
 def _load_lm(base_dir: Path, device: Device):
@@ -217,8 +227,9 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
         tokenizer files, ``manifest.json`` (keys: kind, base_model, base_model_path, data,
         data_sha256, split_seed, split_sizes, hyperparameters, device, metrics,
         train_wall_seconds, prompt, slots: the training replies' placeholder names, which
-        serving allows and no other), ``drafts.json`` (training replies per intent, the seed of
-        speculative decoding, :mod:`bot.speculative`) and, with ``merge``, ``merged/``.
+        serving allows and no other), ``drafts.json`` (per intent, the model's own replies to
+        ``draft_replies`` training requests, then training replies: the seed of speculative
+        decoding, :mod:`bot.speculative`) and, with ``merge``, ``merged/``.
 
     Raises:
         SupportbotError: bad data or option, unknown base model, or ``output`` exists.
@@ -257,5 +268,23 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
             train_wall_seconds=wall, prompt={"system": SYSTEM_PROMPT}, merged=config.merge,
             slots=sorted(slot_names(clean_reply(e.reply or "") for e in all_train)),
         )
-        write_drafts(scratch, ((e.intent, clean_reply(e.reply)) for e in all_train))
+        own = own_replies(scratch, settings, all_train, config.draft_replies)
+        write_drafts(scratch, [*own, *((e.intent, clean_reply(e.reply)) for e in all_train)])
     return target
+
+
+def own_replies(folder: Path, settings: Settings, examples: list, per_intent: int) -> list[tuple[str, str]]:
+    """``(intent, reply)`` pairs: the replies version in ``folder`` answering the first
+    ``per_intent`` of ``examples`` of each intent, as served (greedy, slot names constrained,
+    :meth:`bot.generator.ReplyGenerator.generate_batch`, with a progress bar). [] when
+    ``per_intent`` is 0."""
+    picked, counts = [], {}
+    for example in examples:
+        if counts.get(example.intent, 0) < per_intent:
+            counts[example.intent] = counts.get(example.intent, 0) + 1
+            picked.append(example)
+    if not picked:
+        return []
+    generator = ReplyGenerator.load(folder, cache_dir=settings.cache, options=ServingOptions(draft_tokens=0))
+    replies = generator.generate_batch([build_messages([], e.text, e.intent) for e in picked], progress=True)
+    return [(e.intent, reply) for e, reply in zip(picked, replies) if reply]

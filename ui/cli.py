@@ -171,6 +171,9 @@ def train_replies_command(
     output: Optional[Path] = typer.Option(None, help="output folder (default <home>/models/replies/<version>)"),
     merge: bool = typer.Option(False, help="also write merged/: the base model with the adapter folded in"),
     max_minutes: Optional[float] = typer.Option(None, help="wall-clock budget in minutes (default: 10 on CPU, none on GPU; 0 = none)"),
+    draft_replies: Optional[int] = typer.Option(None, help="per intent, the model's own replies to this many training "
+                                                           "requests seed speculative decoding (drafts.json; default: "
+                                                           "2 on CPU, 4 on GPU; 0 = training replies only)"),
     data_dir: Optional[Path] = DATA_DIR,
     seed: Optional[int] = typer.Option(None, help="split and training seed"),
 ) -> None:
@@ -182,7 +185,7 @@ def train_replies_command(
     config = ReplyTrainConfig(lora_r=lora_r, lora_alpha=lora_alpha, target_modules=modules, epochs=epochs,
                               max_steps=max_steps, max_train_examples=max_train_examples,
                               max_length=max_length, lr=lr, batch_size=batch_size, merge=merge,
-                              max_minutes=max_minutes, seed=settings.seed)
+                              max_minutes=max_minutes, draft_replies=draft_replies, seed=settings.seed)
     folder = train_replies(data, settings, config, output)
     console.print(f"reply generator written to {folder}; {_register('replies', folder)}")
 
