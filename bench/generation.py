@@ -18,14 +18,12 @@ Paths:
 * ``merged``: the same call on the merged model.
 * ``serve (default)``: :meth:`bot.generator.ReplyGenerator.stream`, the bot's path with default
   settings: merged; bf16 when the CPU computes it natively, else float32
-  (:func:`bot.device.cpu_serving_dtype_name`; the printed name says which); linear weights packed
-  once by oneDNN (:mod:`bot.packing`); retrieval-based speculative decoding
-  (:mod:`bot.speculative`). The datastore of each drafting path holds the version's training
-  replies plus its replies to ``--warm`` other test requests answered first (never the measured
-  requests themselves).
+  (:func:`bot.device.cpu_serving_dtype_name`; printed) with, in bf16, linear weights packed once
+  by oneDNN (:mod:`bot.packing`); retrieval-based speculative decoding (:mod:`bot.speculative`)
+  from the version's ``drafts.json``. In float32 the datastore also holds the path's replies to
+  ``--warm`` other test requests answered first (never the measured requests themselves).
 * ``serve float32``: the same in float32 (``[serving] dtype = "float32"``: the exact replies of
   plain float32 greedy decoding).
-* ``serve float32, plain weights``: the same without packing (``pack_weights = false``).
 * ``serve int8 (opt-in)``: dynamic int8 quantisation, no drafts (see ``ServingOptions``).
 
 ``--quality N`` writes N other test replies with the merged model's plain greedy stream and with
@@ -51,7 +49,6 @@ PLAIN = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0, pack_we
 SERVING = {
     "serve (default)": ServingOptions(),
     "serve float32": ServingOptions(dtype_name="float32"),
-    "serve float32, plain weights": ServingOptions(dtype_name="float32", pack_weights=False),
     "serve int8 (opt-in)": ServingOptions(dtype_name="float32", int8=True),
 }
 
@@ -160,7 +157,7 @@ def main() -> None:
     print(f"serve (default) runs in {serving['serve (default)'].options.dtype_name} on this CPU")
     for example in warm:
         for generator in serving.values():
-            if generator.drafts:
+            if generator.learns_drafts:
                 generator.generate(user_text=example.text, intent=example.intent, max_new_tokens=args.new_tokens)
     paths = {"baseline generate fp32": (plain_generate, _load(args.model, settings, PLAIN, merge=False)),
              "merged generate fp32": (plain_generate, merged)}

@@ -61,10 +61,15 @@ class ServingOptions:
         draft_tokens: longest draft of retrieval-based speculative decoding
             (:mod:`bot.speculative`) when streaming, 0 to 16; 0 turns it off. A draft check
             computes what one-token steps would, up to rounding: in float32 replies were the
-            same token for token in every measurement; in bfloat16 the rounding of a several-token
-            pass can change a word now and then (ROUGE-L measured the same).
-        pack_weights: on CPU, replace the linear weights by oneDNN-packed ones (:mod:`bot.packing`;
-            no extra memory). Faster for draft checks, most in bfloat16.
+            same token for token in every measurement; in bfloat16 a several-token pass rounds
+            differently, so a reply depends on the drafts (ROUGE-L measured the same). So that in
+            bf16 the same request still gets the same reply, and no reply depends on earlier
+            customers, the store grows with served replies only in float32
+            (:meth:`ReplyGenerator.learns_drafts`).
+        pack_weights: on CPU in bfloat16, replace the linear weights by oneDNN-packed ones
+            (:mod:`bot.packing`): a 5-token draft check then costs about one float32 token. Not
+            done in float32, where it gained 0-7 % with drafts, cost 2x without them and kept
+            more memory (fresh-user test); nor where this CPU's oneDNN cannot pack bf16.
     """
 
     dtype_name: str | None = None
@@ -91,7 +96,7 @@ class ServingOptions:
             dtype_name=dtype_name, int8=int8, batch_size=self.batch_size or (32 if device.is_gpu else 8),
             max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=self.max_new_tokens,
             draft_tokens=0 if int8 else self.draft_tokens,
-            pack_weights=self.pack_weights and not device.is_gpu and not int8,
+            pack_weights=self.pack_weights and not device.is_gpu and dtype_name == "bfloat16",
         )
 
 
@@ -226,7 +231,7 @@ class ReplyGenerator:
         known_slots: the placeholder names replies may use (:mod:`bot.slot_decoding`), from the
             manifest's ``slots``; None (no constraint) when it has none. See :meth:`constrain_slots`.
         drafts: the datastore of speculative decoding (:mod:`bot.speculative`), seeded from the
-            version's ``drafts.json`` and grown with every streamed reply; None when
+            version's ``drafts.json`` and, in float32, grown with every streamed reply; None when
             ``options.draft_tokens`` is 0.
     """
 
@@ -456,8 +461,14 @@ class ReplyGenerator:
             failure.append(exc)
             streamer.end()
             return
-        if self.drafts and not cancel.event.is_set():
+        if self.learns_drafts and not cancel.event.is_set():
             self.drafts.add(intent, out[0, prompt.shape[1]:].tolist())
+
+    @property
+    def learns_drafts(self) -> bool:
+        """True when streamed replies join :attr:`drafts`: drafting and float32, where drafts
+        change speed only (see ``ServingOptions.draft_tokens``)."""
+        return bool(self.drafts) and self.options.dtype_name == "float32"
 
     def _drafting(self, intent: str | None, kwargs: dict):
         """Context of one streamed ``generate``: speculative decoding from :attr:`drafts`, or nothing."""

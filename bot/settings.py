@@ -91,9 +91,10 @@ class ServingConfig(BaseModel):
         dtype: ``"auto"`` (bf16 on a GPU or on a CPU with native bf16, else float32),
             ``"float32"`` (the exact replies of plain greedy decoding) or ``"bfloat16"``.
         draft_tokens: longest draft of speculative decoding (:mod:`bot.speculative`); 0 turns it
-            off. Only speed changes (in bf16 a word now and then, see
-            :class:`bot.generator.ServingOptions`).
-        pack_weights: on CPU, pack the linear weights once for draft checks (:mod:`bot.packing`).
+            off. In float32 only speed changes; in bf16 drafts come from the version's
+            ``drafts.json`` only (see :class:`bot.generator.ServingOptions`).
+        pack_weights: on CPU in bf16, pack the linear weights once for draft checks
+            (:mod:`bot.packing`).
         int8: dynamic int8 quantisation on CPU: replies change and lose quality; no drafts
             (``bench/generation.py``).
     """

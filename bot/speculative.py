@@ -12,9 +12,11 @@ rounds like a one-token pass up to the last bits); in bfloat16 a word may change
 with the same ROUGE-L (see :class:`bot.generator.ServingOptions`). A good draft turns several
 forward passes into one.
 
-The datastore of one :class:`ReplyGenerator` holds, per intent, the training replies stored
-with the version (``drafts.json``) and the complete replies it has generated since it was loaded.
-Drafts change speed, not replies, so one customer's reply in the store does not shape another's.
+The datastore of one :class:`ReplyGenerator` holds, per intent, the replies stored with the
+version (``drafts.json``: the model's own replies to a few training requests, then training
+replies) and, in float32, the complete replies it has generated since it was loaded. In float32
+drafts change speed, not replies; in bf16 they can tip a word, so there the store stays as loaded:
+a request gets the same reply every time and no customer's reply shapes another's.
 """
 
 from __future__ import annotations

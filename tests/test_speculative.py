@@ -15,7 +15,8 @@ from bot.speculative import DRAFTS_FILE, DraftCandidates, DraftStore, read_draft
 SEP = 0
 PLAIN = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0, pack_weights=False)
 DRAFTING = ServingOptions(dtype_name="float32", int8=False, draft_tokens=4, pack_weights=False)
-PACKED = ServingOptions(dtype_name="float32", int8=False, draft_tokens=4, pack_weights=True)
+PACKED = ServingOptions(dtype_name="bfloat16", int8=False, draft_tokens=4, pack_weights=True)
+BF16_PACKING = packing_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 REQUEST = dict(user_text="please cancel my order", intent="cancel_order", max_new_tokens=24)
 
 
@@ -56,10 +57,9 @@ def test_draft_candidates_are_cut_to_max_length():
     assert DraftCandidates(store, "b", 3, 20).get_candidates(prompt)[0] is prompt
 
 
-@pytest.mark.parametrize("options", [DRAFTING, PACKED], ids=["drafts", "drafts+packed"])
-def test_drafting_gives_the_plain_reply_in_fewer_forward_passes(tiny_lm_dir, options):
+def test_drafting_gives_the_plain_reply_in_fewer_forward_passes(tiny_lm_dir):
     plain = ReplyGenerator.from_pretrained(tiny_lm_dir, options=PLAIN)
-    fast = ReplyGenerator.from_pretrained(tiny_lm_dir, options=options)
+    fast = ReplyGenerator.from_pretrained(tiny_lm_dir, options=DRAFTING)
     calls = _forwards(fast)
     expected = plain.generate(**REQUEST)
     assert fast.generate(**REQUEST) == expected          # nothing stored yet: plain decoding
@@ -87,8 +87,10 @@ def test_resolved_options_follow_the_device():
 
     cpu, gpu = Device("cpu", "float32"), Device("cuda", "bfloat16")
     default = ServingOptions().resolved(cpu)
-    assert (default.dtype_name, default.draft_tokens, default.pack_weights) == (cpu_serving_dtype_name(), 4, True)
-    assert ServingOptions(dtype_name="bfloat16").resolved(cpu).draft_tokens == 4
+    assert (default.dtype_name, default.draft_tokens) == (cpu_serving_dtype_name(), 4)
+    assert default.pack_weights == (default.dtype_name == "bfloat16")       # packing only pays in bf16
+    bf16, fp32 = ServingOptions(dtype_name="bfloat16").resolved(cpu), ServingOptions(dtype_name="float32").resolved(cpu)
+    assert (bf16.draft_tokens, bf16.pack_weights, fp32.pack_weights) == (4, True, False)
     int8 = ServingOptions(dtype_name="bfloat16", int8=True).resolved(cpu)
     assert (int8.dtype_name, int8.draft_tokens, int8.pack_weights) == ("float32", 0, False)
     on_gpu = ServingOptions(int8=True).resolved(gpu)
@@ -98,6 +100,13 @@ def test_resolved_options_follow_the_device():
             ServingOptions(draft_tokens=bad)
     with pytest.raises(ValueError, match="dtype_name must be float32 or bfloat16"):
         ServingOptions(dtype_name="float16")
+
+
+def test_bf16_replies_do_not_join_the_store_so_a_request_keeps_its_reply(tiny_lm_dir):
+    bf16 = ReplyGenerator.from_pretrained(tiny_lm_dir, options=ServingOptions(dtype_name="bfloat16", draft_tokens=4))
+    first = bf16.generate(**REQUEST)
+    assert not bf16.learns_drafts and bf16.drafts.size("cancel_order") == 0
+    assert bf16.generate(**REQUEST) == first
 
 
 def test_a_closed_stream_is_not_stored(tiny_lm_dir):
@@ -159,7 +168,7 @@ def test_packed_linear_computes_the_linear_layer(rows, dtype, tolerance):
     assert [p.shape for p in packed.parameters()] == [linear.bias.shape]   # the plain weight is gone
 
 
-@pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN packed linear")
+@pytest.mark.skipif(not BF16_PACKING, reason="no oneDNN bf16 packed linear on this CPU/torch build")
 def test_packing_replaces_the_weights_except_the_output_embedding(tiny_lm_dir):
     plain = ReplyGenerator.from_pretrained(tiny_lm_dir, device="cpu", options=DRAFTING)
     fast = ReplyGenerator.from_pretrained(tiny_lm_dir, device="cpu", options=PACKED)
@@ -169,6 +178,19 @@ def test_packing_replaces_the_weights_except_the_output_embedding(tiny_lm_dir):
     assert sum(p.numel() for p in fast.model.parameters()) < sum(p.numel() for p in plain.model.parameters())
     assert not any(isinstance(m, PackedLinear) for m in plain.model.modules())
     assert pack_linears(fast.model, 5) == 0              # nothing left to pack
+
+
+def test_a_cpu_that_cannot_pack_keeps_the_plain_weights(tiny_lm_dir, monkeypatch, caplog):
+    import bot.packing
+
+    def no_kernel(*args):
+        raise RuntimeError("mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx512bw\nmore")
+
+    monkeypatch.setattr(bot.packing.PackedLinear, "__init__", no_kernel)
+    generator = ReplyGenerator.from_pretrained(tiny_lm_dir, device="cpu", options=PACKED)
+    assert not any(isinstance(m, PackedLinear) for m in generator.model.modules())
+    assert "weights not packed (mkldnn_reorder_linear_weight" in caplog.text
+    assert isinstance(generator.generate(**REQUEST), str)
 
 
 @pytest.mark.parametrize("dtype, draft_tokens, pack", [("float32", 0, "false"), ("bfloat16", 3, "true")])
@@ -184,5 +206,5 @@ def test_serving_settings_reach_the_served_generator(tiny_home, monkeypatch, dty
     assert generator.options.draft_tokens == draft_tokens and generator.model.dtype == getattr(torch, dtype)
     assert (generator.drafts is None) == (draft_tokens == 0)
     packed = any(isinstance(m, PackedLinear) for m in generator.model.modules())
-    assert packed == (pack == "true" and packing_available())
+    assert packed == (pack == "true" and BF16_PACKING)
     router.store.close()
