@@ -45,7 +45,8 @@ class ServingOptions:
         dtype_name: ``"float32"`` or ``"bfloat16"``; default: the device's dtype on GPU; on CPU
             bfloat16 when the CPU computes it natively (:func:`bot.device.cpu_serving_dtype_name`),
             else float32. Measured on 12 held-out requests (``bench/generation.py --quality``), bf16
-            replies scored the same ROUGE-L as float32 ones (29.6-29.9 vs 29.2) but are worded differently.
+            replies scored the same ROUGE-L as float32 ones (29.6-29.9 vs 29.2) but are worded
+            differently.
             Choose float32 to get exactly the replies of plain float32 greedy decoding.
         int8: dynamic int8 quantisation of the linear layers
             (``torch.ao.quantization.quantize_dynamic``, CPU only; Jacob et al. 2018,
