@@ -24,10 +24,26 @@ class Prediction:
     oos_score: float = 0.0
 
 
-ROUTES = ("answer", "rephrase", "handoff", "template")
+OUT_OF_SCOPE = "out_of_scope"
+"""The label of out-of-scope utterances: in training data (after the file's own out-of-scope
+label is mapped to it), as the classifier's explicit out-of-scope class, and in review
+corrections."""
+
+SMALL_TALK_PREFIX = "smalltalk_"
+"""Intents named ``smalltalk_<kind>`` (greeting, thanks, goodbye, bot, affirm, negate, ...) are
+small talk: answered from a configurable template, never a fallback or a handoff."""
+
+
+def is_small_talk(intent: str | None) -> bool:
+    """True for a small-talk intent (``smalltalk_*``)."""
+    return bool(intent) and intent.startswith(SMALL_TALK_PREFIX)
+
+
+ROUTES = ("answer", "rephrase", "handoff", "template", "smalltalk")
 """The routes a :class:`Decision` can take: ``answer`` (generate a reply), ``rephrase``
 (out-of-scope fallback asking the customer to rephrase), ``handoff`` (a person takes over),
-``template`` (a fixed reply from configuration)."""
+``template`` (a fixed reply from configuration), ``smalltalk`` (greeting, thanks, goodbye, ...:
+a short templated reply)."""
 
 TURN_STATUSES = ("complete", "incomplete")
 """A turn is ``incomplete`` from the moment it is logged until its reply is stored."""

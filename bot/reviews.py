@@ -17,15 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import SupportbotError
-from bot.records import Turn
+from bot.records import OUT_OF_SCOPE, Turn
 from bot.store import ConversationStore, turn_from_row, utc_now
 
 ACTIONS = ("relabel", "rewrite", "approve", "skip")
 """``relabel``: set the correct intent; ``rewrite``: give the reply the bot should have given
 (may also set the intent); ``approve``: the turn is right as it is; ``skip``: look later."""
-
-OUT_OF_SCOPE = "out_of_scope"
-"""The intent a reviewer gives an utterance the bot should not handle."""
 
 LOW_CONFIDENCE = 0.7
 BUCKETS = ("thumbs-down", "fallback or handoff", "low confidence", "quality sample")

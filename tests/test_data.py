@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import shutil
@@ -80,7 +81,7 @@ nlu:
 
 
 MALFORMED = [
-    ("missing column", "x.csv", "utterance,intent\nhi,greet\n", "x.csv: missing column(s) text; the header has: utterance, intent"),
+    ("missing column", "x.csv", "words,intent\nhi,greet\n", "x.csv: no text column found; the columns are: words, intent"),
     ("empty text", "x.csv", "text,intent\nhi,greet\n  ,greet\n", "x.csv, row 2, field 'text': empty text"),
     ("empty intent", "x.csv", "text,intent\nhi,\n", "x.csv, row 1, field 'intent': empty intent"),
     ("too many values", "x.csv", "text,intent\nhi,greet,extra\n", "x.csv, row 1: 3 values for 2 columns"),
@@ -102,6 +103,35 @@ def test_malformed_files_name_file_row_field(tmp_path, case, name, content, mess
         load(str(path))
     assert message in str(err.value)
     assert str(err.value).startswith(str(tmp_path))
+
+
+def test_own_column_names_and_out_of_scope_labels(tmp_path):
+    rows = "sentence,label\nwhere is my parcel,track_order\nset an alarm,none\nplay jazz,OOS\nrefund pls,get_refund\n"
+    path = write(tmp_path, "own.csv", rows)
+    data = load(str(path), oos_labels=["none"])
+    assert data.columns == {"text": "sentence", "intent": "label"}
+    assert [e.intent for e in data.examples] == ["track_order", "out_of_scope", "out_of_scope", "get_refund"]
+    assert data.intents == ["get_refund", "track_order"] and len(data.out_of_scope) == 2
+    named = load(str(write(tmp_path, "two.csv", "query,text,topic\nwhere,x,track\n")), text_column="query",
+                 intent_column="topic")
+    assert named.columns == {"text": "query", "intent": "topic"} and named.examples[0].text == "where"
+    with pytest.raises(DataError, match=r"two.csv: no column 'msg' \(--text-column\); the columns are: query, text, topic"):
+        load(str(tmp_path / "two.csv"), text_column="msg")
+
+
+def test_hwu64_csv_is_rebuilt_from_its_published_line_files(tmp_path, data_dir):
+    from training.datasets import BUILTIN, _csv_from_lines, locate
+
+    dataset = BUILTIN["hwu64"]
+    shipped = locate(dataset, dataset.test, data_dir, tmp_path)
+    rows = list(csv.reader(shipped.open(newline="", encoding="utf-8")))[1:]
+    (tmp_path / "seq.in").write_text("\n".join(r[0] for r in rows) + "\n", encoding="utf-8")
+    (tmp_path / "label").write_text("\n".join(r[1] for r in rows) + "\n", encoding="utf-8")
+    built = _csv_from_lines(dataset.test, tmp_path, [tmp_path / "seq.in", tmp_path / "label"])
+    assert built.read_bytes() == shipped.read_bytes()
+    (tmp_path / "label").write_text("alarm_query\n", encoding="utf-8")
+    with pytest.raises(DataError, match="1076 utterances but 1 labels"):
+        _csv_from_lines(dataset.test, tmp_path, [tmp_path / "seq.in", tmp_path / "label"])
 
 
 def test_non_utf8_file(tmp_path):

@@ -2,11 +2,17 @@
 
 Formats a user can bring:
 
-* CSV with a header holding ``text`` and ``intent`` and optionally ``reply``;
-* JSONL, one object per line with the same keys;
+* CSV with a header naming the utterance, its intent and optionally a reply; the columns are
+  found by name (:data:`TEXT_COLUMNS`, :data:`INTENT_COLUMNS`, :data:`REPLY_COLUMNS`, first match
+  wins, case-insensitive) or given (``text_column=``, ``intent_column=``);
+* JSONL, one object per line, keys found the same way;
 * Rasa NLU YAML (``nlu.yml``): ``nlu: [{intent: NAME, examples: "- utterance\\n- ..."}]``,
   entity mark-up such as ``[Berlin](city)`` reduced to its text
   (https://rasa.com/docs/rasa/training-data-format/).
+
+Rows labelled with an out-of-scope label (:data:`DEFAULT_OOS_LABELS` plus the caller's, compared
+case-insensitively) get the intent :data:`bot.records.OUT_OF_SCOPE`: they teach the classifier
+what to reject and measure how often it does.
 
 Every problem is a :class:`DataError` naming the file, the row (1-based data row, or line for
 JSONL) and the field.
@@ -25,12 +31,20 @@ from functools import partial
 from pathlib import Path
 
 from bot.errors import DataError
+from bot.records import OUT_OF_SCOPE
 from training.datasets import BUILTIN, BuiltinDataset, locate, sha256_of
 
 log = logging.getLogger(__name__)
 
 REQUIRED = ("text", "intent")
-GENERIC_COLUMNS = {"text": "text", "intent": "intent", "reply": "reply"}
+TEXT_COLUMNS = ("text", "utterance", "sentence", "query", "question", "message", "instruction")
+"""Column names taken as the utterance, in order of preference."""
+INTENT_COLUMNS = ("intent", "label", "category", "class", "intent_name")
+"""Column names taken as the intent label, in order of preference."""
+REPLY_COLUMNS = ("reply", "response", "answer")
+"""Column names taken as the example reply (optional), in order of preference."""
+DEFAULT_OOS_LABELS = ("out_of_scope", "oos")
+"""Labels that mark an out-of-scope row in any file (``--oos-label`` adds more)."""
 
 
 @dataclass(frozen=True)
@@ -59,17 +73,25 @@ class LoadedData:
         sha256: sha256 of the file(s) read, joined with ``+`` when there are two.
         examples: the training rows.
         test: the publisher's own test rows, when the data set has an official split.
+        columns: our field (``text``, ``intent``, ``reply``) -> the file's column or key that
+            was read for it (empty for Rasa files).
     """
 
     name: str
     sha256: str
     examples: list[Example]
     test: list[Example] | None = None
+    columns: dict[str, str] = field(default_factory=dict)
 
     @property
     def intents(self) -> list[str]:
-        """Sorted intent labels of ``examples``."""
-        return sorted({e.intent for e in self.examples})
+        """Sorted intent labels of ``examples``, out-of-scope rows excluded."""
+        return sorted({e.intent for e in self.examples} - {OUT_OF_SCOPE})
+
+    @property
+    def out_of_scope(self) -> list[Example]:
+        """The rows labelled out of scope."""
+        return [e for e in self.examples if e.intent == OUT_OF_SCOPE]
 
 
 @dataclass
@@ -85,25 +107,34 @@ class Splits:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
 
 
-def load(name_or_path: str, data_dir: Path | None = None, home: Path | None = None) -> LoadedData:
-    """Load a built-in data set by name (``bitext``, ``banking77``) or a user file by path.
+def load(name_or_path: str, data_dir: Path | None = None, home: Path | None = None, *,
+         text_column: str | None = None, intent_column: str | None = None,
+         oos_labels: tuple[str, ...] | list[str] = ()) -> LoadedData:
+    """Load a built-in data set by name (``bitext``, ``banking77``, ``hwu64``) or a user file by
+    path.
 
     Args:
         name_or_path: a key of :data:`training.datasets.BUILTIN` or a ``.csv``/``.jsonl``/
             ``.yml``/``.yaml`` file.
         data_dir: folder searched first for built-in data sets.
         home: the project home; built-in data sets are downloaded to ``home/data``.
+        text_column, intent_column: the CSV column / JSONL key of the utterance and of its
+            intent; default: found by name (:data:`TEXT_COLUMNS`, :data:`INTENT_COLUMNS`).
+        oos_labels: labels that mark out-of-scope rows besides :data:`DEFAULT_OOS_LABELS`; such
+            rows get the intent :data:`bot.records.OUT_OF_SCOPE`.
 
     Raises:
-        DataError: the file is missing, unreadable or malformed (names file, row, field).
+        DataError: the file is missing, unreadable or malformed, or its columns cannot be
+            found (names file, row, field, and the columns the file has).
     """
+    oos = {label.strip().casefold() for label in (*DEFAULT_OOS_LABELS, *oos_labels) if label.strip()}
     if name_or_path in BUILTIN:
         from bot.settings import load_settings
 
         settings = load_settings()
-        return _load_builtin(
+        return _with_oos(_load_builtin(
             BUILTIN[name_or_path], data_dir or settings.data_dir, home or settings.home
-        )
+        ), oos)
     path = Path(name_or_path)
     if path.is_dir():
         raise DataError(path, "is a folder; give a CSV, JSONL or nlu.yml file")
@@ -111,28 +142,70 @@ def load(name_or_path: str, data_dir: Path | None = None, home: Path | None = No
         raise DataError(
             path, f"no such file, and not a built-in data set (built-in: {', '.join(BUILTIN)})"
         )
+    wanted = {"text": text_column, "intent": intent_column}
     readers = {
-        ".csv": partial(_read_csv, columns=GENERIC_COLUMNS),
-        ".jsonl": _read_jsonl,
+        ".csv": partial(_read_csv, columns=wanted),
+        ".jsonl": partial(_read_jsonl, columns=wanted),
         ".yml": _read_rasa,
         ".yaml": _read_rasa,
     }
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise DataError(path, f"unknown format '{path.suffix}'; expected one of {', '.join(readers)}")
-    examples = _checked(path, reader(path))
-    return LoadedData(str(path), sha256_of(path), examples)
+    examples, columns = reader(path)
+    return _with_oos(LoadedData(str(path), sha256_of(path), _checked(path, examples), columns=columns), oos)
+
+
+def _with_oos(data: LoadedData, oos: set[str]) -> LoadedData:
+    """``data`` with every row whose intent is one of ``oos`` (casefolded) relabelled
+    :data:`OUT_OF_SCOPE`."""
+    def mapped(rows: list[Example]) -> list[Example]:
+        return [Example(e.text, OUT_OF_SCOPE, e.reply, e.source) if e.intent.casefold() in oos else e
+                for e in rows]
+
+    data.examples = mapped(data.examples)
+    if data.test is not None:
+        data.test = mapped(data.test)
+    return data
+
+
+def find_columns(path: Path, header: list[str], wanted: dict[str, str | None]) -> dict[str, str]:
+    """Our field -> the file's column: the column ``wanted`` names, else the first of
+    :data:`TEXT_COLUMNS` / :data:`INTENT_COLUMNS` / :data:`REPLY_COLUMNS` in ``header``
+    (case-insensitive). ``reply`` is left out when the file has none.
+
+    Raises:
+        DataError: a wanted column is not in the header, or no text / intent column is found
+            (names the file, the columns it has and the names looked for).
+    """
+    by_fold = {name.strip().casefold(): name for name in header}
+    found: dict[str, str] = {}
+    for ours, names in (("text", TEXT_COLUMNS), ("intent", INTENT_COLUMNS), ("reply", REPLY_COLUMNS)):
+        given = wanted.get(ours)
+        if given:
+            if given.casefold() not in by_fold:
+                raise DataError(path, f"no column '{given}' (--{ours}-column); the columns are: "
+                                f"{', '.join(header) or '(none)'}")
+            found[ours] = by_fold[given.casefold()]
+            continue
+        match = next((by_fold[n] for n in names if n in by_fold and by_fold[n] not in found.values()), None)
+        if match is not None:
+            found[ours] = match
+        elif ours in REQUIRED:
+            raise DataError(path, f"no {ours} column found; the columns are: {', '.join(header) or '(none)'}; "
+                            f"name one {'/'.join(names[:5])} or pass --{ours}-column")
+    return found
 
 
 def _load_builtin(dataset: BuiltinDataset, data_dir: Path | None, home: Path) -> LoadedData:
     train_path = locate(dataset, dataset.train, data_dir, home)
-    examples = _checked(train_path, _read_csv(train_path, dataset.columns))
+    examples = _checked(train_path, _read_csv(train_path, dict(dataset.columns))[0])
     digest, test = dataset.train.sha256, None
     if dataset.test is not None:
         test_path = locate(dataset, dataset.test, data_dir, home)
-        test = _checked(test_path, _read_csv(test_path, dataset.columns))
+        test = _checked(test_path, _read_csv(test_path, dict(dataset.columns))[0])
         digest += "+" + dataset.test.sha256
-    return LoadedData(dataset.name, digest, examples, test)
+    return LoadedData(dataset.name, digest, examples, test, columns=dict(dataset.columns))
 
 
 def _decode(path: Path) -> str:
@@ -165,31 +238,30 @@ def _example(path: Path, row: int, values: dict[str, object], field_of: dict[str
     return Example(cleaned["text"], cleaned["intent"], cleaned["reply"] or None, f"{path.name}:{row}")
 
 
-def _read_csv(path: Path, columns: dict[str, str]) -> list[Example]:
+def _read_csv(path: Path, columns: dict[str, str | None]) -> tuple[list[Example], dict[str, str]]:
+    """Rows of a CSV file and the columns read (see :func:`find_columns`)."""
     try:
         reader = csv.DictReader(io.StringIO(_decode(path), newline=""), strict=True)
         header = reader.fieldnames or []
         repeated = sorted({name for name in header if header.count(name) > 1})
         if repeated:
             raise DataError(path, f"column(s) {', '.join(repeated)} appear more than once in the header")
-        missing = [columns[k] for k in REQUIRED if columns[k] not in header]
-        if missing:
-            raise DataError(
-                path, f"missing column(s) {', '.join(missing)}; the header has: {', '.join(header) or '(nothing)'}"
-            )
+        found = find_columns(path, list(header), columns)
         examples = []
         for row, record in enumerate(reader, start=1):
             if None in record:
                 raise DataError(path, f"{len(header) + len(record[None])} values for {len(header)} columns", row)
-            values = {ours: record.get(theirs) for ours, theirs in columns.items()}
-            examples.append(_example(path, row, values, columns))
+            values = {ours: record.get(theirs) for ours, theirs in found.items()}
+            examples.append(_example(path, row, values, found))
     except csv.Error as exc:
         raise DataError(path, f"malformed CSV ({exc})", reader.line_num) from None
-    return examples
+    return examples, found
 
 
-def _read_jsonl(path: Path) -> list[Example]:
-    examples = []
+def _read_jsonl(path: Path, columns: dict[str, str | None]) -> tuple[list[Example], dict[str, str]]:
+    """Objects of a JSONL file (keys found as CSV columns are) and the keys read."""
+    examples: list[Example] = []
+    found: dict[str, str] = {}
     # Lines end at "\n" only: str.splitlines() would also split at U+2028, U+0085 etc., which
     # JSON allows unescaped inside strings.
     for line_no, line in enumerate(_decode(path).split("\n"), start=1):
@@ -204,14 +276,16 @@ def _read_jsonl(path: Path) -> list[Example]:
                             line_no) from None
         if not isinstance(record, dict):
             raise DataError(path, f"expected a JSON object, got {type(record).__name__}", line_no)
-        examples.append(_example(path, line_no, record, GENERIC_COLUMNS))
-    return examples
+        found = find_columns(path, list(record), columns)  # keys may differ per object (reply is optional)
+        values = {ours: record.get(theirs) for ours, theirs in found.items()}
+        examples.append(_example(path, line_no, values, found))
+    return examples, found
 
 
 _RASA_ENTITY = re.compile(r"\[([^\]]+)\](?:\([^)]*\)|\{[^}]*\})")
 
 
-def _read_rasa(path: Path) -> list[Example]:
+def _read_rasa(path: Path) -> tuple[list[Example], dict[str, str]]:
     import yaml
 
     try:
@@ -238,7 +312,7 @@ def _read_rasa(path: Path) -> list[Example]:
             if text:
                 values = {"text": text, "intent": intent}
                 examples.append(_example(path, number, values, {"text": "examples"}))
-    return examples
+    return examples, {}
 
 
 def _checked(path: Path, examples: list[Example]) -> list[Example]:

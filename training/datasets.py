@@ -16,11 +16,16 @@ from bot.errors import DataError, SupportbotError
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One file of a built-in data set: public ``url``, ``sha256`` and local ``name``."""
+    """One file of a built-in data set: public ``url``, ``sha256`` and local ``name``.
+
+    ``lines``, when set, names two public line files (utterances, labels) from which the CSV
+    (header ``text,intent``) is built on download; ``sha256`` is then the built CSV's.
+    """
 
     name: str
     url: str
     sha256: str
+    lines: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,10 @@ _BITEXT_URL = (
     "https://raw.githubusercontent.com/bitext/customer-support-llm-chatbot-training-dataset/"
     "337b96868e02b40a05f9c0df3290c65a15ea573e/data/train/"
     "Bitext_Sample_Customer_Support_Training_Dataset.csv"
+)
+_HWU64_URL = (
+    "https://raw.githubusercontent.com/jianguoz/Few-Shot-Intent-Detection/"
+    "fa9553312b1dba54b1be0aae2d30b13171f898e5/Datasets/HWU64/"
 )
 _BANKING_URL = (
     "https://raw.githubusercontent.com/PolyAI-LDN/task-specific-datasets/"
@@ -78,6 +87,24 @@ BUILTIN: dict[str, BuiltinDataset] = {
             "d12d6e3bc4c3103966ae786dc435913c0c563dfa328f5a3646d0e62cfeeb474d",
         ),
         columns={"text": "text", "intent": "category"},
+    ),
+    # Personal-assistant requests (alarms, music, weather, ...): out of scope for a shop, the
+    # default background set of out-of-scope examples (train split only); its test split is
+    # kept for evaluation. CC BY 4.0, Liu et al. 2019 (IWSDS).
+    "hwu64": BuiltinDataset(
+        name="hwu64",
+        folder="hwu64",
+        train=RemoteFile(
+            "train.csv", _HWU64_URL + "train/",
+            "68bcd579d60e6c88f1924ecd5ff5849bbf909774307253a98edbe2f73a6532cc",
+            lines=(_HWU64_URL + "train/seq.in", _HWU64_URL + "train/label"),
+        ),
+        test=RemoteFile(
+            "test.csv", _HWU64_URL + "test/",
+            "5c97c2d70f8d8581d30c59d04e60a47da5dc4cf5cbf60c25be6b141b090ad18e",
+            lines=(_HWU64_URL + "test/seq.in", _HWU64_URL + "test/label"),
+        ),
+        columns={"text": "text", "intent": "intent"},
     ),
 }
 
@@ -119,20 +146,44 @@ def _verify(path: Path, remote: RemoteFile) -> None:
 def _download(dataset: BuiltinDataset, remote: RemoteFile, target: Path) -> Path:
     import pooch
 
+    folder = target / dataset.folder
     try:
-        fetched = pooch.retrieve(
-            remote.url,
-            known_hash=f"sha256:{remote.sha256}",
-            fname=remote.name,
-            path=target / dataset.folder,
-            progressbar=False,
-        )
+        if remote.lines is None:
+            fetched = Path(pooch.retrieve(remote.url, known_hash=f"sha256:{remote.sha256}", fname=remote.name,
+                                          path=folder, progressbar=False))
+        else:
+            fetched = _csv_from_lines(remote, folder, [
+                Path(pooch.retrieve(url, known_hash=None, fname=f"{remote.name}.{Path(url).name}",
+                                    path=folder, progressbar=False)) for url in remote.lines])
     except ValueError as exc:  # pooch raises ValueError on a hash mismatch
         raise SupportbotError(f"{remote.url}: {exc}") from None
+    except SupportbotError:
+        raise
     except Exception as exc:  # network errors come in many classes (requests, OSError, ...)
         raise SupportbotError(
             f"data set '{dataset.name}' is not in the data directory and could not be downloaded "
             f"from {remote.url} ({type(exc).__name__}: {exc}); set SUPPORTBOT_DATA_DIR to a folder "
             f"holding {dataset.folder}/{remote.name}"
         ) from None
-    return Path(fetched)
+    return fetched
+
+
+def _csv_from_lines(remote: RemoteFile, folder: Path, parts: list[Path]) -> Path:
+    """Write ``folder/remote.name`` (``text,intent``) from an utterance file and a label file
+    of equal length, then check its sha256.
+
+    Raises:
+        DataError: the files differ in length or the CSV is not the published one.
+    """
+    import csv
+
+    texts, labels = (p.read_text(encoding="utf-8").splitlines() for p in parts)
+    if len(texts) != len(labels):
+        raise DataError(parts[0], f"{len(texts)} utterances but {len(labels)} labels in {parts[1]}")
+    path = folder / remote.name
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)  # "\r\n" line ends, as the published sha256 was taken
+        writer.writerow(["text", "intent"])
+        writer.writerows(zip(texts, labels))
+    _verify(path, remote)
+    return path
