@@ -10,7 +10,10 @@ the out-of-scope score and its threshold:
   Out-of-distribution Detection", NeurIPS 2020), temperature 1.
 
 Both are "higher = more out of scope"; an utterance whose score is above the threshold is out of
-scope.
+scope. A model whose labels include :data:`bot.records.OUT_OF_SCOPE` (trained on out-of-scope
+examples) computes both over the in-scope classes only, after the softmax over all classes, so
+the out-of-scope class's probability counts against every in-scope intent; its predictions name
+the best in-scope intent (reviewers see what it would have answered).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from bot.device import pick_device
 from bot.errors import SupportbotError
 from bot.manifest import read_manifest
-from bot.records import Prediction
+from bot.records import OUT_OF_SCOPE, Prediction
 
 MAX_CHARS = 2000
 """Characters of an utterance kept before tokenising (bounds tokenizer time on huge inputs)."""
@@ -29,13 +32,20 @@ MAX_CHARS = 2000
 OOS_METHODS = ("msp", "energy")
 
 
-def oos_scores(logits, method: str):
+def _in_scope_columns(labels: list[str] | None, width: int) -> list[int]:
+    return [i for i in range(width) if labels is None or labels[i] != OUT_OF_SCOPE]
+
+
+def oos_scores(logits, method: str, labels: list[str] | None = None):
     """Out-of-scope score of each row of ``logits``; higher = more likely out of scope.
 
     Args:
         logits: float tensor ``[n, num_labels]``.
         method: ``"msp"`` (1 - max softmax probability, Hendrycks & Gimpel 2017) or ``"energy"``
             (``-logsumexp(logits)``, Liu et al. 2020).
+        labels: the class labels; when they include :data:`OUT_OF_SCOPE`, the score is taken
+            over the other classes (msp: 1 - the largest in-scope probability of the softmax
+            over all classes; energy: ``-logsumexp`` of the in-scope logits).
 
     Returns:
         Float tensor ``[n]``.
@@ -46,11 +56,21 @@ def oos_scores(logits, method: str):
     import torch
 
     logits = logits.float()
+    keep = _in_scope_columns(labels, logits.shape[-1])
     if method == "msp":
-        return 1.0 - torch.softmax(logits, dim=-1).max(dim=-1).values
+        return 1.0 - torch.softmax(logits, dim=-1)[:, keep].max(dim=-1).values
     if method == "energy":
-        return -torch.logsumexp(logits, dim=-1)
+        return -torch.logsumexp(logits[:, keep], dim=-1)
     raise SupportbotError(f"unknown OOS method '{method}'; expected one of {', '.join(OOS_METHODS)}")
+
+
+def in_scope_argmax(logits, labels: list[str] | None = None):
+    """Class id of the best in-scope label of each row of ``logits`` ``[n, num_labels]``
+    (the :data:`OUT_OF_SCOPE` class never wins): long tensor ``[n]``."""
+    import torch
+
+    keep = torch.tensor(_in_scope_columns(labels, logits.shape[-1]))
+    return keep[logits[:, keep].argmax(dim=-1)]
 
 
 def batched_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32,
@@ -144,12 +164,16 @@ class IntentClassifier:
         return self.predictions_from_logits(self.logits(texts, batch_size), top_k)
 
     def predictions_from_logits(self, logits, top_k: int = 3) -> list[Prediction]:
-        """Predictions for precomputed ``logits`` ``[n, len(labels)]``."""
+        """Predictions for precomputed ``logits`` ``[n, len(labels)]``: the best in-scope
+        intents (the out-of-scope class is never one of them) and the OOS score."""
         import torch
 
         probs = torch.softmax(logits.float(), dim=-1)
-        scores = oos_scores(logits, self.oos_method).tolist()
-        best_p, best_i = probs.topk(min(max(top_k, 1), len(self.labels)), dim=-1)
+        scores = oos_scores(logits, self.oos_method, self.labels).tolist()
+        if OUT_OF_SCOPE in self.labels:
+            probs[:, self.labels.index(OUT_OF_SCOPE)] = -1.0
+        k = min(max(top_k, 1), len(self.labels) - (OUT_OF_SCOPE in self.labels))
+        best_p, best_i = probs.topk(k, dim=-1)
         return [
             Prediction(
                 intent=self.labels[ids[0]],

@@ -59,6 +59,8 @@ class Decision:
         intent: the intent the route acts on (None when there is none, e.g. an empty message).
         threshold: the out-of-scope threshold in force, on the scale of the classifier's
             ``oos_score``; None when no classifier was consulted.
+        context: how the previous turn decided this one, in words (e.g. ``"classified with the
+            previous message"``); None when the message alone decided.
 
     Raises:
         ValueError: ``route`` is not one of :data:`ROUTES`.
@@ -68,6 +70,7 @@ class Decision:
     reason: str
     intent: str | None = None
     threshold: float | None = None
+    context: str | None = None
 
     def __post_init__(self) -> None:
         if self.route not in ROUTES:

@@ -5,8 +5,11 @@ One call of :meth:`Router.respond` handles one customer message:
 1. the turn is written to the store as *incomplete* before any model runs (a crash leaves it so);
 2. the classifier predicts the intent (:class:`bot.records.Prediction`);
 3. :func:`decide` picks a route, with its reason: ``answer`` (generate), ``template`` (a fixed
-   reply from config), ``rephrase`` (out-of-scope fallback: ask to rephrase) or ``handoff``
-   (a human takes over: asked for, configured intent, or too many fallbacks in a row);
+   reply from config), ``smalltalk`` (greeting, thanks, "are you a bot?", ...: a configured
+   short reply, never a fallback), ``rephrase`` (out-of-scope fallback: ask to rephrase) or
+   ``handoff`` (a human takes over: asked for, configured intent, or too many fallbacks in a
+   row); a message that is unclear alone right after an answered turn is decided in the
+   context of that turn (:func:`follow_up`), and the decision says so;
 4. the reply is generated (streamed) or taken from a template, and its ``{{Slot}}`` placeholders
    are filled from the company profile and the message's entities, sentence by sentence as it
    streams, so a raw placeholder never reaches the customer; at most
@@ -29,7 +32,7 @@ from dataclasses import dataclass, replace
 from bot.guard import echoes_system_prompt, guarded, may_show_partial
 from bot.placeholders import extract_entities, fill
 from bot.queue import GenerationQueue, Ticket
-from bot.records import Decision, Prediction, Turn
+from bot.records import Decision, Prediction, Turn, is_small_talk
 from bot.redaction import redact
 from bot.settings import RouterConfig
 
@@ -100,12 +103,52 @@ def decide(
             return Decision("handoff", reason, intent, threshold)
         reason = f"out of scope: score {prediction.oos_score:.3f} > threshold {threshold:.3f}"
         return Decision("rephrase", reason, intent, threshold)
+    if is_small_talk(intent):
+        return Decision("smalltalk", f"small talk '{intent}' with confidence {prediction.confidence:.2f}",
+                        intent, threshold)
     if intent in config.handoff_intents:
         return Decision("handoff", f"intent '{intent}' is handed off by configuration", intent, threshold)
     if intent in config.templates:
         return Decision("template", f"intent '{intent}' has a fixed reply", intent, threshold)
     reason = f"intent '{intent}' with confidence {prediction.confidence:.2f}"
     return Decision("answer", reason, intent, threshold)
+
+
+AFFIRM = "smalltalk_affirm"
+"""A bare "yes" / "ok" right after an answer continues that answer's topic."""
+
+
+def follow_up(prediction: Prediction, threshold: float, previous: Turn | None, combined: Prediction | None,
+              entities: dict[str, str]) -> tuple[Prediction, str] | None:
+    """The prediction to decide an unclear follow-up message on, and why, or None when the
+    message decides alone.
+
+    A message is unclear when it is out of scope alone (``oos_score > threshold``) or a bare
+    affirmation (:data:`AFFIRM`), and it follows a turn that was answered. Then:
+
+    1. ``combined``, the prediction for the previous message and this one together, is taken
+       when it is in scope and not small talk ("cancel my order" + "it's order 4471");
+    2. else, when the message gives an entity (order, invoice or tracking number), the
+       previous intent is kept.
+
+    Args:
+        prediction: this message's own prediction.
+        threshold: the classifier's out-of-scope threshold.
+        previous: the conversation's last completed turn, or None.
+        combined: the prediction for ``previous.user_text + " " + message``, or None.
+        entities: from :func:`bot.placeholders.extract_entities` of this message.
+    """
+    unclear = prediction.oos_score > threshold or prediction.intent == AFFIRM
+    answered = previous is not None and previous.decision is not None and previous.decision.route == "answer"
+    if not (unclear and answered and previous.decision.intent):
+        return None
+    if combined is not None and combined.oos_score <= threshold and not is_small_talk(combined.intent):
+        return combined, f"classified with the previous message (turn {previous.index})"
+    if entities:
+        kept = Prediction(previous.decision.intent, prediction.confidence, prediction.top_k, threshold)
+        return kept, (f"kept the intent of turn {previous.index}: the message gives "
+                      f"{', '.join(k.replace('_', ' ') for k in sorted(entities))}")
+    return None
 
 
 class Router:
@@ -165,12 +208,19 @@ class Router:
         turn = self.store.start_turn(conversation_id, self._stored(text))
         classifier, generator = self.models.current()
         prediction = classifier.predict([text])[0] if text.strip() else None
+        entities = extract_entities(text)
         if requested_human:
             decision = Decision("handoff", "customer pressed 'talk to a human'", None, classifier.threshold)
         else:
-            decision = decide(text, prediction, classifier.threshold,
+            decided_on, context = prediction, None
+            if prediction is not None and self.config.use_context:
+                found = self._follow_up(classifier, conversation_id, text, prediction, entities)
+                if found is not None:
+                    decided_on, context = found
+            decision = decide(text, decided_on, classifier.threshold,
                               self.store.fallbacks_in_a_row(conversation_id), self.config)
-        entities = extract_entities(text)
+            if context is not None:
+                decision = replace(decision, reason=f"{decision.reason} ({context})", context=context)
         reply, missing = "", []
         stream = self._reply_stream(generator, conversation_id, text, decision, entities)
         for reply, missing in stream:
@@ -190,6 +240,18 @@ class Router:
         )
         yield ReplyChunk(reply, self.store.finish_turn(finished))
 
+    def _follow_up(self, classifier, conversation_id: str, text: str, prediction: Prediction,
+                   entities: dict[str, str]) -> tuple[Prediction, str] | None:
+        """:func:`follow_up` with the previous turn from the store (read only for an unclear
+        message) and the combined prediction."""
+        if not (prediction.oos_score > classifier.threshold or prediction.intent == AFFIRM):
+            return None
+        previous = self.store.previous_turn(conversation_id)
+        if previous is None or previous.decision is None or previous.decision.route != "answer":
+            return None
+        combined = classifier.predict([f"{previous.user_text} {text}"])[0]
+        return follow_up(prediction, classifier.threshold, previous, combined, entities)
+
     def _reply_stream(self, generator, conversation_id, text, decision, entities) -> Iterator[tuple[str, list[str]]]:
         if decision.route == "answer":
             history = self.store.history(conversation_id, self.config.history_turns)
@@ -203,6 +265,7 @@ class Router:
             "rephrase": EMPTY_REPLY if decision.reason == "empty message" else REPHRASE_REPLY,
             "handoff": HANDOFF_REPLY,
             "template": self.config.templates.get(decision.intent or "", ""),
+            "smalltalk": self.config.small_talk.get(decision.intent or "", self.config.small_talk.get("smalltalk_other", "")),
         }[decision.route]
         yield self._fill(fixed, entities)
 

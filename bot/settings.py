@@ -57,6 +57,12 @@ class RouterConfig(BaseModel):
         history_turns: earlier turns given to the generator.
         max_concurrent_generations: replies generated at once (>= 1); later turns that need a
             generated reply wait in line and are shown their place (:mod:`bot.queue`).
+        small_talk: small-talk intent (``smalltalk_*``) -> its reply (may hold ``{{Slot}}``
+            placeholders); a small-talk intent without an entry gets ``smalltalk_other``'s.
+        use_context: a message that is unclear alone (out of scope, or a bare "yes") right after
+            an answered turn is classified together with the previous message, and an
+            out-of-scope message that carries an order number or other entity keeps the
+            previous intent; the turn's ``context`` says so.
     """
 
     rephrase_limit: int = Field(2, ge=1)
@@ -71,6 +77,17 @@ class RouterConfig(BaseModel):
     max_new_tokens: int = Field(160, ge=1, le=1024)
     history_turns: int = Field(2, ge=0)
     max_concurrent_generations: int = Field(2, ge=1)
+    small_talk: dict[str, str] = {
+        "smalltalk_greeting": "Hello! How can I help you today?",
+        "smalltalk_thanks": "You're welcome! Is there anything else I can help you with?",
+        "smalltalk_goodbye": "Thank you for contacting us. Have a great day!",
+        "smalltalk_bot": ("I'm the virtual assistant of our support team. I can help with orders, deliveries, "
+                          "refunds, invoices and your account, and hand you over to a person at any time."),
+        "smalltalk_affirm": "Great! What else can I do for you?",
+        "smalltalk_negate": "All right. Is there anything else I can help you with?",
+        "smalltalk_other": "How can I help you today?",
+    }
+    use_context: bool = True
 
     model_config = {"extra": "forbid"}
 

@@ -91,6 +91,11 @@ def _create_reviews(db: Database) -> None:
         db["reviews"].create_index([column])
 
 
+@MIGRATIONS(name="0003_turn_context")
+def _add_turn_context(db: Database) -> None:
+    db["turns"].add_column("context", str)
+
+
 _STALE_CONVERSATIONS = """
 SELECT c.id FROM conversations c
 WHERE max(c.started_at,
@@ -143,7 +148,8 @@ def turn_from_row(row: dict[str, Any]) -> Turn:
         prediction = Prediction(row["intent"], row["confidence"], top_k, row["oos_score"] or 0.0)
     decision = None
     if row["route"] is not None:
-        decision = Decision(row["route"], row["reason"] or "", row["decision_intent"], row["threshold"])
+        decision = Decision(row["route"], row["reason"] or "", row["decision_intent"], row["threshold"],
+                            row.get("context"))
     return Turn(
         conversation_id=row["conversation_id"], index=row["idx"], user_text=row["user_text"],
         prediction=prediction, decision=decision, reply=row["reply"],
@@ -166,6 +172,7 @@ def _outcome_columns(turn: Turn) -> dict[str, Any]:
         "reason": decision.reason if decision else None,
         "decision_intent": decision.intent if decision else None,
         "threshold": decision.threshold if decision else None,
+        "context": decision.context if decision else None,
         "reply": turn.reply or "",
         "missing_slots": json.dumps(list(turn.missing_slots)),
         "classifier_version": turn.classifier_version,
@@ -364,6 +371,16 @@ class ConversationStore:
                 break
             count += 1
         return count
+
+    def previous_turn(self, conversation_id: str) -> Turn | None:
+        """The conversation's last completed turn, or None.
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        self._conversation_row(conversation_id)
+        turns = self._turns("conversation_id = ? AND status = 'complete'", [conversation_id], "idx DESC", 1)
+        return turns[0] if turns else None
 
     def history(self, conversation_id: str, n: int) -> list[tuple[str, str]]:
         """The last ``n`` completed exchanges with a customer text and a reply, oldest first,

@@ -26,8 +26,10 @@ def test_load_exposes_version_labels_threshold(head_model):
     classifier = IntentClassifier.load(head_model, device="cpu")
     manifest = json.loads((head_model / "manifest.json").read_text())
     assert classifier.version == "v1"
-    assert classifier.labels == ["cancel", "invoice", "refund", "track"]
+    shop = [label for label in classifier.labels if not label.startswith("smalltalk_")]
+    assert shop == ["cancel", "invoice", "refund", "track"] and len(classifier.labels) == 10  # + 6 small talk
     assert classifier.threshold == manifest["oos"]["threshold"]
+    assert {"objective", "in_scope_answered", "oos_rejected", "balanced_accuracy"} <= set(manifest["oos"])
     assert classifier.oos_method == "msp"
 
 
@@ -36,7 +38,8 @@ def test_plain_transformers_computes_the_same_logits(head_model):
 
     plain = AutoModelForSequenceClassification.from_pretrained(head_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(head_model)
-    assert plain.config.id2label == {0: "cancel", 1: "invoice", 2: "refund", 3: "track"}
+    assert plain.config.id2label == dict(enumerate(IntentClassifier.load(head_model, "cpu").labels))
+    assert plain.config.oos_threshold == IntentClassifier.load(head_model, "cpu").threshold
     texts = ["please refund my order", "can you track my parcel"]
     with torch.no_grad():
         expected = plain(**tokenizer(texts, padding=True, return_tensors="pt")).logits
@@ -60,7 +63,7 @@ def test_prediction_fields(head_model):
     assert prediction.top_k[0][1] >= prediction.top_k[1][1]
     assert math.isclose(prediction.oos_score, 1 - prediction.confidence, abs_tol=1e-6)
     assert classifier.is_out_of_scope(prediction) == (prediction.oos_score > classifier.threshold)
-    assert len(classifier.predict(["x"], top_k=99)[0].top_k) == 4
+    assert len(classifier.predict(["x"], top_k=99)[0].top_k) == len(classifier.labels)
     assert classifier.predict([]) == []
 
 
@@ -95,11 +98,26 @@ def test_oos_scores_msp_and_energy():
         oos_scores(logits, "maha")
 
 
-@pytest.mark.parametrize("coverage", [0.5, 0.9, 0.95, 0.99])
-def test_threshold_accepts_the_coverage_and_no_more_than_needed(coverage):
+def test_threshold_maximises_balanced_accuracy_in_the_middle_of_the_best_gap():
     import numpy as np
 
-    scores = np.random.default_rng(0).normal(size=1000)
-    threshold = choose_threshold(scores, coverage)
-    assert np.mean(scores > threshold) <= 1 - coverage + 1e-9
-    assert np.mean(scores > np.max(scores[scores < threshold])) > 1 - coverage
+    inside = np.array([0.1, 0.2, 0.3, 0.4])
+    outside = np.array([0.8, 0.9, 0.95])
+    threshold, rates = choose_threshold(inside, np.ones(4, bool), outside)
+    assert math.isclose(threshold, 0.6) and rates == {"in_scope_answered": 1.0, "oos_rejected": 1.0,
+                                                      "balanced_accuracy": 1.0}
+    # a wrong top intent is never "answered right", whatever the threshold
+    threshold, rates = choose_threshold(inside, np.array([True, True, True, False]), outside)
+    assert rates["in_scope_answered"] == 0.75 and rates["oos_rejected"] == 1.0
+    # overlap: the objective trades one side against the other
+    rng = np.random.default_rng(0)
+    inside, outside = rng.normal(0, 1, 500), rng.normal(2, 1, 500)
+    threshold, rates = choose_threshold(inside, np.ones(500, bool), outside)
+    assert 0.6 < threshold < 1.4 and rates["balanced_accuracy"] > 0.8
+    for other in (threshold - 0.3, threshold + 0.3):
+        worse = (np.mean(inside <= other) + np.mean(outside > other)) / 2
+        assert worse <= rates["balanced_accuracy"] + 1e-9
+    # no negatives: nothing in scope is rejected
+    assert choose_threshold(inside, np.ones(500, bool), [])[0] == inside.max()
+
+

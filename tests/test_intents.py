@@ -13,6 +13,10 @@ from training.intent_eval import evaluate_intents, evaluate_oos
 from training.intents import IntentTrainConfig, train_intents, weights_sha256
 
 
+SPLIT_ONLY = {"cv_below": 0, "small_talk": False, "background": "none"}
+"""The plain recipe: train/validation/test split of the file, its own intents only."""
+
+
 def _config(csv, encoder, home, name, **options) -> IntentTrainConfig:
     return IntentTrainConfig(data=str(csv), base=str(encoder), home=home, head_c=100.0,
                              output=home / "models" / "intents" / name, **options)
@@ -26,7 +30,8 @@ def home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def finetuned(tiny_encoder_dir, tiny_intents_csv, home):
     """A two-epoch fine-tune of the tiny encoder."""
-    return train_intents(_config(tiny_intents_csv, tiny_encoder_dir, home, "ft1", epochs=2, lr=1e-3, batch_size=16))
+    return train_intents(_config(tiny_intents_csv, tiny_encoder_dir, home, "ft1", epochs=2, lr=1e-3, batch_size=16,
+                                 **SPLIT_ONLY))
 
 
 def test_manifest_records_the_run(finetuned, tiny_intents_csv):
@@ -37,7 +42,9 @@ def test_manifest_records_the_run(finetuned, tiny_intents_csv):
     assert sum(manifest["data"]["split_sizes"].values()) == 64
     assert manifest["hyperparameters"]["lr"] == 1e-3 and manifest["hyperparameters"]["seed"] == 42
     assert set(manifest["metrics"]) == {"validation_accuracy", "validation_macro_f1"}
-    assert manifest["oos"]["method"] == "msp" and manifest["oos"]["validation_rejected"] <= 0.05
+    oos = manifest["oos"]  # no out-of-scope rows: the threshold rejects no in-scope validation row
+    assert oos["method"] == "msp" and oos["negative_rows"] == 0 and oos["label"] is None
+    assert oos["in_scope_answered"] == pytest.approx(manifest["metrics"]["validation_accuracy"])
     assert manifest["training"]["wall_time_s"] > 0 and manifest["training"]["epochs_run"] == 2
     assert not list(finetuned.parent.glob(".*")), "scratch or checkpoint folders left behind"
 
@@ -47,7 +54,8 @@ def test_saved_weights_are_the_trained_ones_and_reproducible(finetuned, tiny_enc
 
     recorded = json.loads((finetuned / "manifest.json").read_text())["training"]["rank_weight_sha256"]
     assert recorded == [weights_sha256(AutoModelForSequenceClassification.from_pretrained(finetuned))]
-    again = train_intents(_config(tiny_intents_csv, tiny_encoder_dir, home, "ft2", epochs=2, lr=1e-3, batch_size=16))
+    again = train_intents(_config(tiny_intents_csv, tiny_encoder_dir, home, "ft2", epochs=2, lr=1e-3, batch_size=16,
+                                  **SPLIT_ONLY))
     assert json.loads((again / "manifest.json").read_text())["training"]["rank_weight_sha256"] == recorded
 
 
@@ -63,7 +71,8 @@ def test_eval_intents_writes_report_and_plot(finetuned, tiny_intents_csv):
 
 
 def test_holdout_trains_without_the_unseen_intents(tiny_encoder_dir, tiny_intents_csv, home, finetuned):
-    folder = train_intents(_config(tiny_intents_csv, tiny_encoder_dir, home, "held", method="head", holdout=1))
+    folder = train_intents(_config(tiny_intents_csv, tiny_encoder_dir, home, "held", method="head", holdout=1,
+                                   **SPLIT_ONLY))
     manifest = json.loads((folder / "manifest.json").read_text())
     [unseen] = manifest["data"]["held_out_intents"]
     assert unseen not in manifest["labels"] and len(manifest["labels"]) == 3
@@ -79,12 +88,12 @@ def test_holdout_trains_without_the_unseen_intents(tiny_encoder_dir, tiny_intent
 def test_user_mistakes_are_clear(tiny_encoder_dir, tiny_intents_csv, tmp_path):
     one = tmp_path / "one.csv"
     one.write_text("text,intent\n" + "".join(f"hello {i},greet\n" for i in range(10)))
-    with pytest.raises(SupportbotError, match="at least 2 intents, found 1"):
+    with pytest.raises(SupportbotError, match="at least 2 in-scope intents, found 1"):
         train_intents(_config(one, tiny_encoder_dir, tmp_path, "x", method="head"))
     with pytest.raises(SupportbotError, match="--holdout 3: the data has 4 intents"):
         train_intents(_config(tiny_intents_csv, tiny_encoder_dir, tmp_path, "x", method="head", holdout=3))
-    with pytest.raises(SupportbotError, match="--coverage must be in"):
-        train_intents(_config(tiny_intents_csv, tiny_encoder_dir, tmp_path, "x", coverage=1.5))
+    with pytest.raises(SupportbotError, match="--augment must be in"):
+        train_intents(_config(tiny_intents_csv, tiny_encoder_dir, tmp_path, "x", augment=1.5))
     (tmp_path / "models" / "intents" / "exists").mkdir(parents=True)
     with pytest.raises(SupportbotError, match="already exists"):
         train_intents(_config(tiny_intents_csv, tiny_encoder_dir, tmp_path, "exists", method="head"))
@@ -125,3 +134,55 @@ def test_layer_wise_learning_rates(tiny_encoder_dir):
     assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == 1e-3 * 0.125
     decay_of = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
     assert decay_of[id(named["classifier.bias"])] == 0.0 and decay_of[id(named["classifier.weight"])] == 0.01
+
+
+@pytest.fixture(scope="module")
+def own_layout_csv(tiny_intents_csv, tmp_path_factory):
+    """The tiny intents as ``sentence,label`` with out-of-scope rows labelled ``none``, and a
+    test file in the same layout."""
+    import csv
+
+    rows = list(csv.DictReader(tiny_intents_csv.open()))
+    off = ["play some jazz", "what is the weather", "set an alarm for six", "tell me a joke about cats",
+           "who won the match", "turn the lights off", "how tall is everest", "book a taxi home"]
+    folder = tmp_path_factory.mktemp("own")
+    for name, part, oos in (("train.csv", rows[::2], off[:6]), ("test.csv", rows[1::2], off[6:])):
+        with (folder / name).open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["sentence", "label"])
+            writer.writerows([(r["text"], r["intent"]) for r in part] + [(t, "none") for t in oos])
+    return folder
+
+
+def test_small_data_with_its_own_layout_is_cross_validated_then_trained_on_everything(
+        own_layout_csv, tiny_encoder_dir, home):
+    config = _config(own_layout_csv / "train.csv", tiny_encoder_dir, home, "own", method="finetune", epochs=2,
+                     lr=1e-3, batch_size=16, oos_labels=["none"], background="none", small_talk=False,
+                     test=str(own_layout_csv / "test.csv"))
+    folder = train_intents(config)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["labels"] == ["cancel", "invoice", "refund", "track", "out_of_scope"]
+    assert manifest["data"]["split_sizes"]["train"] == 38 and manifest["data"]["split_sizes"]["validation"] == 0
+    folds = manifest["training"]["cross_validation"]
+    assert [f["fold"] for f in folds if "fold" in f] == [1, 2, 3]
+    assert {f["epochs"] for f in folds if "epochs" in f} == {0, 1, 2}  # LR head alone, then each epoch
+    oos = manifest["oos"]
+    assert "out-of-fold" in oos["objective"] and 0 <= oos["oos_rejected"] <= 1 and oos["label"] == "out_of_scope"
+    report = evaluate_intents(folder, str(own_layout_csv / "train.csv"), test_file=str(own_layout_csv / "test.csv"),
+                              oos_labels=("none",))
+    open_set = report["open_set"]
+    assert open_set["rows"] == 34 and open_set["oos_rows"] == 2
+    assert open_set["accuracy"] == pytest.approx(
+        (open_set["in_scope_accuracy"] * 32 + open_set["oos_recall"] * 2) / 34)
+
+
+def test_bad_out_of_scope_setups_name_file_and_field(tmp_path, tiny_encoder_dir, tiny_intents_csv):
+    only = tmp_path / "only.csv"
+    only.write_text("text,intent\n" + "".join(f"play song {i},oos\nhello {i},greet\n" for i in range(6)))
+    with pytest.raises(SupportbotError, match=r"only.csv, field 'intent': a classifier needs at least 2 in-scope "
+                                              r"intents, found 1 \(every other row is out of scope\)"):
+        train_intents(_config(only, tiny_encoder_dir, tmp_path, "x", method="head", background="none"))
+    empty = tmp_path / "background.csv"
+    empty.write_text("text,intent\n")
+    with pytest.raises(SupportbotError, match="background.csv: no examples found"):
+        train_intents(_config(tiny_intents_csv, tiny_encoder_dir, tmp_path, "y", method="head", background=str(empty)))

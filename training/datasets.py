@@ -38,6 +38,9 @@ class BuiltinDataset:
         train: the file with the training rows.
         test: the publisher's test file, when the data set has an official split.
         columns: our field -> the file's column (``text``, ``intent``, optional ``reply``).
+        conversational: intents that are conversation moves (yes, no, thanks, repeat, ...):
+            left out when the data set serves as a background set of out-of-scope examples,
+            since a shop's bot answers them as small talk.
     """
 
     name: str
@@ -45,6 +48,7 @@ class BuiltinDataset:
     train: RemoteFile
     test: RemoteFile | None
     columns: dict[str, str]
+    conversational: tuple[str, ...] = ()
 
 
 _BITEXT_URL = (
@@ -105,6 +109,8 @@ BUILTIN: dict[str, BuiltinDataset] = {
             lines=(_HWU64_URL + "test/seq.in", _HWU64_URL + "test/label"),
         ),
         columns={"text": "text", "intent": "intent"},
+        conversational=("general_affirm", "general_commandstop", "general_confirm", "general_dontcare",
+                        "general_explain", "general_negate", "general_praise", "general_repeat"),
     ),
 }
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.classifier import OOS_METHODS, IntentClassifier, oos_scores
+from bot.records import OUT_OF_SCOPE, is_small_talk
 from bot.errors import SupportbotError
 from bot.settings import load_settings
 from training.data import Example, load, split
@@ -49,27 +50,76 @@ def held_out(model: IntentClassifier) -> list[str]:
     return list(model.manifest.get("data", {}).get("held_out_intents", []))
 
 
-def evaluate_intents(folder: Path, data_name: str, data_dir: Path | None = None) -> dict[str, Any]:
+def evaluate_intents(folder: Path, data_name: str, data_dir: Path | None = None, test_file: str | None = None,
+                     **load_options) -> dict[str, Any]:
     """Accuracy, macro-F1, per-intent report, confusion matrix, most confused pairs and
-    misclassified examples of the model in ``folder`` on the in-scope test rows.
+    misclassified examples of the model in ``folder`` on its test rows; with out-of-scope rows
+    in them, also the open-set figures of :func:`open_set_report`.
+
+    Args:
+        folder: the model folder.
+        data_name: the data set the model was trained on (its test split is used).
+        data_dir: folder searched first for built-in data sets.
+        test_file: a test file of the user's instead (may hold out-of-scope rows).
+        load_options: ``text_column``, ``intent_column``, ``oos_labels`` for ``test_file``
+            (:func:`training.data.load`).
 
     Returns:
         The dict written to ``folder/eval/intents.json``.
 
     Raises:
-        SupportbotError: see :meth:`IntentClassifier.load` and :func:`test_rows`.
+        SupportbotError: see :meth:`IntentClassifier.load` and :func:`test_rows`; a test file
+            with intents the model does not know.
     """
     model = IntentClassifier.load(folder)
-    rows = [e for e in test_rows(model, data_name, data_dir) if e.intent in model.labels]
-    predictions = model.predict([e.text for e in rows], top_k=1)
-    report = intent_report(model.labels, rows, predictions, model.threshold)
-    report.update(model=str(folder), version=model.version, data=data_name)
+    if test_file:
+        settings = load_settings(data_dir=data_dir)
+        every = load(test_file, data_dir=settings.data_dir, home=settings.home, **load_options).examples
+        foreign = sorted({e.intent for e in every} - set(model.labels) - {OUT_OF_SCOPE})
+        if foreign:
+            raise SupportbotError(f"{test_file}, field 'intent': intents unknown to model {model.version}: "
+                                  f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}")
+    else:
+        every = [e for e in test_rows(model, data_name, data_dir) if e.intent in model.labels]
+    predictions = model.predict([e.text for e in every], top_k=1)
+    in_scope = [(e, p) for e, p in zip(every, predictions) if e.intent != OUT_OF_SCOPE]
+    report = intent_report(model.labels, [e for e, _ in in_scope], [p for _, p in in_scope], model.threshold)
+    report.update(model=str(folder), version=model.version, data=test_file or data_name,
+                  open_set=open_set_report(every, predictions, model))
     out = Path(folder) / "eval"
     out.mkdir(exist_ok=True)
     plot_confusion(report["confusion_matrix"], model.labels, out / "confusion.png")
     (out / "intents.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "intents_report.md").write_text(markdown_report(report))
     return report
+
+
+def open_set_report(rows: list[Example], predictions, model: IntentClassifier) -> dict[str, Any]:
+    """How the bot treats in-scope and out-of-scope rows at the model's threshold.
+
+    A row is *answered* with its top in-scope intent when its OOS score is at most the
+    threshold, else *rejected*; a small-talk answer to an out-of-scope row counts as rejected
+    (the bot does not act on it as a request).
+
+    Returns:
+        ``rows``, ``oos_rows``, ``accuracy`` (in-scope rows answered with the right intent and
+        out-of-scope rows rejected, over all rows), ``in_scope_accuracy``, ``oos_recall`` and
+        ``in_scope_rejected`` (shares in [0, 1]; None where there are no such rows).
+    """
+    def share(hits: list[bool]) -> float | None:
+        return sum(hits) / len(hits) if hits else None
+
+    answered = [None if model.is_out_of_scope(p) else p.intent for p in predictions]
+    rejected = [a is None or (is_small_talk(a) and not is_small_talk(e.intent)) for a, e in zip(answered, rows)]
+    oos = [e.intent == OUT_OF_SCOPE for e in rows]
+    right = [a == e.intent for a, e in zip(answered, rows)]
+    return {
+        "rows": len(rows), "oos_rows": sum(oos), "threshold": model.threshold,
+        "accuracy": share([(r if o else w) for r, o, w in zip(rejected, oos, right)]),
+        "in_scope_accuracy": share([w for w, o in zip(right, oos) if not o]),
+        "oos_recall": share([r for r, o in zip(rejected, oos) if o]),
+        "in_scope_rejected": share([a is None for a, o in zip(answered, oos) if not o]),
+    }
 
 
 def intent_report(labels: list[str], rows: list[Example], predictions, threshold: float) -> dict[str, Any]:
@@ -163,7 +213,7 @@ def evaluate_oos(folder: Path, data_name: str, data_dir: Path | None = None) -> 
     logits = model.logits([e.text for e in rows])
     is_oos = np.array([e.intent in unseen for e in rows])
     auroc = {m: float(roc_auc_score(is_oos, oos_scores(logits, m).numpy())) for m in OOS_METHODS}
-    rejected = oos_scores(logits, model.oos_method).numpy() > model.threshold
+    rejected = oos_scores(logits, model.oos_method, model.labels).numpy() > model.threshold
     result = {
         "model": str(folder), "data": data_name, "held_out_intents": sorted(unseen),
         "oos_rows": int(is_oos.sum()), "in_scope_rows": int((~is_oos).sum()), "auroc": auroc,

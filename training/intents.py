@@ -15,8 +15,18 @@ For BERT-style models the pooler's dense layer is set to the identity, so the he
 ``tanh(h_[CLS])`` and the saved standard ``BertForSequenceClassification`` computes exactly what
 was trained (sentence-transformers' mean pooling has no place in that architecture).
 
-The out-of-scope threshold is chosen on in-scope validation utterances so that at most
-``1 - coverage`` of them are rejected (see :func:`choose_threshold`).
+Out of scope is learned, not only thresholded. The label set is the data's intents, the
+built-in small-talk intents (``smalltalk_*``, :mod:`training.builtin`) and an explicit
+``out_of_scope`` class trained on negatives: the data's own out-of-scope rows plus a background
+set (default: HWU64's personal-assistant requests, ``--background``), minus background rows that
+lie close to an in-scope utterance. Training rows get noisy copies on the fly
+(:mod:`training.augment`). The out-of-scope score is ``1 -`` the largest in-scope probability
+(the ``out_of_scope`` class's mass counts against it), and its threshold is chosen to maximise
+balanced accuracy between in-scope validation rows answered with the right intent (clean and
+noisy copies) and held-out negatives (background intents never trained on, and a share of the
+data's own out-of-scope rows); see :func:`choose_threshold`. Small data (fewer than
+``cv_below`` in-scope rows) is cross-validated to choose the epochs and the threshold, then
+trained on everything.
 
 Runs unchanged under ``torchrun`` / ``accelerate launch`` (DDP; gloo on CPU): every rank trains,
 only rank 0 writes the version folder; the manifest records a hash of each rank's final weights.
@@ -28,20 +38,32 @@ import hashlib
 import logging
 import random
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from bot.classifier import OOS_METHODS, batched_logits, oos_scores
 from bot.device import pick_device
 from bot.errors import SupportbotError
+from bot.records import OUT_OF_SCOPE, is_small_talk
 from bot.settings import Settings, load_settings
 from training.artifacts import atomic_dir, new_version_dir, write_manifest
+from training.augment import noisy
 from training.base_models import resolve
 from training.data import Example, LoadedData, load, split
 
 log = logging.getLogger(__name__)
 METHODS = ("finetune", "head")
+SMALL_TALK_FILE = Path(__file__).parent / "builtin" / "small_talk.csv"
+"""Built-in small-talk examples (greeting, thanks, goodbye, bot, affirm, negate), written for the
+project; ``--no-small-talk`` leaves them out."""
+NEAR_IN_SCOPE = 0.8
+"""Background rows whose cosine similarity (mean-pooled base encoder, as sentence-transformers
+embeds) to some in-scope training utterance reaches this are dropped: a team whose intents
+overlap the background set keeps them in scope."""
+CALIBRATION_SHARE = 0.2
+"""Share of background intents (whole intents) and of the data's own out-of-scope rows held out
+of training to choose the threshold."""
 
 
 @dataclass
@@ -59,7 +81,8 @@ class IntentTrainConfig:
         max_length: token limit per utterance (training and inference).
         seed: split and training seed; default ``settings.seed``.
         output: version folder to create; default ``<home>/models/intents/<UTC time>``.
-        label_smoothing: label smoothing factor of the cross-entropy loss.
+        label_smoothing: label smoothing of the cross-entropy loss. Default 0: it compresses
+            confidences, and the out-of-scope class now does the rejecting.
         warmup: fraction of steps with linear warm-up.
         weight_decay: AdamW weight decay (not on biases and LayerNorm weights).
         layer_decay: layer-wise LR decay factor (1.0 = off; 0.8 = each layer below the top
@@ -67,12 +90,20 @@ class IntentTrainConfig:
         head_c: inverse L2 strength ``C`` of the logistic-regression head.
         patience: epochs without a better validation macro-F1 before stopping.
         oos_method: ``msp`` or ``energy`` (see :mod:`bot.classifier`).
-        coverage: share of in-scope validation utterances the threshold must accept. Default
-            0.99: validation rows are phrased like the training data and real customers are
-            not; on Bitext, 14 of 46 realistic in-scope requests got through with the right intent
-            at 0.95 and 24 at 0.99, while 7 of 8 off-topic messages stayed rejected
-            (``scripts/realistic_check.py``, notes of issue #5).
         holdout: number of intents left out of training (for the OOS evaluation).
+        background: out-of-scope examples besides the data's own: a built-in data set name
+            (default ``hwu64``), a file, or ``none``.
+        background_rows: at most this many background rows are trained on.
+        small_talk: add the built-in small-talk intents (``smalltalk_*``).
+        augment: probability that a training row is replaced by a noisy copy each time it is
+            drawn (:func:`training.augment.noisy`); 0 = off.
+        cv_below: with fewer in-scope rows than this, cross-validate (``cv_folds`` folds) to
+            choose the epochs and the threshold, then train on every row.
+        cv_folds: folds of that cross-validation.
+        text_column, intent_column, oos_labels: how to read a user file (see
+            :func:`training.data.load`).
+        test: a test file of the user's (may hold out-of-scope rows); default: the data's own
+            test split.
         data_dir, home: overrides of the settings of that name.
     """
 
@@ -85,15 +116,24 @@ class IntentTrainConfig:
     max_length: int = 64
     seed: int | None = None
     output: Path | None = None
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.0
     warmup: float = 0.1
     weight_decay: float = 0.01
     layer_decay: float = 1.0
     head_c: float = 0.1
     patience: int = 2
     oos_method: str = "msp"
-    coverage: float = 0.99
     holdout: int = 0
+    background: str = "hwu64"
+    background_rows: int = 1500
+    small_talk: bool = True
+    augment: float = 0.4
+    cv_below: int = 1000
+    cv_folds: int = 3
+    text_column: str | None = None
+    intent_column: str | None = None
+    oos_labels: list[str] = field(default_factory=list)
+    test: str | None = None
     data_dir: Path | None = None
     home: Path | None = None
 
@@ -106,21 +146,40 @@ class IntentTrainConfig:
             (self.lr > 0, "--lr must be > 0"),
             (self.batch_size >= 1, "--batch-size must be >= 1"),
             (8 <= self.max_length <= 512, "--max-length must be in [8, 512]"),
-            (0 < self.coverage < 1, "--coverage must be in (0, 1)"),
             (0 < self.layer_decay <= 1, "--layer-decay must be in (0, 1]"),
             (self.holdout >= 0, "--holdout must be >= 0"),
             (self.head_c > 0, "--head-c must be > 0"),
             (self.patience >= 1, "--patience must be >= 1"),
             (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+            (self.background_rows >= 0, "--background-rows must be >= 0"),
+            (0 <= self.augment <= 1, "--augment must be in [0, 1]"),
+            (self.cv_folds >= 2, "--cv-folds must be >= 2"),
         ]
         for ok, message in rules:
             if not ok:
                 raise SupportbotError(message)
 
+    def load_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`training.data.load` for the user's files."""
+        return {"text_column": self.text_column, "intent_column": self.intent_column,
+                "oos_labels": tuple(self.oos_labels)}
+
 
 @dataclass
 class Prepared:
-    """Data ready for training: splits without the held-out intents, and the label list."""
+    """Data ready for training.
+
+    Attributes:
+        train: in-scope, small-talk and out-of-scope training rows.
+        train: the data's own training rows (in-scope and out-of-scope).
+        validation: in-scope and small-talk validation rows (empty when cross-validating).
+        extra: small-talk and background training rows (never in a cross-validation fold).
+        negatives: held-out out-of-scope rows for choosing the threshold.
+        test: test rows (may hold out-of-scope rows).
+        labels: class labels, ``out_of_scope`` last when there are negatives.
+        held_out: intents left out on purpose (``--holdout``).
+        background: what the negatives are made of (recorded in the manifest).
+    """
 
     name: str
     sha256: str
@@ -129,10 +188,24 @@ class Prepared:
     test: list[Example]
     labels: list[str]
     held_out: list[str]
+    extra: list[Example] = field(default_factory=list)
+    negatives: list[Example] = field(default_factory=list)
+    background: dict[str, Any] = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:
         """Row count of each part (the test part still holds the held-out intents)."""
-        return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
+        return {"train": len(self.train), "small_talk_and_background": len(self.extra),
+                "validation": len(self.validation), "test": len(self.test), "negatives": len(self.negatives)}
+
+    @property
+    def training_rows(self) -> list[Example]:
+        """The data's own training rows, then small talk and background rows."""
+        return self.train + self.extra
+
+    @property
+    def cross_validated(self) -> bool:
+        """True when there is no validation split (small data: see :func:`cross_validate`)."""
+        return not self.validation
 
 
 def holdout_intents(intents: list[str], k: int, seed: int) -> list[str]:
@@ -146,25 +219,143 @@ def holdout_intents(intents: list[str], k: int, seed: int) -> list[str]:
     return sorted(random.Random(seed).sample(sorted(intents), k))
 
 
-def prepare(config: IntentTrainConfig, settings: Settings) -> Prepared:
-    """Load, split (``settings.seed``) and drop the held-out intents from train and validation.
+def prepare(config: IntentTrainConfig, settings: Settings, encoder=None) -> Prepared:
+    """Load and split the data, add small talk and out-of-scope negatives.
+
+    In-scope rows are split train/validation/test (:func:`training.data.split`), or, below
+    ``config.cv_below`` rows, kept whole for cross-validation. The data's own out-of-scope rows
+    and the background set are split into training rows and held-out negatives
+    (:data:`CALIBRATION_SHARE`; background by whole intents).
+
+    Args:
+        encoder: ``(model, tokenizer)`` of the base encoder, used to drop background rows near
+            an in-scope utterance (:data:`NEAR_IN_SCOPE`); None skips that filter.
 
     Raises:
-        SupportbotError / DataError: unreadable data, fewer than two intents, or an intent
-            without any training example.
+        SupportbotError / DataError: unreadable data, fewer than two intents (out-of-scope
+            rows do not count), an empty background set, or an intent without training rows.
     """
     data = config.data if isinstance(config.data, LoadedData) else load(
-        config.data, data_dir=settings.data_dir, home=settings.home)
+        config.data, data_dir=settings.data_dir, home=settings.home, **config.load_options())
     if len(data.intents) < 2:
-        raise SupportbotError(f"{data.name}: a classifier needs at least 2 intents, found {len(data.intents)}")
-    parts = split(data, seed=settings.seed)
+        only = " (every other row is out of scope)" if data.out_of_scope else ""
+        raise SupportbotError(f"{data.name}, field 'intent': a classifier needs at least 2 in-scope intents, "
+                              f"found {len(data.intents)}{only}")
+    rng = random.Random(settings.seed)
+    in_scope = LoadedData(data.name, data.sha256, [e for e in data.examples if e.intent != OUT_OF_SCOPE], data.test)
     held = holdout_intents(data.intents, config.holdout, settings.seed) if config.holdout else []
-    train = [e for e in parts.train if e.intent not in held]
-    validation = [e for e in parts.validation if e.intent not in held]
-    if not validation:
+    small = len(in_scope.examples) < config.cv_below and not held
+    if small:
+        train, validation, test = list(in_scope.examples), [], list(data.test or [])
+    else:
+        parts = split(in_scope, seed=settings.seed)
+        train, validation, test = parts.train, parts.validation, parts.test
+    train = [e for e in train if e.intent not in held]
+    validation = [e for e in validation if e.intent not in held]
+    if config.test:
+        test = load(config.test, data_dir=settings.data_dir, home=settings.home, **config.load_options()).examples
+    extra: list[Example] = []
+    if config.small_talk:
+        own = {e.intent for e in data.examples}
+        talk = [e for e in load(str(SMALL_TALK_FILE)).examples if e.intent not in own]
+        rng.shuffle(talk)
+        cut = 0 if small else len(talk) // 7
+        validation, extra = validation + talk[:cut], talk[cut:]
+    own_oos = list(data.out_of_scope)
+    rng.shuffle(own_oos)
+    cut = round(len(own_oos) * CALIBRATION_SHARE) if len(own_oos) > 1 and not small else 0
+    negatives, oos_train = own_oos[:cut], own_oos[cut:]
+    bg_train, bg_negatives, info = background_rows(config, settings, train + extra, encoder, rng)
+    negatives = negatives + bg_negatives  # small data: the data's own rows are held out fold by fold
+    train = train + oos_train
+    extra = extra + [Example(e.text, OUT_OF_SCOPE, None, f"background:{e.source}") for e in bg_train]
+    negatives = [Example(e.text, OUT_OF_SCOPE, None, e.source) for e in negatives]
+    labels = sorted({e.intent for e in train + extra} - {OUT_OF_SCOPE})
+    if any(e.intent == OUT_OF_SCOPE for e in train + extra):
+        labels.append(OUT_OF_SCOPE)
+    if not small and not validation:
         raise SupportbotError(f"{data.name}: too few rows for a validation split")
-    labels = sorted({e.intent for e in train})
-    return Prepared(data.name, data.sha256, train, validation, parts.test, labels, held)
+    info.update(own_rows_train=len(oos_train), own_rows_held_out=cut)
+    return Prepared(data.name, data.sha256, train, validation, test, labels, held, extra, negatives, info)
+
+
+def background_rows(config: IntentTrainConfig, settings: Settings, train: list[Example], encoder,
+                    rng: random.Random) -> tuple[list[Example], list[Example], dict[str, Any]]:
+    """Training rows and held-out negatives from the background set (``config.background``).
+
+    Conversation moves of a built-in set (``BuiltinDataset.conversational``) are left out. Whole
+    background intents (:data:`CALIBRATION_SHARE` of them) are held out, so the threshold is
+    chosen on kinds of out-of-scope request the model never saw; at most
+    ``config.background_rows`` rows are trained on and a quarter of that is held out.
+
+    Raises:
+        SupportbotError: the background set is empty (after those steps).
+    """
+    from training.datasets import BUILTIN
+
+    name = (config.background or "none").strip()
+    if name.lower() == "none" or config.background_rows == 0:
+        return [], [], {"background": None}
+    loaded = load(name, data_dir=settings.data_dir, home=settings.home)
+    skip = set(BUILTIN[name].conversational) if name in BUILTIN else set()
+    in_scope = {e.intent for e in train}
+    rows = [e for e in loaded.examples if e.intent not in skip]
+    if not rows:
+        raise SupportbotError(f"{name}: the background set of out-of-scope examples is empty")
+    groups = sorted({e.intent for e in rows} - in_scope)
+    rng.shuffle(groups)
+    held_groups = set(groups[:max(1, round(len(groups) * CALIBRATION_SHARE))]) if len(groups) > 2 else set()
+    trainable = [e for e in rows if e.intent not in held_groups and e.intent not in in_scope]
+    held = [e for e in rows if e.intent in held_groups]
+    if not held_groups:  # one label (a file of sentences): hold out random rows instead
+        rng.shuffle(trainable)
+        cut = max(1, round(len(trainable) * CALIBRATION_SHARE))
+        held, trainable = trainable[:cut], trainable[cut:]
+    rng.shuffle(trainable)
+    rng.shuffle(held)
+    trainable, held = trainable[:config.background_rows], held[:max(1, config.background_rows // 4)]
+    dropped = 0
+    if encoder is not None and train:
+        keep = _far_from(encoder, [e.text for e in train], [e.text for e in trainable + held], config.max_length, rng)
+        dropped, n = len(keep) - sum(keep), len(trainable)
+        trainable, held = [e for e, k in zip(trainable, keep[:n]) if k], [e for e, k in zip(held, keep[n:]) if k]
+    if not trainable and not held:
+        log.warning("%s: every background row lies near an in-scope utterance; training without a background set", name)
+    return trainable, held, {"background": name, "background_rows_train": len(trainable),
+                             "background_rows_held_out": len(held), "held_out_background_intents": sorted(held_groups),
+                             "dropped_near_in_scope": dropped}
+
+
+def mean_pooled(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64):
+    """Unit-length mean-pooled token embeddings of ``model``'s encoder (how
+    sentence-transformers embeds with all-MiniLM-L6-v2): float32 array ``[n, hidden]``."""
+    import numpy as np
+    import torch
+
+    encoder = getattr(model, "base_model", model)
+    out = []
+    model.eval()
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                          max_length=max_length, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1), dtype=np.float32)
+
+
+def _far_from(encoder, in_scope: list[str], candidates: list[str], max_length: int, rng: random.Random) -> list[bool]:
+    """For each candidate: True when no in-scope utterance (at most 40 per intent would do, but
+    all are compared when there are fewer than 4,000) is at cosine similarity
+    :data:`NEAR_IN_SCOPE` or more."""
+    model, tokenizer = encoder
+    if len(in_scope) > 4000:
+        in_scope = rng.sample(in_scope, 4000)
+    reference = mean_pooled(model, tokenizer, in_scope, max_length)
+    found = mean_pooled(model, tokenizer, candidates, max_length)
+    return [bool(x) for x in (found @ reference.T).max(axis=1) < NEAR_IN_SCOPE] if len(found) else []
 
 
 def build_model(base_dir: Path, labels: list[str], seed: int):
@@ -249,20 +440,53 @@ def fit_head(model, tokenizer, examples: list[Example], max_length: int, c: floa
         model.classifier.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
 
 
-def choose_threshold(scores, coverage: float) -> float:
-    """Smallest threshold that accepts at least ``coverage`` of in-scope ``scores``.
+def choose_threshold(in_scope_scores, in_scope_right, negative_scores) -> tuple[float, dict[str, float]]:
+    """The out-of-scope threshold that maximises balanced accuracy on held-out rows.
 
-    An utterance is out of scope when its score is ``> threshold``. With ``n`` scores at most
-    ``k = floor((1 - coverage) * n)`` may lie above the threshold, so it is the
-    ``(n - k)``-th smallest score (an empirical quantile; ties can only lower the rejected share).
+    An utterance is out of scope when its score is ``> threshold``. The objective is the mean
+    of (a) the share of in-scope rows answered with the right intent (right intent and score
+    ``<= threshold``) and (b) the share of out-of-scope rows rejected (score ``> threshold``):
+    balanced accuracy, i.e. Youden's J statistic plus one, halved (Youden 1950), with the
+    classifier's own mistakes counted against (a). Among equally good thresholds the middle of
+    the widest best interval is taken, so that neither side sits on its edge. Without negatives
+    the largest in-scope score is taken (nothing in scope rejected).
+
+    Args:
+        in_scope_scores: float array ``[n]`` of in-scope rows' out-of-scope scores.
+        in_scope_right: bool array ``[n]``: the row's top in-scope intent is its gold intent.
+        negative_scores: float array ``[m]`` of out-of-scope rows' scores (may be empty).
+
+    Returns:
+        ``(threshold, rates)``; ``rates`` holds ``in_scope_answered`` (a), ``oos_rejected`` (b)
+        and ``balanced_accuracy``.
     """
-    import math
-
     import numpy as np
 
-    ordered = np.sort(np.asarray(scores, dtype=np.float64))
-    allowed = math.floor((1 - coverage) * len(ordered) + 1e-9)
-    return float(ordered[len(ordered) - allowed - 1])
+    ins = np.asarray(in_scope_scores, dtype=np.float64)
+    right = np.asarray(in_scope_right, dtype=bool)
+    neg = np.asarray(negative_scores, dtype=np.float64)
+    if len(neg) == 0:
+        threshold = float(ins.max()) if len(ins) else 0.5
+    else:
+        candidates = np.unique(np.concatenate([ins, neg, [-np.inf]]))
+        answered = ((ins[None, :] <= candidates[:, None]) & right[None, :]).mean(axis=1) if len(ins) else 0.0
+        rejected = (neg[None, :] > candidates[:, None]).mean(axis=1)
+        objective = np.round((answered + rejected) / 2, 9)
+        best = np.flatnonzero(objective == objective.max())
+        runs = np.split(best, np.flatnonzero(np.diff(best) != 1) + 1)
+        widths = [candidates[min(r[-1] + 1, len(candidates) - 1)] - candidates[r[0]] for r in runs]
+        run = runs[int(np.argmax(widths))]
+        low = candidates[run[0]]
+        high = candidates[run[-1] + 1] if run[-1] + 1 < len(candidates) else candidates[run[-1]]
+        threshold = float(low if not np.isfinite(low) else (low + high) / 2)
+        if not np.isfinite(threshold):
+            threshold = float(np.min(neg)) - 1e-6
+    rates = {
+        "in_scope_answered": float(np.mean((ins <= threshold) & right)) if len(ins) else 0.0,
+        "oos_rejected": float(np.mean(neg > threshold)) if len(neg) else 0.0,
+    }
+    rates["balanced_accuracy"] = (rates["in_scope_answered"] + rates["oos_rejected"]) / 2
+    return threshold, rates
 
 
 def weights_sha256(model) -> str:
@@ -286,25 +510,103 @@ def train_intents(config: IntentTrainConfig) -> Path:
     started = time.perf_counter()
     settings = load_settings(home=config.home, data_dir=config.data_dir, seed=config.seed,
                              intent_base=config.base)
-    prepared = prepare(config, settings)
     base_dir = resolve(settings.intent_base, settings.cache)
-    tokenizer, model = build_model(base_dir, prepared.labels, settings.seed)
+    probe = build_model(base_dir, ["a", "b"], settings.seed)
+    prepared = prepare(config, settings, encoder=(probe[1], probe[0]))
+    del probe
     args = training_args(config, settings)
     target = _shared_target(config, settings, args)
-    fit_head(model, tokenizer, prepared.train, config.max_length, config.head_c, settings.seed)
     history: dict[str, Any] = {}
+    calibration = None
+    if prepared.cross_validated:
+        calibration, epochs = cross_validate(config, prepared, settings, base_dir, args)
+        history["cross_validation"] = calibration["folds"]
+        prepared = Prepared(prepared.name, prepared.sha256, prepared.train, [], prepared.test, prepared.labels,
+                            prepared.held_out, prepared.extra + prepared.negatives, [], prepared.background)
+        config = IntentTrainConfig(**{**{f.name: getattr(config, f.name) for f in fields(config)}, "epochs": epochs})
+    tokenizer, model = build_model(base_dir, prepared.labels, settings.seed)
+    fit_head(model, tokenizer, prepared.training_rows, config.max_length, config.head_c, settings.seed)
     if config.method == "finetune":
         args.output_dir = str(target.with_name(f".{target.name}.checkpoints"))
-        history = finetune(model, tokenizer, prepared, config, args)
+        history.update(finetune(model, tokenizer, prepared, config, args))
     hashes = _gather(weights_sha256(model))
     if args.process_index == 0:
         _write_version(target, model, tokenizer, prepared, config, settings, {
             **history, "wall_time_s": round(time.perf_counter() - started, 1),
             "world_size": args.world_size, "rank_weight_sha256": hashes,
             "device": pick_device().name,
-        })
+        }, calibration)
     _barrier()
     return target
+
+
+def cross_validate(config: IntentTrainConfig, prepared: Prepared, settings: Settings, base_dir: Path,
+                   args) -> tuple[dict[str, Any], float]:
+    """Small data: ``config.cv_folds``-fold cross-validation of the data's own rows (stratified
+    by intent, out-of-scope rows included; small talk and background rows are in every
+    training fold) to choose the epochs and the threshold.
+
+    Each fold trains up to ``config.epochs`` epochs and scores its held-out rows and the
+    held-out background negatives after every epoch. The epoch count whose pooled out-of-fold
+    scores give the best balanced accuracy (:func:`choose_threshold`) wins; its threshold is
+    the version's.
+
+    Returns:
+        ``(calibration, epochs)``: ``calibration`` holds ``threshold``, ``rates`` and ``folds``.
+    """
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold
+
+    from collections import Counter
+
+    counts = Counter(e.intent for e in prepared.train)
+    rare = [e for e in prepared.train if counts[e.intent] < config.cv_folds]
+    pool = [e for e in prepared.train if counts[e.intent] >= config.cv_folds]
+    folds = StratifiedKFold(config.cv_folds, shuffle=True, random_state=settings.seed)
+    per_epoch: dict[int, list] = {}
+    fold_log = []
+    for number, (fit, held) in enumerate(folds.split(pool, [e.intent for e in pool]), start=1):
+        train = [pool[i] for i in fit] + rare
+        held_rows = [pool[i] for i in held] + prepared.negatives
+        fold = Prepared(prepared.name, prepared.sha256, train, held_rows, [], prepared.labels, [],
+                        prepared.extra, [], prepared.background)
+        tokenizer, model = build_model(base_dir, prepared.labels, settings.seed + number)
+        fit_head(model, tokenizer, fold.training_rows, config.max_length, config.head_c, settings.seed)
+        snapshots = [(0, batched_logits(model, tokenizer, [e.text for e in held_rows], config.max_length, 64))]
+        if config.method == "finetune":
+            args.output_dir = str(settings.cache / f"intent-cv-{number}")
+            snapshots += finetune(model, tokenizer, fold, config, args, keep_logits=True)["epoch_logits"]
+        for epoch, logits in snapshots:
+            per_epoch.setdefault(epoch, []).append((held_rows, logits))
+        fold_log.append({"fold": number, "train_rows": len(train), "held_out_rows": len(held_rows)})
+        log.info("cross-validation fold %d/%d done", number, config.cv_folds)
+    best = None
+    for epoch, parts in sorted(per_epoch.items()):
+        rows = [e for held_rows, _ in parts for e in held_rows]
+        import torch
+
+        logits = torch.cat([l for _, l in parts])
+        threshold, rates = _calibrate(logits, rows, prepared.labels, config.oos_method)
+        fold_log.append({"epochs": epoch, **rates})
+        if best is None or rates["balanced_accuracy"] > best[2]["balanced_accuracy"] + 1e-9:
+            best = (epoch, threshold, rates)
+    epoch, threshold, rates = best
+    return {"threshold": threshold, "rates": rates, "folds": fold_log,
+            "objective": "balanced accuracy of out-of-fold rows"}, float(max(epoch, 1) if config.method == "finetune" else config.epochs)
+
+
+def _calibrate(logits, rows: list[Example], labels: list[str], method: str) -> tuple[float, dict[str, float]]:
+    """:func:`choose_threshold` for ``logits`` ``[n, len(labels)]`` of ``rows`` (in-scope and
+    small-talk rows against out-of-scope rows)."""
+    import numpy as np
+
+    from bot.classifier import in_scope_argmax
+
+    scores = oos_scores(logits, method, labels).numpy()
+    best = in_scope_argmax(logits, labels).numpy()
+    gold = np.array([labels.index(e.intent) if e.intent in labels else -1 for e in rows])
+    negative = np.array([e.intent == OUT_OF_SCOPE for e in rows])
+    return choose_threshold(scores[~negative], best[~negative] == gold[~negative], scores[negative])
 
 
 def training_args(config: IntentTrainConfig, settings: Settings):
@@ -328,20 +630,41 @@ def training_args(config: IntentTrainConfig, settings: Settings):
     )
 
 
-def finetune(model, tokenizer, prepared: Prepared, config: IntentTrainConfig, args) -> dict[str, Any]:
+def finetune(model, tokenizer, prepared: Prepared, config: IntentTrainConfig, args,
+             keep_logits: bool = False) -> dict[str, Any]:
     """Fine-tune ``model`` in place with ``transformers.Trainer``; returns epochs run, best
     validation macro-F1 and the per-epoch log. Checkpoints go to ``args.output_dir`` and are
-    removed at the end."""
+    removed at the end.
+
+    Without validation rows (the final fit after cross-validation) it trains ``config.epochs``
+    epochs and keeps the last weights. With ``keep_logits`` every epoch's validation logits are
+    returned as ``epoch_logits`` (``[(epoch, tensor [n, labels])]``) and the last weights kept.
+    """
     import shutil
 
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
 
+    seen: list = []
+
+    def metrics(prediction):
+        if keep_logits:
+            import torch
+
+            seen.append(torch.as_tensor(prediction.predictions).float())
+        return _metrics(prediction)
+
+    evaluate = bool(prepared.validation)
+    if not evaluate or keep_logits:
+        args.eval_strategy = "epoch" if evaluate else "no"
+        args.save_strategy = "no"
+        args.load_best_model_at_end = False
     trainer = Trainer(
         model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer),
-        train_dataset=_dataset(prepared.train, tokenizer, model, config.max_length),
-        eval_dataset=_dataset(prepared.validation, tokenizer, model, config.max_length),
-        processing_class=tokenizer, compute_metrics=_metrics,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)],
+        train_dataset=Utterances(prepared.training_rows, tokenizer, model.config.label2id, config.max_length,
+                                 config.augment, args.seed),
+        eval_dataset=Utterances(prepared.validation, tokenizer, model.config.label2id, config.max_length) if evaluate else None,
+        processing_class=tokenizer, compute_metrics=metrics if evaluate else None,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)] if args.load_best_model_at_end else [],
         optimizers=(_optimizer(model, config), None),
     )
     try:
@@ -350,9 +673,12 @@ def finetune(model, tokenizer, prepared: Prepared, config: IntentTrainConfig, ar
     finally:
         if args.process_index == 0:
             shutil.rmtree(args.output_dir, ignore_errors=True)
-    return {"epochs_run": round(trainer.state.epoch or 0, 2),
-            "best_validation_macro_f1": trainer.state.best_metric,
-            "log": [row for row in trainer.state.log_history if "eval_macro_f1" in row or "loss" in row]}
+    result = {"epochs_run": round(trainer.state.epoch or 0, 2),
+              "best_validation_macro_f1": trainer.state.best_metric,
+              "log": [row for row in trainer.state.log_history if "eval_macro_f1" in row or "loss" in row]}
+    if keep_logits:
+        result["epoch_logits"] = list(enumerate(seen, start=1))
+    return result
 
 
 def _optimizer(model, config: IntentTrainConfig):
@@ -384,11 +710,34 @@ def _depth(name: str, layers: int) -> int:
     return layers + 1
 
 
-def _dataset(examples: list[Example], tokenizer, model, max_length: int):
-    from datasets import Dataset
+class Utterances:
+    """A torch map-style dataset of tokenised rows for ``Trainer``; with ``augment`` > 0 each
+    draw of a row is replaced, with that probability, by a noisy copy
+    (:func:`training.augment.noisy`), so every epoch sees other noise.
 
-    encoded = tokenizer([e.text for e in examples], truncation=True, max_length=max_length)
-    return Dataset.from_dict({**encoded, "labels": [model.config.label2id[e.intent] for e in examples]})
+    Args:
+        examples: rows; ``intent`` must be in ``label2id``.
+        label2id: label -> class id.
+        max_length: token limit.
+        augment: probability of a noisy copy per draw.
+        seed: seed of the noise.
+    """
+
+    def __init__(self, examples: list[Example], tokenizer, label2id: dict[str, int], max_length: int,
+                 augment: float = 0.0, seed: int = 0):
+        self.examples, self.tokenizer, self.label2id = examples, tokenizer, label2id
+        self.max_length, self.augment, self.rng = max_length, augment, random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        example = self.examples[index]
+        text = example.text
+        if self.augment and self.rng.random() < self.augment:
+            text = noisy(text, self.rng)
+        encoded = self.tokenizer(text, truncation=True, max_length=self.max_length)
+        return {**encoded, "labels": self.label2id[example.intent]}
 
 
 def _metrics(prediction) -> dict[str, float]:
@@ -400,42 +749,70 @@ def _metrics(prediction) -> dict[str, float]:
             "macro_f1": f1_score(prediction.label_ids, predicted, average="macro")}
 
 
-def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrainConfig) -> dict[str, Any]:
-    """Validation accuracy, macro-F1 and the OOS threshold (and its rejection rate) of the
-    trained ``model``."""
+def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrainConfig,
+                       calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Validation accuracy and macro-F1, and the OOS threshold with the rates it gives.
+
+    The threshold comes from ``calibration`` (cross-validation) when given, else from
+    :func:`choose_threshold` on the validation rows, a noisy copy of each
+    (:func:`training.augment.noisy`, fixed seed) and the held-out negatives.
+    """
     import numpy as np
     from sklearn.metrics import accuracy_score, f1_score
 
-    logits = batched_logits(model, tokenizer, [e.text for e in prepared.validation], config.max_length, 64)
-    gold = [model.config.label2id[e.intent] for e in prepared.validation]
-    predicted = logits.argmax(-1).numpy()
-    scores = oos_scores(logits, config.oos_method).numpy()
-    threshold = choose_threshold(scores, config.coverage)
+    from bot.classifier import in_scope_argmax
+
+    labels = prepared.labels
+    metrics: dict[str, Any] = {}
+    if calibration is None:
+        rng = random.Random(0)
+        noisy_rows = [Example(noisy(e.text, rng), e.intent, None, e.source) for e in prepared.validation]
+        rows = prepared.validation + noisy_rows + prepared.negatives
+        logits = batched_logits(model, tokenizer, [e.text for e in rows], config.max_length, 64)
+        n = len(prepared.validation)
+        gold = [labels.index(e.intent) for e in prepared.validation]
+        predicted = in_scope_argmax(logits[:n], labels).numpy()
+        metrics = {"validation_accuracy": float(accuracy_score(gold, predicted)),
+                   "validation_macro_f1": float(f1_score(gold, predicted, average="macro"))}
+        threshold, rates = _calibrate(logits, rows, labels, config.oos_method)
+        clean = _calibrate(logits[:n], prepared.validation, labels, config.oos_method)[1] if n else {}
+        rates["in_scope_answered_clean_validation"] = float(np.mean(
+            (oos_scores(logits[:n], config.oos_method, labels).numpy() <= threshold) & (predicted == np.array(gold))))
+        objective = ("balanced accuracy: in-scope validation rows (clean + one noisy copy each) answered with "
+                     "the right intent, and held-out out-of-scope rows rejected")
+        del clean
+        counts = {"in_scope_rows": 2 * n, "negative_rows": len(prepared.negatives)}
+    else:
+        threshold, rates, objective = calibration["threshold"], calibration["rates"], calibration["objective"]
+        counts = {}
     return {
-        "metrics": {"validation_accuracy": float(accuracy_score(gold, predicted)),
-                    "validation_macro_f1": float(f1_score(gold, predicted, average="macro"))},
-        "oos": {"method": config.oos_method, "threshold": threshold, "coverage_target": config.coverage,
-                "validation_rejected": float(np.mean(scores > threshold))},
+        "metrics": metrics,
+        "oos": {"method": config.oos_method, "threshold": threshold, "objective": objective,
+                "label": OUT_OF_SCOPE if OUT_OF_SCOPE in labels else None, **rates, **counts,
+                "negatives": prepared.background},
     }
 
 
 def _write_version(target: Path, model, tokenizer, prepared: Prepared, config: IntentTrainConfig,
-                   settings: Settings, training: dict[str, Any]) -> None:
-    summary = validation_summary(model, tokenizer, prepared, config)
+                   settings: Settings, training: dict[str, Any], calibration: dict[str, Any] | None = None) -> None:
+    summary = validation_summary(model, tokenizer, prepared, config, calibration)
     hyper = {f.name: getattr(config, f.name) for f in fields(config)
              if f.name not in ("data", "base", "output", "data_dir", "home")}
+    # The threshold travels in config.json too, so a plain transformers pipeline can reject.
+    model.config.update({"oos_threshold": summary["oos"]["threshold"], "oos_method": config.oos_method})
     with atomic_dir(target) as scratch:
         model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
         write_manifest(
             scratch, kind="intents", method=config.method, base_model=settings.intent_base,
             data={"name": prepared.name, "sha256": prepared.sha256, "split_seed": settings.seed,
-                  "split_sizes": prepared.sizes(), "held_out_intents": prepared.held_out},
+                  "split_sizes": prepared.sizes(), "held_out_intents": prepared.held_out,
+                  "test": config.test},
             labels=prepared.labels, hyperparameters={**hyper, "seed": settings.seed},
             metrics=summary["metrics"], oos=summary["oos"], training=training,
         )
-    log.info("intent model written to %s (validation accuracy %.4f)", target,
-             summary["metrics"]["validation_accuracy"])
+    log.info("intent model written to %s (OOS threshold %.4f: %s)", target, summary["oos"]["threshold"],
+             {k: round(v, 4) for k, v in summary["oos"].items() if isinstance(v, float)})
 
 
 def _shared_target(config: IntentTrainConfig, settings: Settings, args) -> Path:

@@ -186,8 +186,12 @@ def _train(kind: str, data: LoadedData, recipe: dict[str, Any], settings: Settin
     recipe (its manifest's base model and hyper-parameters), so only the data changes."""
     options = dict(recipe["hyperparameters"])
     if kind == "intents":
+        from dataclasses import fields
+
         from training.intents import IntentTrainConfig, train_intents
 
+        known = {f.name for f in fields(IntentTrainConfig)}  # a recipe from an older version may name more
+        options = {k: v for k, v in options.items() if k in known}
         options.update(holdout=0, seed=settings.seed)
         return train_intents(IntentTrainConfig(data=data, base=recipe["base_model"],
                                                home=settings.home, **options))

@@ -30,6 +30,9 @@ app.add_typer(db_app, name="db")
 KIND = typer.Argument(..., help="intents or replies")
 DATA_DIR = typer.Option(None, help="folder searched first for built-in data sets", exists=True,
                         file_okay=False)
+TEXT_COLUMN = typer.Option(None, "--text-column", help="column (CSV) or key (JSONL) of the utterance; default: found by name (text, utterance, sentence, query, question, ...)")
+INTENT_COLUMN = typer.Option(None, "--intent-column", help="column or key of the intent; default: found by name (intent, label, category, ...)")
+OOS_LABEL = typer.Option([], "--oos-label", help="an intent label that marks out-of-scope rows, besides out_of_scope and oos (repeatable), e.g. none or fallback")
 console = Console()
 
 
@@ -228,7 +231,7 @@ def _intent_config(data: str, **options):
 
 @train_app.command("intents")
 def train_intents_command(
-    data: str = typer.Option("bitext", help="built-in data set (bitext, banking77) or a CSV/JSONL/nlu.yml file"),
+    data: str = typer.Option("bitext", help="built-in data set (bitext, banking77, hwu64) or a CSV/JSONL/nlu.yml file"),
     base: Optional[str] = typer.Option(None, help="sentence encoder: hub id or local path (default settings.intent_base)"),
     method: str = typer.Option("finetune", help="finetune (LR-initialised head, then full fine-tune) or head (frozen encoder + LR head)"),
     epochs: float = typer.Option(4.0, help="maximum epochs (finetune); early stopping may end sooner"),
@@ -237,13 +240,21 @@ def train_intents_command(
     max_length: int = typer.Option(64, help="tokens per utterance (longer ones are truncated)"),
     seed: Optional[int] = typer.Option(None, help="split and training seed"),
     output: Optional[Path] = typer.Option(None, help="version folder to create (default <home>/models/intents/<UTC time>)"),
-    label_smoothing: float = typer.Option(0.1, help="label smoothing of the loss"),
+    label_smoothing: float = typer.Option(0.0, help="label smoothing of the loss"),
     layer_decay: float = typer.Option(1.0, help="layer-wise LR decay (1 = off)"),
     head_c: float = typer.Option(0.1, help="inverse L2 strength of the logistic-regression head (on standardised features)"),
     patience: int = typer.Option(2, help="early stopping: epochs without better validation macro-F1"),
     oos_method: str = typer.Option("msp", help="out-of-scope score: msp or energy"),
-    coverage: float = typer.Option(0.99, help="share of in-scope validation utterances the OOS threshold accepts"),
     holdout: int = typer.Option(0, help="leave this many intents out of training (for eval oos)"),
+    background: str = typer.Option("hwu64", help="out-of-scope examples besides the data's own: built-in data set, file, or none"),
+    background_rows: int = typer.Option(1500, help="at most this many background rows are trained on"),
+    small_talk: bool = typer.Option(True, help="add the built-in small-talk intents (greeting, thanks, goodbye, bot, affirm, negate)"),
+    augment: float = typer.Option(0.4, help="probability that a training row is drawn as a noisy copy (typos, casing, ...)"),
+    cv_below: int = typer.Option(1000, help="with fewer in-scope rows, cross-validate to choose epochs and threshold, then train on all"),
+    test: Optional[str] = typer.Option(None, help="your own test file (may hold out-of-scope rows): evaluated after training"),
+    text_column: Optional[str] = TEXT_COLUMN,
+    intent_column: Optional[str] = INTENT_COLUMN,
+    oos_label: list[str] = OOS_LABEL,
     data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
     """Train the intent classifier (runs unchanged under torchrun / accelerate launch)."""
@@ -252,26 +263,59 @@ def train_intents_command(
     folder = train_intents(_intent_config(
         data, base=base, method=method, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
         seed=seed, output=output, label_smoothing=label_smoothing, layer_decay=layer_decay, head_c=head_c,
-        patience=patience, oos_method=oos_method, coverage=coverage, holdout=holdout, data_dir=data_dir))
+        patience=patience, oos_method=oos_method, holdout=holdout, background=background,
+        background_rows=background_rows, small_talk=small_talk, augment=augment, cv_below=cv_below, test=test,
+        text_column=text_column, intent_column=intent_column, oos_labels=list(oos_label), data_dir=data_dir))
     registered = "not in the registry (--holdout model)" if holdout else _register("intents", folder)
-    console.print(f"intent classifier written to {folder}; {registered}")
+    console.print(f"intent classifier written to {folder}; {registered}", soft_wrap=True)
+    _print_manifest_summary(folder)
+    if test:
+        _print_intent_report(folder, data, data_dir, test, text_column, intent_column, oos_label)
+
+
+def _print_manifest_summary(folder: Path) -> None:
+    from bot.manifest import read_manifest
+
+    manifest = read_manifest(folder)
+    oos = manifest.get("oos", {})
+    sizes = manifest.get("data", {}).get("split_sizes", {})
+    console.print(f"rows: {', '.join(f'{k} {v}' for k, v in sizes.items())}", soft_wrap=True)
+    console.print(f"out-of-scope threshold {oos.get('threshold', float('nan')):.4f} ({oos.get('objective', '')}): "
+                  f"in-scope answered {oos.get('in_scope_answered', float('nan')):.2%}, "
+                  f"out-of-scope rejected {oos.get('oos_rejected', float('nan')):.2%}", soft_wrap=True)
+
+
+def _print_intent_report(model: Path, data: str, data_dir, test, text_column, intent_column, oos_label) -> None:
+    from training.intent_eval import evaluate_intents
+
+    report = evaluate_intents(model, data, data_dir, test, text_column=text_column, intent_column=intent_column,
+                              oos_labels=tuple(oos_label))
+    console.print(f"{report['rows']} in-scope test rows: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
+                  f"rejected as out of scope {report['rejected_as_oos']:.2%}", soft_wrap=True)
+    open_set = report["open_set"]
+    if open_set["oos_rows"]:
+        console.print(f"with {open_set['oos_rows']} out-of-scope rows ({open_set['rows']} in all): overall accuracy "
+                      f"{open_set['accuracy']:.4f}, in-scope accuracy {open_set['in_scope_accuracy']:.4f}, "
+                      f"out-of-scope recall {open_set['oos_recall']:.4f}, in-scope wrongly rejected "
+                      f"{open_set['in_scope_rejected']:.2%}", soft_wrap=True)
+    for pair in report["most_confused"][:5]:
+        console.print(f"  confused: {pair['gold']} -> {pair['predicted']} ({pair['count']})", soft_wrap=True)
+    console.print(f"report: {model / 'eval' / 'intents_report.md'}, plot: {model / 'eval' / 'confusion.png'}", soft_wrap=True)
 
 
 @eval_app.command("intents")
 def eval_intents_command(
     model: Path = typer.Argument(..., help="intent model folder (models/intents/<version>)"),
     data: str = typer.Option("bitext", help="the data set the model was trained on (its test split is used)"),
+    test: Optional[str] = typer.Option(None, help="your own test file instead (may hold out-of-scope rows)"),
+    text_column: Optional[str] = TEXT_COLUMN,
+    intent_column: Optional[str] = INTENT_COLUMN,
+    oos_label: list[str] = OOS_LABEL,
     data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
-    """Accuracy, macro-F1, per-intent report and confusion matrix on the test split (writes MODEL/eval/)."""
-    from training.intent_eval import evaluate_intents
-
-    report = evaluate_intents(model, data, data_dir)
-    console.print(f"{report['rows']} test rows: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
-                  f"rejected as out of scope {report['rejected_as_oos']:.2%}")
-    for pair in report["most_confused"][:5]:
-        console.print(f"  confused: {pair['gold']} -> {pair['predicted']} ({pair['count']})")
-    console.print(f"report: {model / 'eval' / 'intents_report.md'}, plot: {model / 'eval' / 'confusion.png'}")
+    """Accuracy, macro-F1, per-intent report and confusion matrix on the test split or --test FILE;
+    with out-of-scope rows: overall accuracy, in-scope accuracy, OOS recall (writes MODEL/eval/)."""
+    _print_intent_report(model, data, data_dir, test, text_column, intent_column, oos_label)
 
 
 @eval_app.command("oos")
