@@ -1,27 +1,35 @@
-"""Send messages through the real router (production models of SUPPORTBOT_HOME), each in a new
-conversation, and print route, intent, confidence, OOS score, latency and the reply.
+"""Send messages through the real router (production models of SUPPORTBOT_HOME) and print route,
+intent, confidence, OOS score, context, latency and the reply.
 
-    python scripts/try_bot.py "I want to cancel my order" "tell me a joke" ...
+    python scripts/try_bot.py "I want to cancel my order" "tell me a joke" ...   # each in a new conversation
+    python scripts/try_bot.py --dialog "hi" "I want to cancel my order" "it's order 4471" "thanks!"
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 from bot.runtime import load_router
 from bot.settings import load_settings
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("messages", nargs="+")
+    parser.add_argument("--dialog", action="store_true", help="all messages in one conversation, in order")
+    args = parser.parse_args()
     router = load_router(load_settings())
-    for text in sys.argv[1:]:
-        conversation = router.store.new_conversation()
+    conversation = router.store.new_conversation()
+    for text in args.messages:
+        if not args.dialog:
+            conversation = router.store.new_conversation()
         turn = list(router.respond(conversation, text))[-1].turn
-        p = turn.prediction
-        print(f"### {text}\nroute={turn.decision.route} ({turn.decision.reason}); intent={p.intent if p else None} "
+        p, d = turn.prediction, turn.decision
+        print(f"### customer: {text}\nroute={d.route} ({d.reason}); intent={p.intent if p else None} "
               f"confidence={p.confidence if p else 0:.3f} oos={p.oos_score if p else 0:.3f} "
-              f"threshold={turn.decision.threshold:.3f} latency={turn.latency_ms / 1000:.1f}s "
-              f"missing={turn.missing_slots}\n{turn.reply}\n", flush=True)
+              f"threshold={d.threshold if d.threshold is not None else float('nan'):.3f} "
+              f"context={d.context} latency={turn.latency_ms / 1000:.1f}s missing={turn.missing_slots}\n"
+              f"bot: {turn.reply}\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 import pytest
 
-from bot.records import Prediction
-from bot.router import decide
+from bot.records import Decision, Prediction, Turn
+from bot.router import decide, follow_up
 from bot.settings import RouterConfig
 
 CONFIG = RouterConfig(templates={"newsletter_subscription": "Subscribe at {{Website URL}}."},
@@ -26,6 +26,8 @@ def predict(intent="track_order", oos=0.1, confidence=0.9):
      "intent 'contact_human_agent' is handed off by configuration"),
     ("newsletter", predict("newsletter_subscription"), 0, "template",
      "intent 'newsletter_subscription' has a fixed reply"),
+    ("hi", predict("smalltalk_greeting"), 1, "smalltalk", "small talk 'smalltalk_greeting' with confidence 0.90"),
+    ("thanks!", predict("smalltalk_thanks"), 5, "smalltalk", "small talk 'smalltalk_thanks' with confidence 0.90"),
 ])
 def test_routes(text, prediction, fallbacks, route, reason):
     decision = decide(text, prediction, THRESHOLD, fallbacks, CONFIG)
@@ -37,3 +39,39 @@ def test_rephrase_limit_is_configurable():
     config = RouterConfig(rephrase_limit=3)
     assert decide("joke", predict(oos=0.9), 0.5, 1, config).route == "rephrase"
     assert decide("joke", predict(oos=0.9), 0.5, 2, config).route == "handoff"
+
+
+def answered(intent="cancel_order", index=1):
+    return Turn("c", index, "I want to cancel my order", predict(intent),
+                Decision("answer", f"intent '{intent}'", intent, THRESHOLD), "Sure, which order?", status="complete")
+
+
+@pytest.mark.parametrize("message,previous,combined,entities,expected", [
+    # "it's order 4471" alone is out of scope; with the previous message it is a cancellation
+    (predict("track_order", oos=0.9), answered(), predict("cancel_order", oos=0.1), {"order_number": "4471"},
+     ("cancel_order", "classified with the previous message (turn 1)")),
+    # the combined text is still unclear, but the message gives an order number: keep the intent
+    (predict("track_order", oos=0.9), answered(), predict("track_order", oos=0.8), {"order_number": "4471"},
+     ("cancel_order", "kept the intent of turn 1: the message gives order number")),
+    # a bare "yes" after an answer continues its topic
+    (predict("smalltalk_affirm", oos=0.05), answered("delete_account"), predict("delete_account", oos=0.2), {},
+     ("delete_account", "classified with the previous message (turn 1)")),
+    # clear messages, and messages after a turn that was not answered, decide alone
+    (predict("track_order", oos=0.1), answered(), predict("cancel_order"), {}, None),
+    (predict("track_order", oos=0.9), None, None, {"order_number": "4471"}, None),
+    (predict("track_order", oos=0.9), answered(), predict("smalltalk_thanks", oos=0.1), {}, None),
+    (predict("smalltalk_thanks", oos=0.05), answered(), predict("cancel_order", oos=0.1), {}, None),
+])
+def test_follow_ups_are_decided_in_context(message, previous, combined, entities, expected):
+    found = follow_up(message, THRESHOLD, previous, combined, entities)
+    if expected is None:
+        assert found is None
+    else:
+        prediction, context = found
+        assert (prediction.intent, context) == expected
+        assert decide("x", prediction, THRESHOLD, 0, CONFIG).route == "answer"
+
+
+def test_small_talk_never_counts_as_a_fallback():
+    config = RouterConfig(rephrase_limit=1)
+    assert decide("hello", predict("smalltalk_greeting", oos=0.1), THRESHOLD, 3, config).route == "smalltalk"

@@ -317,3 +317,15 @@ def test_prune_refuses_a_period_that_is_not_a_positive_number(store, days):
 def test_a_very_long_period_deletes_nothing(store):
     _complete(store, store.new_conversation())
     assert store.prune(1e300)["conversations"] == 0
+
+
+def test_the_context_that_decided_a_turn_is_stored_and_the_previous_turn_read_back(store):
+    conversation = store.new_conversation()
+    assert store.previous_turn(conversation) is None
+    first = store.finish_turn(replace(store.start_turn(conversation, "cancel my order"), reply="Which order?",
+                                      decision=Decision("answer", "intent 'cancel_order'", "cancel_order", 0.5)))
+    store.start_turn(conversation, "still typing")  # incomplete: never the previous turn
+    assert store.previous_turn(conversation) == first
+    decision = Decision("answer", "intent 'cancel_order' (kept)", "cancel_order", 0.5, context="kept the intent of turn 0")
+    second = store.finish_turn(replace(store.start_turn(conversation, "it's 4471"), reply="Done.", decision=decision))
+    assert second.decision.context == "kept the intent of turn 0" and store.previous_turn(conversation) == second
