@@ -119,7 +119,8 @@ def demo(
 
 @app.command("hash-password")
 def hash_password_command(
-    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True),
+    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True,
+                                 help="the password (asked for, unseen, when not given)"),
 ) -> None:
     """Print the argon2 hash of a reviewer's password, for the ``reviewers`` setting."""
     from ui.server import hash_password
