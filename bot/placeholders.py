@@ -3,7 +3,7 @@
 Replies learnt from Bitext hold slots such as ``{{Customer Support Phone Number}}`` or
 ``{{Order History}}``. A slot never reaches the customer; each one is resolved in this order:
 
-1. **profile**: the company profile (``data/company_profile.toml``) has the slot's key: the name
+1. **profile**: the company profile (default ``bot/defaults/company_profile.toml``, setting ``profile``) has the slot's key: the name
    in snake case, a trailing "Anonymized" dropped (``{{Customer Support Phone Number}}`` ->
    ``customer_support_phone_number``), or an alias of it from the profile's ``[aliases]`` table;
 2. **entity**: the slot names a number the customer gave (:data:`ENTITY_SLOTS`, e.g.

@@ -29,8 +29,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-REPO_DATA = Path(__file__).resolve().parents[1] / "data"
-"""The project's own small files (company profile, example config)."""
+DEFAULT_PROFILE = Path(__file__).resolve().parent / "defaults" / "company_profile.toml"
+"""The example company profile, shipped as package data (a wheel has no ``data/`` folder)."""
 
 
 def _config_file() -> Path | None:
@@ -159,17 +159,23 @@ class Settings(BaseSettings):
     cache_dir: Path | None = None
     intent_base: str = "sentence-transformers/all-MiniLM-L6-v2"
     reply_base: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    profile: Path = REPO_DATA / "company_profile.toml"
+    profile: Path = DEFAULT_PROFILE
     seed: int = Field(42, ge=0, le=2**32 - 1)
     redact: bool = True
     reviewers: dict[str, str] = {}
     router: RouterConfig = RouterConfig()
     serving: ServingConfig = ServingConfig()
 
+    @field_validator("home", "data_dir", "cache_dir", "profile")
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        """``~`` means the user's home folder in a config file or variable too."""
+        return Path(value).expanduser() if value is not None else None
+
     @field_validator("data_dir")
     @classmethod
     def _existing_data_dir(cls, value: Path | None) -> Path | None:
-        if value is not None and not Path(value).expanduser().is_dir():
+        if value is not None and not Path(value).is_dir():
             raise ValueError(f"{value}: no such folder")
         return value
 

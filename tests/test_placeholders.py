@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 
 from bot.errors import SupportbotError
 from bot.placeholders import extract_entities, fill, is_fact_slot, load_profile, slot_key
-from bot.settings import REPO_DATA
+from bot.settings import DEFAULT_PROFILE
 
 PHONE = "+1 (555) 010-4477"
 
 
 @pytest.fixture(scope="module")
 def profile() -> dict[str, str]:
-    return load_profile(REPO_DATA / "company_profile.toml")
+    return load_profile(DEFAULT_PROFILE)
 
 
 def _bitext_replies(data_dir, contains: str, count: int) -> list[tuple[str, str]]:

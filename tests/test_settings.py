@@ -54,3 +54,15 @@ def test_bad_reviewers_variable(monkeypatch):
     monkeypatch.setenv("SUPPORTBOT_REVIEWERS", "not json")
     with pytest.raises(SupportbotError, match="invalid configuration: error parsing value for field \"reviewers\""):
         load_settings()
+
+
+def test_a_tilde_in_a_config_file_means_the_home_folder(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from bot.settings import load_settings
+
+    config = tmp_path / "supportbot.toml"
+    config.write_text('home = "~/.supportbot-test"\n')
+    monkeypatch.setenv("SUPPORTBOT_CONFIG", str(config))
+    monkeypatch.delenv("SUPPORTBOT_HOME", raising=False)
+    assert load_settings().home == Path.home() / ".supportbot-test"
