@@ -169,6 +169,12 @@ def _with_oos(data: LoadedData, oos: set[str]) -> LoadedData:
     return data
 
 
+def describe_columns(columns: dict[str, str]) -> str:
+    """The columns read, for messages: ``{"text": "sentence", "intent": "label"}`` ->
+    ``"text='sentence', intent='label'"`` (``"Rasa nlu.yml"`` when there are none)."""
+    return ", ".join(f"{ours}='{theirs}'" for ours, theirs in columns.items()) or "Rasa nlu.yml"
+
+
 def find_columns(path: Path, header: list[str], wanted: dict[str, str | None]) -> dict[str, str]:
     """Our field -> the file's column: the column ``wanted`` names, else the first of
     :data:`TEXT_COLUMNS` / :data:`INTENT_COLUMNS` / :data:`REPLY_COLUMNS` in ``header``
