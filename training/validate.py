@@ -55,13 +55,18 @@ class Finding:
     rows: tuple[int, ...] = ()
     field: str | None = None
 
-    def __str__(self) -> str:
+    @property
+    def where(self) -> str:
+        """``"<file>, rows 3, 7, field 'text'"``."""
         where = self.file
         if self.rows:
             where += f", {_row_list(self.rows)}"
         if self.field:
             where += f", field '{self.field}'"
-        return f"{self.severity}: {where}: {self.problem}"
+        return where
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.where}: {self.problem}"
 
 
 @dataclass(frozen=True)
@@ -150,8 +155,7 @@ def check(train: LoadedData, test_name: str | None = None, test: list[Example] |
         test_name, test, test_columns: the test file's name, rows and columns, or None.
         min_examples: see :func:`validate`.
     """
-    text_field = train.columns.get("text", "examples" if not train.columns else "text")
-    intent_field = train.columns.get("intent", "intent")
+    text_field, intent_field = _fields(train.columns)
     report = ValidationReport([_summary(train.name, train.examples, train.columns)])
     found = list(_duplicates(train.name, train.examples, text_field))
     found += _too_few(train.name, train.examples, intent_field, min_examples)
@@ -163,14 +167,32 @@ def check(train: LoadedData, test_name: str | None = None, test: list[Example] |
     if test is not None and test_name is not None:
         columns = test_columns if test_columns is not None else train.columns
         report.files.append(_summary(test_name, test, columns))
-        test_text = columns.get("text", "examples" if not columns else "text")
-        test_intent = columns.get("intent", "intent")
+        test_text, test_intent = _fields(columns)
         found += _duplicates(test_name, test, test_text)
         found += _unmapped_oos(test_name, test, test_intent)
         found += _leakage(train.name, train.examples, test_name, test, test_text)
         found += _unseen_intents(train.examples, test_name, test, test_intent)
     report.findings = sorted(found, key=lambda f: f.severity != "error")
     return report
+
+
+def load_findings(name: str, examples: list[Example], columns: dict[str, str]) -> list[Finding]:
+    """What :func:`training.data.load` warns about in every file it reads: the same utterance
+    under two intents, intents with a single example, intent names that differ only in case.
+
+    Args:
+        name: the file, as findings name it.
+        examples: its rows; columns: our field -> the file's column (see ``LoadedData.columns``).
+    """
+    text_field, intent_field = _fields(columns)
+    found = [f for f in _duplicates(name, examples, text_field) if f.severity == "error"]
+    found += [f for f in _too_few(name, examples, intent_field, MIN_EXAMPLES) if f.severity == "error"]
+    return found + list(_case_variants(name, examples, intent_field))
+
+
+def _fields(columns: dict[str, str]) -> tuple[str, str]:
+    """The file's names of the utterance and intent fields (Rasa: ``examples``, ``intent``)."""
+    return columns.get("text", "text" if columns else "examples"), columns.get("intent", "intent")
 
 
 def normalise(text: str) -> str:
