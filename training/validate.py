@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 from bot.records import OUT_OF_SCOPE
 from training.data import Example, LoadedData, describe_columns, load

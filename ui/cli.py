@@ -16,6 +16,8 @@ from rich.table import Column, Table
 
 from bot.errors import DataError, SupportbotError, one_line
 from bot.settings import load_settings
+from training.data import DEFAULT_OOS_LABELS, INTENT_COLUMNS, TEXT_COLUMNS
+from training.validate import MIN_EXAMPLES, validate
 
 # pretty_exceptions_enable=False: a bug's traceback is printed as Python prints it, not redrawn
 # in a box at the terminal's width.
@@ -35,13 +37,14 @@ KIND = typer.Argument(..., help="intents or replies")
 DATA_DIR = typer.Option(None, help="folder searched first for built-in data sets", exists=True,
                         file_okay=False)
 TEXT_COLUMN = typer.Option(None, "--text-column", metavar="COLUMN",
-                           help="CSV column / JSONL key of the utterance (default: found by name: text, "
-                                "utterance, sentence, query, question, ...)")
+                           help=f"CSV column / JSONL key of the utterance (default: the first of "
+                                f"{', '.join(TEXT_COLUMNS)} in the file)")
 INTENT_COLUMN = typer.Option(None, "--intent-column", metavar="COLUMN",
-                             help="CSV column / JSONL key of the intent (default: found by name: intent, "
-                                  "label, category, ...)")
+                             help=f"CSV column / JSONL key of the intent (default: the first of "
+                                  f"{', '.join(INTENT_COLUMNS)} in the file)")
 OOS_LABEL = typer.Option(None, "--oos-label", metavar="LABEL",
-                         help="a label that marks out-of-scope rows, besides out_of_scope and oos (repeatable)")
+                         help=f"a label that marks out-of-scope rows, besides {' and '.join(DEFAULT_OOS_LABELS)} "
+                              "(repeatable)")
 console = Console()
 
 
@@ -89,7 +92,7 @@ def data_validate(
     text_column: Optional[str] = TEXT_COLUMN,
     intent_column: Optional[str] = INTENT_COLUMN,
     oos_label: Optional[list[str]] = OOS_LABEL,
-    min_examples: int = typer.Option(5, min=1, help="warn about intents with fewer training examples"),
+    min_examples: int = typer.Option(MIN_EXAMPLES, min=1, help="warn about intents with fewer training examples"),
     data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
     """Check a data file before training: the same utterance under two intents, duplicates,
@@ -97,8 +100,6 @@ def data_validate(
 
     One line per finding (file, rows, field); exit status 1 when there is an error, 0 otherwise.
     """
-    from training.validate import validate
-
     settings = load_settings(data_dir=data_dir)
     logging.getLogger("training.data").setLevel(logging.ERROR)  # its load-time warnings are findings here
     report = validate(file, test, data_dir=settings.data_dir, home=settings.home, text_column=text_column,
