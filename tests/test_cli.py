@@ -137,7 +137,7 @@ def test_usage_errors_are_one_plain_line():
     assert (result.returncode, result.stderr) == (2, "error: No such option: --no-such-option "
                                                      "(see 'supportbot data show --help')\n")
     result = run("data", "validate", env=env)
-    assert (result.returncode, result.stderr) == (2, "error: Missing argument 'file'. "
+    assert (result.returncode, result.stderr) == (2, "error: Missing argument 'FILE'. "
                                                      "(see 'supportbot data validate --help')\n")
     result = run("data", env=env)  # no command: the help, as before
     assert result.returncode == 2 and "show" in result.stdout and "validate" in result.stdout

@@ -86,7 +86,8 @@ def data_show(
 
 @data_app.command("validate")
 def data_validate(
-    file: str = typer.Argument(..., help="CSV/JSONL/nlu.yml file, or a built-in data set (its test split is checked too)"),
+    file: str = typer.Argument(..., metavar="FILE",
+                               help="CSV/JSONL/nlu.yml file, or a built-in data set (its test split is checked too)"),
     test: Optional[str] = typer.Option(None, "--test", metavar="TEST_FILE",
                                        help="test file to check for leakage from FILE"),
     text_column: Optional[str] = TEXT_COLUMN,
