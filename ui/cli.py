@@ -42,7 +42,7 @@ TEXT_COLUMN = typer.Option(None, "--text-column", metavar="COLUMN",
 INTENT_COLUMN = typer.Option(None, "--intent-column", metavar="COLUMN",
                              help=f"CSV column / JSONL key of the intent (default: the first of "
                                   f"{', '.join(INTENT_COLUMNS)} in the file)")
-OOS_LABEL = typer.Option(None, "--oos-label", metavar="LABEL",
+OOS_LABEL = typer.Option([], "--oos-label", metavar="LABEL",
                          help=f"a label that marks out-of-scope rows, besides {' and '.join(DEFAULT_OOS_LABELS)} "
                               "(repeatable)")
 console = Console()
@@ -55,7 +55,7 @@ def data_show(
     seed: Optional[int] = typer.Option(None, help="split seed"),
     text_column: Optional[str] = TEXT_COLUMN,
     intent_column: Optional[str] = INTENT_COLUMN,
-    oos_label: Optional[list[str]] = OOS_LABEL,
+    oos_label: list[str] = OOS_LABEL,
 ) -> None:
     """Row count, intents, columns read, out-of-scope rows, split sizes and the largest / smallest
     intents of a data set."""
@@ -64,7 +64,7 @@ def data_show(
 
     settings = load_settings(data_dir=data_dir, seed=seed)
     data = load(name, data_dir=settings.data_dir, home=settings.home, text_column=text_column,
-                intent_column=intent_column, oos_labels=oos_label or ())
+                intent_column=intent_column, oos_labels=oos_label)
     try:
         sizes = ", ".join(f"{k} {v:,}" for k, v in split(data, seed=settings.seed).sizes().items())
     except DataError as exc:  # too small to split: still show what is there
@@ -92,7 +92,7 @@ def data_validate(
                                        help="test file to check for leakage from FILE"),
     text_column: Optional[str] = TEXT_COLUMN,
     intent_column: Optional[str] = INTENT_COLUMN,
-    oos_label: Optional[list[str]] = OOS_LABEL,
+    oos_label: list[str] = OOS_LABEL,
     min_examples: int = typer.Option(MIN_EXAMPLES, min=1, help="warn about intents with fewer training examples"),
     data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
@@ -104,7 +104,7 @@ def data_validate(
     settings = load_settings(data_dir=data_dir)
     logging.getLogger("training.data").setLevel(logging.ERROR)  # its load-time warnings are findings here
     report = validate(file, test, data_dir=settings.data_dir, home=settings.home, text_column=text_column,
-                      intent_column=intent_column, oos_labels=oos_label or (), min_examples=min_examples)
+                      intent_column=intent_column, oos_labels=oos_label, min_examples=min_examples)
     for line in [*report.files, *report.findings]:
         typer.echo(str(line))
     typer.echo(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
