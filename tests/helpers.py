@@ -20,6 +20,14 @@ if TYPE_CHECKING:
     from gradio_client import Client
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed ``supportbot`` script as a user would; stdout and stderr as text."""
+    exe = shutil.which("supportbot")
+    assert exe, "the supportbot script is not installed (run make setup)"
+    return subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=120, input=input, cwd=cwd)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

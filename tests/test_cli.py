@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 import pytest
-
-
-def run(*args, env=None, input=None):
-    exe = shutil.which("supportbot")
-    assert exe, "the supportbot script is not installed (run make setup)"
-    return subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=120, input=input)
+from helpers import run_cli as run
 
 
 def test_help_lists_commands():
@@ -31,12 +24,27 @@ def test_data_show_bitext(data_dir):
 
 def test_user_mistake_is_one_line_not_a_traceback(tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text("utterance,label\nhi,greet\n")
+    bad.write_text("words,tag\nhi,greet\n")
     result = run("data", "show", str(bad))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().endswith("missing column(s) text, intent; the header has: utterance, label")
-    assert result.stderr.count("\n") == 1
+    assert result.stderr == (f"error: {bad}: no text column found; the columns are: words, tag; name one "
+                             "text/utterance/sentence/query/question or pass --text-column\n")
+
+
+def test_data_show_reads_its_own_column_names_and_out_of_scope_labels(tmp_path):
+    rows = [("track my parcel", "track"), ("where is my parcel", "track"), ("cancel it", "cancel"),
+            ("stop my order", "cancel"), ("play jazz", "none"), ("weather tomorrow", "none")]
+    data = tmp_path / "mine.csv"
+    data.write_text("id,phrase,tag\n" + "".join(f"{i},{t},{l}\n" for i, (t, l) in enumerate(rows)))
+    result = run("data", "show", str(data), "--text-column", "phrase", "--intent-column", "tag",
+                 "--oos-label", "none")
+    assert result.returncode == 0, result.stderr
+    assert "text='phrase', intent='tag'" in result.stdout
+    assert "│ out-of-scope rows │ 2" in result.stdout and "│ intents           │ 2" in result.stdout
+    result = run("data", "show", str(data), "--text-column", "nope")
+    assert result.returncode == 2
+    assert result.stderr == f"error: {data}: no column 'nope' (--text-column); the columns are: id, phrase, tag\n"
 
 
 def test_bad_config_value(tmp_path):
@@ -110,13 +118,29 @@ def test_db_prune_refuses_a_bad_period(tmp_path, days, message):
 
 
 def test_missing_data_dir_is_reported(tmp_path):
-    result = run("data", "show", "bitext", "--data-dir", str(tmp_path / "nowhere"))
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "nowhere" in result.stderr and "does not exist" in result.stderr
-    env = {**os.environ, "SUPPORTBOT_DATA_DIR": str(tmp_path / "nowhere")}
-    result = run("data", "show", "bitext", env=env)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "nowhere: no such folder" in result.stderr
+    """A usage error is one plain line whatever the terminal width and path length (issue 18:
+    rich used to draw it in a box that wrapped the path)."""
+    nowhere = tmp_path / ("a-long-folder-name-" * 8) / "nowhere"
+    env = {**os.environ, "COLUMNS": "40"}
+    result = run("data", "show", "bitext", "--data-dir", str(nowhere), env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (f"error: Invalid value for '--data-dir': dir '{nowhere}' does not exist. "
+                             "(see 'supportbot data show --help')\n")
+    result = run("data", "show", "bitext", env={**env, "SUPPORTBOT_DATA_DIR": str(nowhere)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{nowhere}: no such folder" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_usage_errors_are_one_plain_line():
+    env = {**os.environ, "COLUMNS": "40"}
+    result = run("data", "show", "--no-such-option", env=env)
+    assert (result.returncode, result.stderr) == (2, "error: No such option: --no-such-option "
+                                                     "(see 'supportbot data show --help')\n")
+    result = run("data", "validate", env=env)
+    assert (result.returncode, result.stderr) == (2, "error: Missing argument 'FILE'. "
+                                                     "(see 'supportbot data validate --help')\n")
+    result = run("data", env=env)  # no command: the help, as before
+    assert result.returncode == 2 and "show" in result.stdout and "validate" in result.stdout
 
 
 def test_prune_and_export_leave_other_files_alone(tmp_path):

@@ -164,7 +164,7 @@ def test_single_example_intent_warns_and_stays_in_train(tmp_path, caplog):
     path = write(tmp_path, "x.csv", "text,intent\n" + rows)
     with caplog.at_level(logging.WARNING):
         data = load(str(path))
-    assert "intent(s) with a single example, kept in the training split only: rare" in caplog.text
+    assert "x.csv, row 11, field 'intent': intent 'rare' has a single example: it cannot be split" in caplog.text
     parts = split(data, seed=1)
     assert "rare" in {e.intent for e in parts.train}
     assert sum(parts.sizes().values()) == 11
@@ -192,6 +192,16 @@ def test_case_variants_and_conflicting_labels_warn_with_rows(tmp_path, caplog):
     path = write(tmp_path, "x.csv", rows)
     with caplog.at_level(logging.WARNING):
         load(str(path))
-    assert "differ only in case are different intents: Cancel_Order / cancel_order" in caplog.text
-    assert "1 utterance(s) carry two or more intents" in caplog.text
-    assert "x.csv:6 says 'track_order', x.csv:7 says 'cancel_order'" in caplog.text
+    assert "field 'intent': intent names that differ only in case are different intents: Cancel_Order, " \
+           "cancel_order" in caplog.text
+    assert "x.csv, rows 6, 7, field 'text': the same utterance 'where is my parcel' is labelled with 2 intents: " \
+           "track_order (row 6), cancel_order (row 7)" in caplog.text
+
+
+def test_loading_logs_the_first_problems_and_points_at_data_validate(tmp_path, caplog):
+    rows = "".join(f"hello {i},greet\nhello {i},bye\n" for i in range(7))
+    path = write(tmp_path, "x.csv", "text,intent\n" + rows)
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        load(str(path))
+    assert caplog.text.count("is labelled with 2 intents") == 5
+    assert f"{path}: 2 more problem(s); `supportbot data validate {path}` lists them all" in caplog.text

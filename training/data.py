@@ -45,6 +45,8 @@ REPLY_COLUMNS = ("reply", "response", "answer")
 """Column names taken as the example reply (optional), in order of preference."""
 DEFAULT_OOS_LABELS = ("out_of_scope", "oos")
 """Labels that mark an out-of-scope row in any file (``--oos-label`` adds more)."""
+LOGGED_FINDINGS = 5
+"""Problems found on loading that are logged; ``supportbot data validate`` lists them all."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,9 @@ def load(name_or_path: str, data_dir: Path | None = None, home: Path | None = No
     if reader is None:
         raise DataError(path, f"unknown format '{path.suffix}'; expected one of {', '.join(readers)}")
     examples, columns = reader(path)
-    return _with_oos(LoadedData(str(path), sha256_of(path), _checked(path, examples), columns=columns), oos)
+    data = _with_oos(LoadedData(str(path), sha256_of(path), examples, columns=columns), oos)
+    _checked(path, data.examples, columns)
+    return data
 
 
 def _with_oos(data: LoadedData, oos: set[str]) -> LoadedData:
@@ -167,6 +171,12 @@ def _with_oos(data: LoadedData, oos: set[str]) -> LoadedData:
     if data.test is not None:
         data.test = mapped(data.test)
     return data
+
+
+def describe_columns(columns: dict[str, str]) -> str:
+    """The columns read, for messages: ``{"text": "sentence", "intent": "label"}`` ->
+    ``"text='sentence', intent='label'"`` (``"Rasa nlu.yml"`` when there are none)."""
+    return ", ".join(f"{ours}='{theirs}'" for ours, theirs in columns.items()) or "Rasa nlu.yml"
 
 
 def find_columns(path: Path, header: list[str], wanted: dict[str, str | None]) -> dict[str, str]:
@@ -199,11 +209,11 @@ def find_columns(path: Path, header: list[str], wanted: dict[str, str | None]) -
 
 def _load_builtin(dataset: BuiltinDataset, data_dir: Path | None, home: Path) -> LoadedData:
     train_path = locate(dataset, dataset.train, data_dir, home)
-    examples = _checked(train_path, _read_csv(train_path, dict(dataset.columns))[0])
+    examples = _checked(train_path, _read_csv(train_path, dict(dataset.columns))[0], dict(dataset.columns))
     digest, test = dataset.train.sha256, None
     if dataset.test is not None:
         test_path = locate(dataset, dataset.test, data_dir, home)
-        test = _checked(test_path, _read_csv(test_path, dict(dataset.columns))[0])
+        test = _checked(test_path, _read_csv(test_path, dict(dataset.columns))[0], dict(dataset.columns))
         digest += "+" + dataset.test.sha256
     return LoadedData(dataset.name, digest, examples, test, columns=dict(dataset.columns))
 
@@ -315,40 +325,21 @@ def _read_rasa(path: Path) -> tuple[list[Example], dict[str, str]]:
     return examples, {}
 
 
-def _checked(path: Path, examples: list[Example]) -> list[Example]:
-    """Refuse an empty file; warn about intents with a single example (they cannot be split),
-    intent names that differ only in case, and the same utterance labelled with two intents."""
+def _checked(path: Path, examples: list[Example], columns: dict[str, str]) -> list[Example]:
+    """Refuse an empty file; log the first problems :func:`training.validate.load_findings` finds
+    (the same utterance under two intents, single-example intents, intent names differing only
+    in case) and point at ``supportbot data validate`` for the rest."""
     if not examples:
         raise DataError(path, "no examples found")
-    lonely = sorted(i for i, n in Counter(e.intent for e in examples).items() if n == 1)
-    if lonely:
-        log.warning("%s: intent(s) with a single example, kept in the training split only: %s",
-                    path, ", ".join(lonely))
-    _warn_case_variants(path, examples)
-    _warn_conflicts(path, examples)
+    from training.validate import load_findings  # not at the top: training.validate imports this module
+
+    findings = load_findings(str(path), examples, columns)
+    for finding in findings[:LOGGED_FINDINGS]:
+        log.warning("%s: %s", finding.where, finding.problem)
+    if len(findings) > LOGGED_FINDINGS:
+        log.warning("%s: %d more problem(s); `supportbot data validate %s` lists them all",
+                    path, len(findings) - LOGGED_FINDINGS, path)
     return examples
-
-
-def _warn_case_variants(path: Path, examples: list[Example]) -> None:
-    spellings: dict[str, set[str]] = {}
-    for e in examples:
-        spellings.setdefault(e.intent.casefold(), set()).add(e.intent)
-    variants = [" / ".join(sorted(names)) for names in spellings.values() if len(names) > 1]
-    if variants:
-        log.warning("%s: intent names that differ only in case are different intents: %s (rename to merge them)",
-                    path, "; ".join(sorted(variants)))
-
-
-def _warn_conflicts(path: Path, examples: list[Example]) -> None:
-    labelled: dict[str, dict[str, str]] = {}
-    for e in examples:
-        labelled.setdefault(" ".join(e.text.casefold().split()), {}).setdefault(e.intent, e.source)
-    conflicts = [labels for labels in labelled.values() if len(labels) > 1]
-    if conflicts:
-        shown = "; ".join(", ".join(f"{src} says '{intent}'" for intent, src in labels.items())
-                          for labels in conflicts[:3])
-        log.warning("%s: %d utterance(s) carry two or more intents (e.g. %s); fix the labels",
-                    path, len(conflicts), shown)
 
 
 def split(data: LoadedData, seed: int = 42, validation: float = 0.1, test: float = 0.1) -> Splits:

@@ -1,6 +1,7 @@
 """The ``supportbot`` command line (typer). Each command parses options and calls one function
-of ``training`` or ``bot``; a :class:`bot.errors.SupportbotError` becomes one ``error:`` line
-and exit status 2."""
+of ``training`` or ``bot``; a :class:`bot.errors.SupportbotError` or a usage error (bad option
+value, missing argument) becomes one plain ``error:`` line and exit status 2, whatever the
+terminal width."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from bot.errors import DataError, SupportbotError
+from bot.errors import DataError, SupportbotError, one_line
 from bot.settings import load_settings
+from training.data import DEFAULT_OOS_LABELS, INTENT_COLUMNS, TEXT_COLUMNS
+from training.validate import MIN_EXAMPLES, validate
 
-app = typer.Typer(help="Customer-service chatbot: train, evaluate, serve, review.", no_args_is_help=True)
+# pretty_exceptions_enable=False: a bug's traceback is printed as Python prints it, not redrawn
+# in a box at the terminal's width.
+app = typer.Typer(help="Customer-service chatbot: train, evaluate, serve, review.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Inspect data sets.", no_args_is_help=True)
 train_app = typer.Typer(help="Train the intent classifier or the reply generator.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate a trained model on a held-out split.", no_args_is_help=True)
@@ -30,37 +36,79 @@ app.add_typer(db_app, name="db")
 KIND = typer.Argument(..., help="intents or replies")
 DATA_DIR = typer.Option(None, help="folder searched first for built-in data sets", exists=True,
                         file_okay=False)
-TEXT_COLUMN = typer.Option(None, "--text-column", help="column (CSV) or key (JSONL) of the utterance; default: found by name (text, utterance, sentence, query, question, ...)")
-INTENT_COLUMN = typer.Option(None, "--intent-column", help="column or key of the intent; default: found by name (intent, label, category, ...)")
-OOS_LABEL = typer.Option([], "--oos-label", help="an intent label that marks out-of-scope rows, besides out_of_scope and oos (repeatable), e.g. none or fallback")
+TEXT_COLUMN = typer.Option(None, "--text-column", metavar="COLUMN",
+                           help=f"CSV column / JSONL key of the utterance (default: the first of "
+                                f"{', '.join(TEXT_COLUMNS)} in the file)")
+INTENT_COLUMN = typer.Option(None, "--intent-column", metavar="COLUMN",
+                             help=f"CSV column / JSONL key of the intent (default: the first of "
+                                  f"{', '.join(INTENT_COLUMNS)} in the file)")
+OOS_LABEL = typer.Option([], "--oos-label", metavar="LABEL",
+                         help=f"a label that marks out-of-scope rows, besides {' and '.join(DEFAULT_OOS_LABELS)} "
+                              "(repeatable)")
 console = Console()
 
 
 @data_app.command("show")
 def data_show(
-    name: str = typer.Argument(..., help="built-in data set (bitext, banking77) or a CSV/JSONL/nlu.yml file"),
+    name: str = typer.Argument(..., help="built-in data set (bitext, banking77, hwu64) or a CSV/JSONL/nlu.yml file"),
     data_dir: Optional[Path] = DATA_DIR,
     seed: Optional[int] = typer.Option(None, help="split seed"),
+    text_column: Optional[str] = TEXT_COLUMN,
+    intent_column: Optional[str] = INTENT_COLUMN,
+    oos_label: list[str] = OOS_LABEL,
 ) -> None:
-    """Row count, intents, split sizes and the largest / smallest intents of a data set."""
-    from training.data import load, split
+    """Row count, intents, columns read, out-of-scope rows, split sizes and the largest / smallest
+    intents of a data set."""
+    from bot.records import OUT_OF_SCOPE
+    from training.data import describe_columns, load, split
 
     settings = load_settings(data_dir=data_dir, seed=seed)
-    data = load(name, data_dir=settings.data_dir, home=settings.home)
+    data = load(name, data_dir=settings.data_dir, home=settings.home, text_column=text_column,
+                intent_column=intent_column, oos_labels=oos_label)
     try:
         sizes = ", ".join(f"{k} {v:,}" for k, v in split(data, seed=settings.seed).sizes().items())
     except DataError as exc:  # too small to split: still show what is there
         sizes = f"not possible: {exc}"
-    counts = Counter(e.intent for e in data.examples)
+    counts = Counter(e.intent for e in data.examples if e.intent != OUT_OF_SCOPE)
     table = Table(title=f"data set: {data.name}", show_header=False)
     table.add_row("sha256", data.sha256)
+    table.add_row("columns", describe_columns(data.columns))
     table.add_row("rows", f"{len(data.examples):,}" + (f" (+ {len(data.test):,} official test)" if data.test else ""))
     table.add_row("intents", str(len(counts)))
+    oos_test = f" (+ {sum(e.intent == OUT_OF_SCOPE for e in data.test):,} in the test split)" if data.test else ""
+    table.add_row("out-of-scope rows", f"{len(data.out_of_scope):,}{oos_test}")
     table.add_row("rows with a reply", f"{sum(e.reply is not None for e in data.examples):,}")
     table.add_row("split (seed %d)" % settings.seed, sizes)
     table.add_row("largest intents", ", ".join(f"{i} {n}" for i, n in counts.most_common(3)))
     table.add_row("smallest intents", ", ".join(f"{i} {n}" for i, n in counts.most_common()[-3:]))
     console.print(table)
+
+
+@data_app.command("validate")
+def data_validate(
+    file: str = typer.Argument(..., metavar="FILE",
+                               help="CSV/JSONL/nlu.yml file, or a built-in data set (its test split is checked too)"),
+    test: Optional[str] = typer.Option(None, "--test", metavar="TEST_FILE",
+                                       help="test file to check for leakage from FILE"),
+    text_column: Optional[str] = TEXT_COLUMN,
+    intent_column: Optional[str] = INTENT_COLUMN,
+    oos_label: list[str] = OOS_LABEL,
+    min_examples: int = typer.Option(MIN_EXAMPLES, min=1, help="warn about intents with fewer training examples"),
+    data_dir: Optional[Path] = DATA_DIR,
+) -> None:
+    """Check a data file before training: the same utterance under two intents, duplicates,
+    train/test leakage, intents with too few examples, unmapped out-of-scope labels.
+
+    One line per finding (file, rows, field); exit status 1 when there is an error, 0 otherwise.
+    """
+    settings = load_settings(data_dir=data_dir)
+    logging.getLogger("training.data").setLevel(logging.ERROR)  # its load-time warnings are findings here
+    report = validate(file, test, data_dir=settings.data_dir, home=settings.home, text_column=text_column,
+                      intent_column=intent_column, oos_labels=oos_label, min_examples=min_examples)
+    for line in [*report.files, *report.findings]:
+        typer.echo(str(line))
+    typer.echo(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+    raise typer.Exit(1 if report.errors else 0)
 
 
 @app.command()
@@ -485,11 +533,25 @@ def main() -> None:
     """Entry point of the ``supportbot`` script."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app()
+        # standalone_mode=False: usage errors (bad option value, missing argument) reach us as
+        # exceptions instead of being drawn by rich in a box that wraps at the terminal's width.
+        status = app(standalone_mode=False)
     except SupportbotError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
-
+    except typer.TyperException as exc:  # typer's (vendored click's) ClickException and subclasses
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is the message (or already printed by rich)
+            if exc.format_message().strip():
+                typer.echo(exc.format_message())
+        else:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            typer.echo(f"error: {one_line(exc.format_message())}{hint}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:  # typer.confirm(abort=True) answered no, or Ctrl-C at a prompt
+        typer.echo("Aborted!", err=True)
+        raise SystemExit(1) from None
+    raise SystemExit(status if isinstance(status, int) else 0)
 
 if __name__ == "__main__":
     main()
