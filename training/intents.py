@@ -554,10 +554,10 @@ def cross_validate(config: IntentTrainConfig, prepared: Prepared, settings: Sett
     Returns:
         ``(calibration, epochs)``: ``calibration`` holds ``threshold``, ``rates`` and ``folds``.
     """
-    import numpy as np
-    from sklearn.model_selection import StratifiedKFold
-
     from collections import Counter
+
+    import torch
+    from sklearn.model_selection import StratifiedKFold
 
     counts = Counter(e.intent for e in prepared.train)
     rare = [e for e in prepared.train if counts[e.intent] < config.cv_folds]
@@ -583,9 +583,7 @@ def cross_validate(config: IntentTrainConfig, prepared: Prepared, settings: Sett
     best = None
     for epoch, parts in sorted(per_epoch.items()):
         rows = [e for held_rows, _ in parts for e in held_rows]
-        import torch
-
-        logits = torch.cat([l for _, l in parts])
+        logits = torch.cat([fold_logits for _, fold_logits in parts])
         threshold, rates = _calibrate(logits, rows, prepared.labels, config.oos_method)
         fold_log.append({"epochs": epoch, **rates})
         if best is None or rates["balanced_accuracy"] > best[2]["balanced_accuracy"] + 1e-9:
@@ -775,12 +773,10 @@ def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrain
         metrics = {"validation_accuracy": float(accuracy_score(gold, predicted)),
                    "validation_macro_f1": float(f1_score(gold, predicted, average="macro"))}
         threshold, rates = _calibrate(logits, rows, labels, config.oos_method)
-        clean = _calibrate(logits[:n], prepared.validation, labels, config.oos_method)[1] if n else {}
         rates["in_scope_answered_clean_validation"] = float(np.mean(
             (oos_scores(logits[:n], config.oos_method, labels).numpy() <= threshold) & (predicted == np.array(gold))))
         objective = ("balanced accuracy: in-scope validation rows (clean + one noisy copy each) answered with "
                      "the right intent, and held-out out-of-scope rows rejected")
-        del clean
         counts = {"in_scope_rows": 2 * n, "negative_rows": len(prepared.negatives)}
     else:
         threshold, rates, objective = calibration["threshold"], calibration["rates"], calibration["objective"]
