@@ -127,7 +127,8 @@ def is_fact_slot(name: str) -> bool:
 
 def load_profile(path: str | Path) -> dict[str, str]:
     """Read the company profile: a TOML file of ``key = "text"`` lines and an optional
-    ``[aliases]`` table (``other_slot_key = "profile_key"``).
+    ``[aliases]`` table (``other_slot_key = "profile_key"``). Its ``[working_hours]`` table is
+    read by :func:`bot.handoff.load_working_hours`, not here.
 
     Returns:
         Slot key -> text, aliases included; empty values are left out (the slot counts as missing).
@@ -143,6 +144,7 @@ def load_profile(path: str | Path) -> dict[str, str]:
         raise SupportbotError(f"company profile {path} not found (set SUPPORTBOT_PROFILE)") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SupportbotError(f"company profile {path} cannot be read: {exc}") from None
+    data.pop("working_hours", None)
     aliases = data.pop("aliases", {})
     if not isinstance(aliases, dict):
         raise SupportbotError(f"company profile {path}: 'aliases' must be a table")

@@ -39,11 +39,13 @@ def is_small_talk(intent: str | None) -> bool:
     return bool(intent) and intent.startswith(SMALL_TALK_PREFIX)
 
 
-ROUTES = ("answer", "rephrase", "handoff", "template", "smalltalk")
+ROUTES = ("answer", "rephrase", "handoff", "template", "smalltalk", "human", "agent", "notice")
 """The routes a :class:`Decision` can take: ``answer`` (generate a reply), ``rephrase``
 (out-of-scope fallback asking the customer to rephrase), ``handoff`` (a person takes over),
 ``template`` (a fixed reply from configuration), ``smalltalk`` (greeting, thanks, goodbye, ...:
-a short templated reply)."""
+a short templated reply); and, once a conversation waits for or is held by a person
+(:mod:`bot.handoff`): ``human`` (a customer message left for the agent, no bot reply), ``agent``
+(an agent's reply) and ``notice`` (a status message: an agent joined, left, no agent is free, ...)."""
 
 TURN_STATUSES = ("complete", "incomplete")
 """A turn is ``incomplete`` from the moment it is logged until its reply is stored."""
@@ -97,6 +99,7 @@ class Turn:
         started_at: when the message was logged, UTC ISO 8601 (``2026-01-31T12:00:00.000000+00:00``).
         finished_at: when the reply was stored, UTC ISO 8601; None while incomplete.
         id: the store's turn id (for feedback); None for a turn not stored yet.
+        agent: the staff member who wrote ``reply`` (routes ``agent`` and ``notice``), else None.
 
     Raises:
         ValueError: ``status`` is not one of :data:`TURN_STATUSES`.
@@ -116,6 +119,7 @@ class Turn:
     started_at: str | None = None
     finished_at: str | None = None
     id: int | None = None
+    agent: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in TURN_STATUSES:

@@ -9,7 +9,9 @@ One call of :meth:`Router.respond` handles one customer message:
    short reply, never a fallback), ``rephrase`` (out-of-scope fallback: ask to rephrase) or
    ``handoff`` (a human takes over: asked for, configured intent, or too many fallbacks in a
    row); a message that is unclear alone right after an answered turn is decided in the
-   context of that turn (:func:`follow_up`), and the decision says so;
+   context of that turn (:func:`follow_up`), and the decision says so; while a conversation
+   waits for or is held by a person (:mod:`bot.handoff`) there is no bot reply: the message is
+   logged with route ``human`` for the agent;
 4. the reply is generated (streamed) or taken from a template, and its ``{{Slot}}`` placeholders
    are filled from the company profile and the message's entities, sentence by sentence as it
    streams, so a raw placeholder never reaches the customer; at most
@@ -30,11 +32,12 @@ from contextlib import closing
 from dataclasses import dataclass, replace
 
 from bot.guard import echoes_system_prompt, guarded, may_show_partial
+from bot.handoff import Inbox, WorkingHours
 from bot.placeholders import extract_entities, fill
 from bot.queue import GenerationQueue, Ticket
 from bot.records import Decision, Prediction, Turn, is_small_talk
 from bot.redaction import redact
-from bot.settings import RouterConfig
+from bot.settings import HandoffConfig, RouterConfig
 
 MAX_USER_CHARS = 2000
 """Longer messages are cut to this many characters before anything else sees them."""
@@ -44,10 +47,6 @@ REPHRASE_REPLY = (
     "\"I want to cancel my order\" or \"How do I change my shipping address?\""
 )
 EMPTY_REPLY = "It looks like your message was empty. How can I help you today?"
-HANDOFF_REPLY = (
-    "I'm passing this conversation to a member of our support team; they will reply here. "
-    "You can also call us on {{Customer Support Phone Number}} ({{Customer Support Availability}})."
-)
 NO_SAFE_REPLY = (
     "I'm sorry, I can't give a complete answer to that here. Please contact our support team on "
     "{{Customer Support Phone Number}}."
@@ -165,15 +164,22 @@ class Router:
         config: routing policy.
         redact: store the customer's text with personal data redacted (:mod:`bot.redaction`);
             the models still see the original text.
+        handoff: human handoff settings (default :class:`bot.settings.HandoffConfig`).
+        hours: the company's working hours (:func:`bot.handoff.load_working_hours`); None: always open.
+
+    Attributes:
+        inbox: the agents' side of handoffs (:class:`bot.handoff.Inbox`) on the same store.
     """
 
-    def __init__(self, models, store, profile: dict[str, str], config: RouterConfig, redact: bool = True):
+    def __init__(self, models, store, profile: dict[str, str], config: RouterConfig, redact: bool = True,
+                 handoff: HandoffConfig | None = None, hours: WorkingHours | None = None):
         self.models = models
         self.store = store
         self.profile = profile
         self.config = config
         self.redact = redact
         self.queue = GenerationQueue(config.max_concurrent_generations)
+        self.inbox = Inbox(store, profile, (handoff or HandoffConfig()).wait_minutes, hours, redact)
 
     def respond(self, conversation_id: str, text: str) -> Iterator[ReplyChunk]:
         """Handle one customer message; yields the growing reply, the last chunk with its Turn.
@@ -186,6 +192,18 @@ class Router:
     def request_human(self, conversation_id: str) -> Iterator[ReplyChunk]:
         """The customer pressed "talk to a human": a handoff turn with an empty user text."""
         return self._turn(conversation_id, "", requested_human=True)
+
+    def updates(self, conversation_id: str, after: int = -1) -> list[Turn]:
+        """The conversation's complete turns with an index above ``after``, first first; a
+        customer waiting too long for an agent is told so first (:meth:`bot.handoff.Inbox.notify_overdue`).
+        Chat pages and REST clients poll this for agents' replies.
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        self.inbox.notify_overdue(conversation_id)
+        return [turn for turn in self.store.conversation(conversation_id)
+                if turn.index > after and turn.status == "complete"]
 
     def feedback(self, turn_id: int, rating: int, comment: str | None = None) -> int:
         """Store a customer's thumbs up (+1) or down (-1) of a turn; the comment is cut to
@@ -209,7 +227,11 @@ class Router:
         classifier, generator = self.models.current()
         prediction = classifier.predict([text])[0] if text.strip() else None
         entities = extract_entities(text)
-        if requested_human:
+        held = self.store.open_handoff(conversation_id)
+        if held is not None:  # a person has it: never answer, log the message for the agent
+            reason = f"held by agent {held.agent}" if held.agent else "waiting for an agent"
+            decision = Decision("human", reason, prediction.intent if prediction else None, classifier.threshold)
+        elif requested_human:
             decision = Decision("handoff", "customer pressed 'talk to a human'", None, classifier.threshold)
         else:
             decided_on, context = prediction, None
@@ -222,7 +244,12 @@ class Router:
             if context is not None:
                 decision = replace(decision, reason=f"{decision.reason} ({context})", context=context)
         reply, missing = "", []
-        stream = self._reply_stream(generator, conversation_id, text, decision, entities)
+        told_off_hours = False
+        if decision.route == "handoff":
+            handoff_reply, told_off_hours = self.inbox.handoff_reply()
+            stream = (pair for pair in [(handoff_reply, [])])
+        else:
+            stream = self._reply_stream(generator, conversation_id, text, decision, entities)
         for reply, missing in stream:
             if echoes_system_prompt(reply):  # bot/guard.py: never show or store the system prompt
                 stream.close()  # stops the generation
@@ -231,7 +258,7 @@ class Router:
             if may_show_partial(reply):
                 yield ReplyChunk(reply)
         if decision.route == "handoff":
-            self.store.mark_handoff(conversation_id, decision.reason)
+            self.store.mark_handoff(conversation_id, decision.reason, notified=told_off_hours)
         finished = replace(
             turn, prediction=prediction, decision=decision, reply=reply, missing_slots=missing,
             classifier_version=classifier.version,
@@ -261,9 +288,11 @@ class Router:
                                               max_new_tokens=self.config.max_new_tokens)) as pieces:
                     yield from self._filled_stream(pieces, entities)
             return
+        if decision.route == "human":
+            yield "", []
+            return
         fixed = {
             "rephrase": EMPTY_REPLY if decision.reason == "empty message" else REPHRASE_REPLY,
-            "handoff": HANDOFF_REPLY,
             "template": self.config.templates.get(decision.intent or "", ""),
             "smalltalk": self.config.small_talk.get(decision.intent or "", self.config.small_talk.get("smalltalk_other", "")),
         }[decision.route]

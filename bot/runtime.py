@@ -10,7 +10,8 @@ from bot.settings import Settings
 
 def load_router(settings: Settings, db: Path | None = None, models_dir: Path | None = None):
     """A router answering with the registry's production models (switched without a restart,
-    :class:`bot.models.LiveModels`), the company profile and the conversation store.
+    :class:`bot.models.LiveModels`), the company profile (with its working hours) and the
+    conversation store.
 
     Args:
         db: SQLite file; default ``<home>/conversations.db``.
@@ -23,6 +24,7 @@ def load_router(settings: Settings, db: Path | None = None, models_dir: Path | N
     Raises:
         SupportbotError: a model kind has no trained version, or a file cannot be read.
     """
+    from bot.handoff import load_working_hours
     from bot.models import LiveModels
     from bot.placeholders import load_profile
     from bot.router import Router
@@ -30,4 +32,5 @@ def load_router(settings: Settings, db: Path | None = None, models_dir: Path | N
 
     models = LiveModels(Registry(models_dir or settings.home), settings.cache, settings.serving.options())
     store = ConversationStore(db or settings.home / "conversations.db")
-    return Router(models, store, load_profile(settings.profile), settings.router, redact=settings.redact)
+    return Router(models, store, load_profile(settings.profile), settings.router, redact=settings.redact,
+                  handoff=settings.handoff, hours=load_working_hours(settings.profile))

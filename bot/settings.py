@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     SettingsError,
@@ -131,6 +131,85 @@ class ServingConfig(BaseModel):
                               draft_tokens=self.draft_tokens, pack_weights=self.pack_weights)
 
 
+Role = Literal["agent", "reviewer", "admin"]
+"""What a staff account may do: ``agent`` answers customers in the inbox (``/inbox/``),
+``reviewer`` uses the review, dashboard, retrain and models pages (``/review/``), ``admin`` both."""
+
+ROLE_PAGES: dict[str, tuple[Role, ...]] = {"inbox": ("agent", "admin"), "review": ("reviewer", "admin")}
+"""Page -> the roles that may log in to it."""
+
+
+class StaffAccount(BaseModel):
+    """One person who logs in to the staff pages (``[staff.<name>]`` in ``supportbot.toml``).
+
+    Attributes:
+        password_hash: argon2 hash of the password (``supportbot hash-password``).
+        role: see :data:`Role`.
+    """
+
+    password_hash: str
+    role: Role = "agent"
+
+    model_config = {"extra": "forbid"}
+
+
+class HandoffConfig(BaseModel):
+    """Human handoff (``[handoff]`` table in ``supportbot.toml``); working hours come from the
+    company profile's ``[working_hours]`` table (:mod:`bot.handoff`).
+
+    Attributes:
+        wait_minutes: when no agent has taken a waiting conversation after this many minutes,
+            the customer is told so, with the profile's contact details (once per handoff).
+    """
+
+    wait_minutes: float = Field(5.0, gt=0)
+
+    model_config = {"extra": "forbid"}
+
+
+class ApiConfig(BaseModel):
+    """The REST channel under ``/api/v1/`` (``[api]`` table in ``supportbot.toml``).
+
+    Attributes:
+        keys: integration name -> ``sha256:<hex>`` of its API key (``supportbot api-key NAME``
+            makes one); a caller sends the key in the ``X-API-Key`` header.
+        anonymous: whether callers without a key may create conversations (each gets a
+            conversation token, the web chat's way in).
+        key_rate: requests allowed per API key, as ``N/second|minute|hour`` (the ``limits``
+            package's notation).
+        address_rate: requests allowed per client address for callers without a key.
+        max_message_chars: longer messages are refused with 413.
+    """
+
+    keys: dict[str, str] = {}
+    anonymous: bool = True
+    key_rate: str = "120/minute"
+    address_rate: str = "30/minute"
+    max_message_chars: int = Field(2000, ge=1, le=2000)
+
+    model_config = {"extra": "forbid"}
+
+    @field_validator("keys")
+    @classmethod
+    def _hashed(cls, keys: dict[str, str]) -> dict[str, str]:
+        for name, digest in keys.items():
+            if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+                raise ValueError(f"key '{name}' must be 'sha256:' and 64 hex digits "
+                                 "(run `supportbot api-key NAME`), not the key itself")
+        return keys
+
+    @field_validator("key_rate", "address_rate")
+    @classmethod
+    def _rate(cls, rate: str) -> str:
+        from limits import parse
+
+        try:
+            parse(rate)
+        except ValueError:
+            raise ValueError(f"{rate!r} is not a rate such as '30/minute'") from None
+        return rate
+
+
 class Settings(BaseSettings):
     """Every setting the project reads, with its default.
 
@@ -145,8 +224,12 @@ class Settings(BaseSettings):
         seed: seed of data splits and training.
         redact: redact e-mails, phone, card and IBAN numbers before a turn is stored.
         reviewers: reviewer name -> argon2 hash of the password (``supportbot hash-password``);
-            the review pages are served only when at least one is configured.
+            the same as a ``staff`` account with role ``reviewer`` (kept for older configs).
+        staff: name -> :class:`StaffAccount` (password hash and role); the review pages are
+            served when a reviewer or admin exists, the inbox when an agent or admin does.
         router: the routing policy, see :class:`RouterConfig`.
+        handoff: human handoff, see :class:`HandoffConfig`.
+        api: the REST channel, see :class:`ApiConfig`.
         serving: how the generator runs, see :class:`ServingConfig`.
     """
 
@@ -163,7 +246,10 @@ class Settings(BaseSettings):
     seed: int = Field(42, ge=0, le=2**32 - 1)
     redact: bool = True
     reviewers: dict[str, str] = {}
+    staff: dict[str, StaffAccount] = {}
     router: RouterConfig = RouterConfig()
+    handoff: HandoffConfig = HandoffConfig()
+    api: ApiConfig = ApiConfig()
     serving: ServingConfig = ServingConfig()
 
     @field_validator("home", "data_dir", "cache_dir", "profile")
@@ -171,6 +257,23 @@ class Settings(BaseSettings):
     def _expand_user(cls, value: Path | None) -> Path | None:
         """``~`` means the user's home folder in a config file or variable too."""
         return Path(value).expanduser() if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_account_per_name(self) -> "Settings":
+        both = sorted(set(self.reviewers) & set(self.staff))
+        if both:
+            raise ValueError(f"{', '.join(both)} named in both 'reviewers' and 'staff'; keep one")
+        return self
+
+    def accounts(self, page: str | None = None) -> dict[str, StaffAccount]:
+        """Every staff account (``reviewers`` entries as role ``reviewer``), or only those that
+        may log in to ``page`` (``"inbox"`` or ``"review"``, see :data:`ROLE_PAGES`)."""
+        everyone = {name: StaffAccount(password_hash=digest, role="reviewer")
+                    for name, digest in self.reviewers.items()}
+        everyone.update(self.staff)
+        if page is None:
+            return everyone
+        return {name: account for name, account in everyone.items() if account.role in ROLE_PAGES[page]}
 
     @field_validator("data_dir")
     @classmethod

@@ -96,6 +96,27 @@ def _add_turn_context(db: Database) -> None:
     db["turns"].add_column("context", str)
 
 
+@MIGRATIONS(name="0004_handoffs_and_channels")
+def _create_handoffs(db: Database) -> None:
+    db["conversations"].add_column("channel", str)      # "web" (chat page) or "api" (REST)
+    db["conversations"].add_column("client", str)       # the API key's name that created it, if any
+    db["conversations"].add_column("token_hash", str)   # sha256 of the conversation token
+    db["turns"].add_column("agent", str)                # staff member who wrote the reply
+    db["handoffs"].create(
+        {"id": int, "conversation_id": str, "reason": str, "requested_at": str, "notified_at": str,
+         "agent": str, "taken_at": str, "first_reply_at": str, "ended_at": str, "ended_by": str,
+         "outcome": str},
+        pk="id", foreign_keys=[("conversation_id", "conversations", "id")],
+        not_null={"conversation_id", "reason", "requested_at"},
+    )
+    for column in ("conversation_id", "requested_at", "ended_at"):
+        db["handoffs"].create_index([column])
+    # Conversations handed off before this migration wait in the inbox.
+    db.execute("""INSERT INTO handoffs (conversation_id, reason, requested_at)
+                  SELECT id, coalesce(handoff_reason, ''), coalesce(handoff_at, started_at)
+                  FROM conversations WHERE needs_human = 1""")
+
+
 _STALE_CONVERSATIONS = """
 SELECT c.id FROM conversations c
 WHERE max(c.started_at,
@@ -107,6 +128,7 @@ WHERE max(c.started_at,
 is before the parameter, a UTC ISO 8601 time."""
 
 _PRUNED_ROWS = {
+    "handoffs": "conversation_id IN (SELECT id FROM temp.pruned)",
     "feedback": "turn_id IN (SELECT id FROM turns WHERE conversation_id IN (SELECT id FROM temp.pruned))",
     "reviews": "turn_id IN (SELECT id FROM turns WHERE conversation_id IN (SELECT id FROM temp.pruned))",
     "turns": "conversation_id IN (SELECT id FROM temp.pruned)",
@@ -119,6 +141,56 @@ in an order that deletes no row still referenced by another."""
 def utc_now() -> str:
     """The current time, UTC ISO 8601 with microseconds (sorts correctly as text)."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """One request for a person in a conversation, from the handoff to its end.
+
+    A handoff is *waiting* (no ``agent``), *held* (``agent`` set) or *ended* (``ended_at`` set,
+    ``outcome`` ``"handed back"`` or ``"closed"``). Times are UTC ISO 8601.
+
+    Attributes:
+        id: the handoff row id.
+        conversation_id: its conversation.
+        reason: why the router handed off (the decision's reason).
+        requested_at: when.
+        notified_at: when the customer was told that no agent is free (outside working hours,
+            or no agent took it in time), else None.
+        agent: who holds the conversation, None while waiting.
+        taken_at: when the agent took it.
+        first_reply_at: the agent's first reply.
+        ended_at: when it was handed back or closed.
+        ended_by: the agent who ended it.
+        outcome: ``"handed back"`` or ``"closed"``; None while open.
+    """
+
+    id: int
+    conversation_id: str
+    reason: str
+    requested_at: str
+    notified_at: str | None = None
+    agent: str | None = None
+    taken_at: str | None = None
+    first_reply_at: str | None = None
+    ended_at: str | None = None
+    ended_by: str | None = None
+    outcome: str | None = None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who may use a conversation through a channel.
+
+    Attributes:
+        channel: ``"web"`` (the chat page) or ``"api"`` (REST).
+        client: name of the API key that created it; None for an anonymous client.
+        token_hash: sha256 hex digest of the conversation token given at creation, or None.
+    """
+
+    channel: str | None
+    client: str | None
+    token_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -156,7 +228,7 @@ def turn_from_row(row: dict[str, Any]) -> Turn:
         missing_slots=json.loads(row["missing_slots"] or "[]"),
         classifier_version=row["classifier_version"], generator_version=row["generator_version"],
         latency_ms=row["latency_ms"], status=row["status"], started_at=row["started_at"],
-        finished_at=row["finished_at"], id=row["id"],
+        finished_at=row["finished_at"], id=row["id"], agent=row.get("agent"),
     )
 
 
@@ -303,12 +375,29 @@ class ConversationStore:
 
     # -- conversations -----------------------------------------------------------------------
 
-    def new_conversation(self) -> str:
-        """Start a conversation; returns its id (32 hex characters)."""
+    def new_conversation(self, channel: str | None = None, client: str | None = None,
+                         token_hash: str | None = None) -> str:
+        """Start a conversation; returns its id (32 hex characters).
+
+        Args:
+            channel: ``"web"`` or ``"api"`` (None: not recorded, e.g. the terminal chat).
+            client: the API key name that creates it, if any.
+            token_hash: sha256 hex digest of the conversation token handed to the client.
+        """
         conversation_id = uuid.uuid4().hex
         with self.writing() as db:
-            db["conversations"].insert({"id": conversation_id, "started_at": utc_now(), "needs_human": 0})
+            db["conversations"].insert({"id": conversation_id, "started_at": utc_now(), "needs_human": 0,
+                                        "channel": channel, "client": client, "token_hash": token_hash})
         return conversation_id
+
+    def owner(self, conversation_id: str) -> Owner:
+        """The channel and client that created a conversation.
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        row = self._conversation_row(conversation_id)
+        return Owner(row["channel"], row["client"], row["token_hash"])
 
     def conversation(self, conversation_id: str) -> list[Turn]:
         """All turns of a conversation, first message first (incomplete ones included).
@@ -319,18 +408,148 @@ class ConversationStore:
         self._conversation_row(conversation_id)
         return self._turns("conversation_id = ?", [conversation_id], "idx")
 
-    def mark_handoff(self, conversation_id: str, reason: str) -> None:
-        """Flag a conversation for a person; the first reason and time are kept.
+    def mark_handoff(self, conversation_id: str, reason: str, notified: bool = False) -> None:
+        """Flag a conversation for a person and put it in the inbox (a waiting :class:`Handoff`);
+        while a handoff is open, the first reason and time are kept.
+
+        Args:
+            notified: the customer was already told that no agent is free (outside working hours).
 
         Raises:
             SupportbotError: unknown conversation id.
         """
         with self.writing() as db:
             row = self._conversation_row(conversation_id, db)
+            now = utc_now()
             if not row["needs_human"]:
                 db["conversations"].update(
-                    conversation_id, {"needs_human": 1, "handoff_reason": reason, "handoff_at": utc_now()}
+                    conversation_id, {"needs_human": 1, "handoff_reason": reason, "handoff_at": now}
                 )
+            if self._open_handoff(db, conversation_id) is None:
+                db["handoffs"].insert({"conversation_id": conversation_id, "reason": reason, "requested_at": now,
+                                       "notified_at": now if notified else None})
+
+    @staticmethod
+    def _open_handoff(db: Database, conversation_id: str) -> Handoff | None:
+        rows = list(db["handoffs"].rows_where("conversation_id = ? AND ended_at IS NULL", [conversation_id],
+                                              order_by="id DESC", limit=1))
+        return Handoff(**rows[0]) if rows else None
+
+    def open_handoff(self, conversation_id: str) -> Handoff | None:
+        """The conversation's handoff that waits for or is held by an agent, else None."""
+        return self._open_handoff(self.db, conversation_id)
+
+    def handoffs(self, open_only: bool = True) -> list[Handoff]:
+        """Handoffs, oldest request first: the open ones (waiting and held), or all."""
+        where = "ended_at IS NULL" if open_only else None
+        return [Handoff(**row) for row in self.db["handoffs"].rows_where(where, order_by="requested_at, id")]
+
+    def staff_turn(self, conversation_id: str, route: str, reply: str, reason: str, agent: str | None,
+                   db: Database | None = None) -> Turn:
+        """Log a complete turn that has no customer text: an agent's reply (route ``agent``) or a
+        status notice (route ``notice``). No model versions, no prediction.
+
+        Args:
+            db: a connection inside an open :meth:`writing` transaction; default: one of its own.
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        if db is None:
+            with self.writing() as db:
+                return self.staff_turn(conversation_id, route, reply, reason, agent, db)
+        self._conversation_row(conversation_id, db)
+        last = db.execute("SELECT MAX(idx) FROM turns WHERE conversation_id = ?", [conversation_id]).fetchone()[0]
+        now = utc_now()
+        turn_id = db["turns"].insert({
+            "conversation_id": conversation_id, "idx": 0 if last is None else last + 1, "user_text": "",
+            "route": route, "reason": reason, "reply": reply, "missing_slots": "[]", "agent": agent,
+            "latency_ms": 0.0, "status": "complete", "started_at": now, "finished_at": now}).last_pk
+        return turn_from_row(db["turns"].get(turn_id))
+
+    def _held(self, db: Database, conversation_id: str, agent: str, admin: bool) -> Handoff:
+        handoff = self._open_handoff(db, conversation_id)
+        if handoff is None:
+            self._conversation_row(conversation_id, db)
+            raise SupportbotError(f"conversation {conversation_id} is not waiting for a person")
+        if handoff.agent is None:
+            raise SupportbotError(f"conversation {conversation_id} is not taken yet: take it first")
+        if handoff.agent != agent and not admin:
+            raise SupportbotError(f"conversation {conversation_id} is held by {handoff.agent}")
+        return handoff
+
+    def take_handoff(self, conversation_id: str, agent: str, notice: str) -> Handoff:
+        """``agent`` takes the conversation's waiting handoff; ``notice`` (e.g. "Ana has joined")
+        is logged as a ``notice`` turn in the same transaction.
+
+        Raises:
+            SupportbotError: unknown conversation, no open handoff, or another agent holds it.
+        """
+        with self.writing() as db:
+            handoff = self._open_handoff(db, conversation_id)
+            if handoff is None:
+                self._conversation_row(conversation_id, db)
+                raise SupportbotError(f"conversation {conversation_id} is not waiting for a person")
+            if handoff.agent == agent:
+                return handoff
+            if handoff.agent is not None:
+                raise SupportbotError(f"conversation {conversation_id} is held by {handoff.agent}")
+            db["handoffs"].update(handoff.id, {"agent": agent, "taken_at": utc_now()})
+            self.staff_turn(conversation_id, "notice", notice, f"taken by {agent}", agent, db)
+            return Handoff(**db["handoffs"].get(handoff.id))
+
+    def agent_reply(self, conversation_id: str, agent: str, text: str, admin: bool = False) -> Turn:
+        """Log an agent's reply (already redacted) as an ``agent`` turn.
+
+        Args:
+            admin: an admin may write in a conversation another agent holds.
+
+        Raises:
+            SupportbotError: unknown conversation, no open handoff, not taken, or held by another agent.
+        """
+        with self.writing() as db:
+            handoff = self._held(db, conversation_id, agent, admin)
+            turn = self.staff_turn(conversation_id, "agent", text, f"reply by agent {agent}", agent, db)
+            if handoff.first_reply_at is None:
+                db["handoffs"].update(handoff.id, {"first_reply_at": turn.finished_at})
+            return turn
+
+    def end_handoff(self, conversation_id: str, agent: str, outcome: str, notice: str, admin: bool = False) -> Handoff:
+        """End the held handoff: ``outcome`` ``"handed back"`` (the bot answers again) or
+        ``"closed"``; ``notice`` is logged as a ``notice`` turn; the conversation no longer
+        needs a person.
+
+        Raises:
+            SupportbotError: unknown outcome or conversation, no open handoff, not taken, or held
+                by another agent (unless ``admin``).
+        """
+        if outcome not in ("handed back", "closed"):
+            raise SupportbotError(f"outcome must be 'handed back' or 'closed', not {outcome!r}")
+        with self.writing() as db:
+            handoff = self._held(db, conversation_id, agent, admin)
+            db["handoffs"].update(handoff.id, {"ended_at": utc_now(), "ended_by": agent, "outcome": outcome})
+            db["conversations"].update(conversation_id, {"needs_human": 0})
+            self.staff_turn(conversation_id, "notice", notice, f"{outcome} by {agent}", agent, db)
+            return Handoff(**db["handoffs"].get(handoff.id))
+
+    def notify_waiting(self, handoff_id: int, notice: str, requested_before: str) -> Turn | None:
+        """Tell the customer of a handoff still waiting since before ``requested_before`` (UTC
+        ISO 8601) that no agent is free: ``notice`` is logged as a ``notice`` turn and the
+        handoff marked notified, once (concurrent callers log it once).
+
+        Returns:
+            The notice turn, or None when the handoff was taken, ended, notified already or is
+            more recent.
+        """
+        with self.writing() as db:
+            rows = list(db["handoffs"].rows_where(
+                "id = ? AND agent IS NULL AND ended_at IS NULL AND notified_at IS NULL AND requested_at < ?",
+                [handoff_id, requested_before]))
+            if not rows:
+                return None
+            turn = self.staff_turn(rows[0]["conversation_id"], "notice", notice, "no agent took it in time", None, db)
+            db["handoffs"].update(handoff_id, {"notified_at": turn.finished_at})
+            return turn
 
     def needs_human(self, conversation_id: str) -> bool:
         """Whether the conversation was handed to a person.
@@ -347,6 +566,17 @@ class ConversationStore:
             SupportbotError: unknown conversation id.
         """
         return self._conversation_row(conversation_id)["handoff_reason"]
+
+    def ratings(self, conversation_id: str) -> dict[int, int]:
+        """Turn id -> the customer's latest rating (+1 or -1) of the conversation's rated turns.
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        self._conversation_row(conversation_id)
+        rows = self.db.query("""SELECT f.turn_id, f.rating FROM feedback f JOIN turns t ON t.id = f.turn_id
+                                WHERE t.conversation_id = ? ORDER BY f.id""", [conversation_id])
+        return {row["turn_id"]: row["rating"] for row in rows}
 
     def recent_routes(self, conversation_id: str, n: int) -> list[str]:
         """Routes of the last ``n`` completed turns, newest first.
