@@ -43,3 +43,22 @@ def most_corrected(store: ConversationStore, limit: int = 10) -> list[tuple[str,
         WHERE r.intent IS NOT NULL AND r.intent != COALESCE(t.intent, '')
         GROUP BY t.intent ORDER BY n DESC, t.intent LIMIT ?""", [limit])
     return [(row["intent"] or "(none)", row["n"]) for row in rows]
+
+
+def handoffs(store: ConversationStore) -> dict[str, Any]:
+    """Human-handoff figures: ``waiting`` (no agent yet) and ``held`` (an agent has it) now,
+    ``first_agent_reply_p50_s`` / ``_p95_s`` (seconds from the handoff to the agent's first
+    reply, over all handoffs that got one; None without any; linear-interpolated percentiles,
+    numpy's default) and ``closed_by_agents`` (conversations an agent closed)."""
+    import numpy as np
+
+    now = next(store.db.query("""
+        SELECT COALESCE(SUM(agent IS NULL), 0) AS waiting, COALESCE(SUM(agent IS NOT NULL), 0) AS held
+        FROM handoffs WHERE ended_at IS NULL"""))
+    seconds = [row["s"] for row in store.db.query("""
+        SELECT (julianday(first_reply_at) - julianday(requested_at)) * 86400.0 AS s
+        FROM handoffs WHERE first_reply_at IS NOT NULL""")]
+    closed = next(store.db.query(
+        "SELECT COUNT(DISTINCT conversation_id) AS n FROM handoffs WHERE outcome = 'closed'"))["n"]
+    p50, p95 = (float(np.percentile(seconds, q)) for q in (50, 95)) if seconds else (None, None)
+    return {**now, "first_agent_reply_p50_s": p50, "first_agent_reply_p95_s": p95, "closed_by_agents": closed}

@@ -3,10 +3,16 @@ new conversation, and a side panel with the predicted intent and confidence.
 
 Every handler has an ``api_name`` so the page can be driven with ``gradio_client`` (tests do):
 ``/send`` (message) -> (chat messages, "", info), ``/feedback`` (turn_id, rating, comment),
-``/human`` and ``/new_conversation``. Session state (the conversation id and which turn each bot
-message is) lives in ``gr.State``, so a client can only rate turns of its own conversation.
-Text is shown as text: HTML special characters are escaped (:func:`as_text`) before Gradio
-renders a message, and its sanitiser stays on.
+``/human``, ``/new_conversation`` and ``/updates`` -> chat messages (what an agent wrote since).
+Session state (the conversation id and which turn each bot message is) lives in ``gr.State``, so
+a client can only rate turns of its own conversation. Text is shown as text: HTML special
+characters are escaped (:func:`as_text`) before Gradio renders a message, and its sanitiser
+stays on.
+
+The page survives a reload: the conversation id and its token (only the token's digest is
+stored, as for the REST channel) are kept in the browser (``gr.BrowserState``), and on load the
+chat is rebuilt from the store with its thumbs. While a person handles the conversation a timer
+(every :data:`POLL_S` s) fetches what the agent wrote (:meth:`bot.router.Router.updates`).
 """
 
 from __future__ import annotations
@@ -18,9 +24,15 @@ from typing import Any
 import gradio as gr
 
 from bot.errors import SupportbotError
+from bot.records import Turn
 from bot.router import ReplyChunk, Router
+from ui.api import digest, new_token
 
 TITLE = "Customer support"
+POLL_S = 1.0
+"""How often the page asks for an agent's replies, in seconds."""
+BOT_ROUTES = ("answer", "rephrase", "handoff", "template")
+"""Routes of the bot's own replies: the ones a customer may rate."""
 
 
 @dataclass
@@ -31,11 +43,32 @@ class ChatSession:
         conversation_id: the store's conversation id, None until the first message.
         messages: the chat as Gradio message dicts (``role``, ``content``).
         turn_ids: index in ``messages`` of a bot reply -> the turn id in the store.
+        token: the conversation token (kept in the browser to reopen the conversation).
+        shown: index of the last turn the page shows (turns after it are fetched by the timer).
+        busy: a reply is streaming; the timer leaves the chat alone meanwhile.
     """
 
     conversation_id: str | None = None
     messages: list[dict[str, str]] = field(default_factory=list)
     turn_ids: dict[int, int] = field(default_factory=dict)
+    token: str | None = None
+    shown: int = -1
+    busy: bool = False
+
+
+def turn_messages(turn: Turn) -> list[dict[str, str]]:
+    """The chat messages of a stored turn: the customer's text, then the reply (an agent's
+    prefixed with the agent's name), text escaped (:func:`as_text`)."""
+    route = turn.decision.route if turn.decision else None
+    messages = []
+    if turn.user_text or route == "handoff":
+        messages.append({"role": "user", "content": as_text(turn.user_text or "(asked for a human)")})
+    if turn.reply:
+        prefix = f"{turn.agent} (support team): " if route == "agent" else ""
+        messages.append({"role": "assistant", "content": as_text(prefix + turn.reply)})
+    elif turn.status != "complete" and route is None:
+        messages.append({"role": "assistant", "content": "(no reply: interrupted)"})
+    return messages
 
 
 def as_text(text: str) -> str:
@@ -69,17 +102,75 @@ class ChatHandlers:
         session.messages.append({"role": "user", "content": as_text(user_text)})
         session.messages.append({"role": "assistant", "content": "…"})
         index = len(session.messages) - 1
-        for chunk in chunks:
-            session.messages[index]["content"] = as_text(chunk.text) or "…"
-            if chunk.turn is not None:
-                session.turn_ids[index] = chunk.turn.id
-            yield session.messages, "", _info(chunk), session
+        session.busy = True
+        try:
+            for chunk in chunks:
+                session.messages[index]["content"] = as_text(chunk.text) or "…"
+                if chunk.turn is not None:
+                    if not chunk.text:  # a person handles the conversation: no bot reply
+                        session.messages.pop(index)
+                    elif chunk.turn.decision.route in BOT_ROUTES:
+                        session.turn_ids[index] = chunk.turn.id
+                    if chunk.turn.index == session.shown + 1:  # nothing new came in between
+                        session.shown = chunk.turn.index
+                yield session.messages, "", _info(chunk), session
+        finally:
+            session.busy = False
 
     def _conversation(self, session: ChatSession | None) -> ChatSession:
         session = session or ChatSession()
         if session.conversation_id is None:
-            session.conversation_id = self.router.store.new_conversation()
+            session.token, hashed = new_token()
+            session.conversation_id = self.router.store.new_conversation("web", None, hashed)
         return session
+
+    def _rebuild(self, session: ChatSession) -> tuple[Any, ChatSession]:
+        """The chat from the store (with the customer's thumbs), as a Chatbot update."""
+        store = self.router.store
+        turns = self.router.updates(session.conversation_id)
+        ratings = store.ratings(session.conversation_id)
+        session.messages, session.turn_ids, thumbs = [], {}, []
+        for turn in turns:
+            for message in turn_messages(turn):
+                session.messages.append(message)
+                if message["role"] == "assistant":
+                    rating = ratings.get(turn.id)
+                    thumbs.append({1: "Like", -1: "Dislike"}.get(rating))
+                    if turn.decision and turn.decision.route in BOT_ROUTES:
+                        session.turn_ids[len(session.messages) - 1] = turn.id
+        session.shown = turns[-1].index if turns else -1
+        return gr.Chatbot(value=session.messages, feedback_value=thumbs), session
+
+    def restore(self, saved: dict | None):
+        """On page load: the conversation kept in the browser, when its token still opens it;
+        returns (chat, info, session)."""
+        saved = saved or {}
+        conversation_id, token = saved.get("conversation_id"), saved.get("token")
+        if conversation_id and token:
+            try:
+                owner = self.router.store.owner(conversation_id)
+            except SupportbotError:
+                owner = None
+            if owner is not None and owner.token_hash == digest(token):
+                chat, session = self._rebuild(ChatSession(conversation_id, token=token))
+                return chat, {}, session
+        return [], {}, ChatSession()
+
+    @staticmethod
+    def saved(session: ChatSession | None) -> dict:
+        """What the browser keeps: the conversation id and its token."""
+        if session is None or session.conversation_id is None:
+            return {}
+        return {"conversation_id": session.conversation_id, "token": session.token}
+
+    def updates(self, session: ChatSession | None):
+        """What was written since the page last showed the conversation (an agent's replies,
+        notices): the whole chat rebuilt from the store, or no change (``gr.skip()``)."""
+        if session is None or session.conversation_id is None or session.busy:
+            return gr.skip(), gr.skip()
+        if not self.router.updates(session.conversation_id, session.shown):
+            return gr.skip(), gr.skip()
+        return self._rebuild(session)
 
     def send(self, message: str, session: ChatSession | None):
         """Answer one customer message; yields (messages, cleared textbox, info, session)."""
@@ -128,6 +219,7 @@ def build_chat_app(router: Router) -> gr.Blocks:
     handlers = ChatHandlers(router)
     with gr.Blocks(title=TITLE) as app:
         session = gr.State(None)
+        saved = gr.BrowserState({}, storage_key="supportbot-chat")
         gr.Markdown(f"## {TITLE}")
         with gr.Row():
             with gr.Column(scale=3):
@@ -146,10 +238,14 @@ def build_chat_app(router: Router) -> gr.Blocks:
             rate, rated = gr.Button("rate"), gr.Textbox()
         outputs = [chatbot, message, info, session]
         generating = {"concurrency_limit": None}
-        message.submit(handlers.send, [message, session], outputs, api_name="send", **generating)
-        send.click(handlers.send, [message, session], outputs, api_name=False, **generating)
-        human.click(handlers.human, [session], outputs, api_name="human", **generating)
-        new.click(handlers.new_conversation, [session], [chatbot, info, session], api_name="new_conversation")
+        keep = {"fn": handlers.saved, "inputs": session, "outputs": saved, "api_name": False}
+        message.submit(handlers.send, [message, session], outputs, api_name="send", **generating).then(**keep)
+        send.click(handlers.send, [message, session], outputs, api_name=False, **generating).then(**keep)
+        human.click(handlers.human, [session], outputs, api_name="human", **generating).then(**keep)
+        new.click(handlers.new_conversation, [session], [chatbot, info, session], api_name="new_conversation").then(**keep)
+        app.load(handlers.restore, saved, [chatbot, info, session], api_name=False)
+        gr.Timer(POLL_S).tick(handlers.updates, session, [chatbot, session], api_name="updates",
+                              concurrency_limit=None, show_progress="hidden")
         chatbot.like(handlers.like, [session], None, api_name=False)
         rate.click(handlers.feedback, [turn_id, rating, comment, session], rated, api_name="feedback")
         show.change(lambda visible: gr.update(visible=visible), show, info, api_name=False)

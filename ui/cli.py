@@ -5,6 +5,7 @@ terminal width."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -118,12 +119,15 @@ def serve(
     db: Optional[Path] = typer.Option(None, help="SQLite conversation log (default <home>/conversations.db)"),
     models: Optional[Path] = typer.Option(None, help="home folder whose models/ and registry.json to use (default: the home setting)"),
 ) -> None:
-    """Serve the chat at http://HOST:PORT/ and the reviewers' pages at /review/ (login)."""
+    """Serve the chat at http://HOST:PORT/, the REST channel at /api/v1/, the reviewers' pages at
+    /review/ and the agents' inbox at /inbox/ (both with a login)."""
     import uvicorn
 
     from bot.runtime import load_router
     from training import jobs
+    from ui.api import build_api
     from ui.chat import build_chat_app
+    from ui.inbox import build_inbox_app
     from ui.models_page import model_tabs
     from ui.review import build_review_app
     from ui.server import build_server
@@ -138,9 +142,14 @@ def serve(
     if failed:
         console.print(f"retraining job(s) interrupted by an earlier stop marked failed: {', '.join(failed)}")
     review = build_review_app(router.store, classifier.labels, extra_tabs=model_tabs(models or settings.home))
-    server = build_server(build_chat_app(router), review, settings.reviewers)
-    review_url = f"http://{host}:{port}/review/" if settings.reviewers else "off (no reviewers configured)"
-    console.print(f"chat: http://{host}:{port}/  review: {review_url}  "
+    reviewers, agents = settings.accounts("review"), settings.accounts("inbox")
+    admins = {name for name, account in settings.accounts().items() if account.role == "admin"}
+    server = build_server(build_chat_app(router), review, _hashes(reviewers), build_inbox_app(router.inbox, admins),
+                          _hashes(agents), build_api(router, settings.api))
+    base = f"http://{host}:{port}"
+    review_url = f"{base}/review/" if reviewers else "off (no reviewers configured)"
+    inbox_url = f"{base}/inbox/" if agents else "off (no agents configured)"
+    console.print(f"chat: {base}/  REST: {base}/api/v1/docs  review: {review_url}  inbox: {inbox_url}  "
                   f"(classifier {classifier.version}, generator {generator.version}, log {router.store.path})")
     uvicorn.run(server, host=host, port=port, log_level="warning")
 
@@ -165,15 +174,30 @@ def demo(
     serve(host=host, port=port, db=None, models=None)
 
 
+def _hashes(accounts) -> dict[str, str]:
+    return {name: account.password_hash for name, account in accounts.items()}
+
+
 @app.command("hash-password")
 def hash_password_command(
     password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True,
                                  help="the password (asked for, unseen, when not given)"),
 ) -> None:
-    """Print the argon2 hash of a reviewer's password, for the ``reviewers`` setting."""
+    """Print the argon2 hash of a staff member's password, for the ``staff`` (or ``reviewers``) setting."""
     from ui.server import hash_password
 
     typer.echo(hash_password(password))
+
+
+@app.command("api-key")
+def api_key_command(name: str = typer.Argument(..., help="the integration's name, e.g. website")) -> None:
+    """Make an API key for the REST channel: prints the key (give it to the integration) and the
+    line for ``[api] keys`` in supportbot.toml (only the key's sha256 digest is configured)."""
+    from ui.api import new_api_key
+
+    key, hashed = new_api_key()
+    typer.echo(f"key (shown once): {key}")
+    typer.echo(f'supportbot.toml, [api] keys:  {json.dumps(name)} = "{hashed}"')
 
 
 @app.command()

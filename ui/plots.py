@@ -41,8 +41,9 @@ def per_day_figure(rows: list[dict]):
 
 
 def dashboard_figures(store: ConversationStore):
-    """``(totals dict, per-day figure, top-intents figure, most-corrected figure)``."""
+    """``(totals dict, per-day figure, top-intents figure, most-corrected figure)``; the totals
+    hold the human-handoff figures under ``handoffs`` (:func:`bot.stats.handoffs`)."""
     plt.close("all")
-    return (stats.totals(store), per_day_figure(stats.daily(store)),
+    return ({**stats.totals(store), "handoffs": stats.handoffs(store)}, per_day_figure(stats.daily(store)),
             _bar(stats.top_intents(store), "Top intents"),
             _bar(stats.most_corrected(store), "Most corrected intents"))

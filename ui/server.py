@@ -1,10 +1,13 @@
-"""One web server for everything: the public chat at ``/`` and the reviewers' pages at
-``/review/`` behind a login (Gradio apps mounted on one FastAPI app, served by uvicorn).
+"""One web server for everything: the public chat at ``/``, the REST channel at ``/api/v1/``
+(:mod:`ui.api`), the reviewers' pages at ``/review/`` and the agents' inbox at ``/inbox/``, both
+behind a login (Gradio apps mounted on one FastAPI app, served by uvicorn).
 
 Gradio exposes every event handler of a Blocks app as an API endpoint; mounting the reviewers'
-app with ``auth`` puts its page *and* its API behind the login, so no review, retrain or model
-action can be called anonymously. Passwords are checked against argon2 hashes
-(https://argon2-cffi.readthedocs.io/); only hashes are configured (``reviewers`` setting).
+and agents' apps with ``auth`` puts their pages *and* their APIs behind the login, so no review,
+retrain, model or agent action can be called anonymously. Each page admits the staff roles of
+:data:`bot.settings.ROLE_PAGES`. Passwords are checked against argon2 hashes
+(https://argon2-cffi.readthedocs.io/); only hashes are configured (``staff`` and ``reviewers``
+settings).
 """
 
 from __future__ import annotations
@@ -43,15 +46,26 @@ def hash_password(password: str) -> str:
     return PasswordHasher().hash(password)
 
 
-def build_server(chat: gr.Blocks, review: gr.Blocks | None, reviewers: dict[str, str]) -> FastAPI:
-    """The FastAPI app: ``review`` at ``/review`` (login required) when given and reviewers are
-    configured, ``chat`` at ``/``."""
-    app = FastAPI()
-    if review is not None and reviewers:
-        app = gr.mount_gradio_app(app, review.queue(), "/review", auth=password_checker(reviewers),
-                                  auth_message="Reviewers only: log in.")
-    elif review is not None:
-        log.warning("review pages disabled: no reviewers configured (setting 'reviewers')")
+def build_server(chat: gr.Blocks, review: gr.Blocks | None, reviewers: dict[str, str],
+                 inbox: gr.Blocks | None = None, agents: dict[str, str] | None = None,
+                 api: FastAPI | None = None) -> FastAPI:
+    """The FastAPI app: ``api`` at ``/api/v1`` when given, ``review`` at ``/review`` and
+    ``inbox`` at ``/inbox`` (login required) when given and someone may log in to them, ``chat``
+    at ``/``.
+
+    Args:
+        reviewers: name -> argon2 hash of those who may log in to the review pages.
+        agents: name -> argon2 hash of those who may log in to the inbox.
+    """
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    if api is not None:
+        app.mount("/api/v1", api)
+    for blocks, path, logins, who in ((review, "/review", reviewers, "Reviewers"), (inbox, "/inbox", agents, "Agents")):
+        if blocks is not None and logins:
+            app = gr.mount_gradio_app(app, blocks.queue(), path, auth=password_checker(logins),
+                                      auth_message=f"{who} only: log in.")
+        elif blocks is not None:
+            log.warning("%s disabled: no %s configured (setting 'staff')", path, who.lower())
     # No Gradio limit on the chat's events (its default is 1 at a time per event): the router's
     # queue bounds generation and shows the customer's place; nothing in Gradio's queue times out.
     return gr.mount_gradio_app(app, chat.queue(default_concurrency_limit=None), "/")
