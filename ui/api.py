@@ -21,7 +21,8 @@ conversation or turn, 413 message or body too long, 429 too many requests.
 The API has no agent actions: agents work in the inbox page (``/inbox/``, login).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, which name
+# dependencies defined inside build_api.
 
 import hashlib
 import hmac
@@ -184,8 +185,18 @@ def build_api(router: Router, config: ApiConfig) -> FastAPI:
     store = router.store
     keys = {hashed.removeprefix("sha256:"): name for name, hashed in config.keys.items()}
     limiter = Limiter(config.key_rate, config.address_rate)
-    api = FastAPI(title="supportbot REST channel", version="1", max_body_size=MAX_BODY_BYTES,
+    api = FastAPI(title="supportbot REST channel", version="1",
                   description=__doc__.split("\n\n", 1)[1])
+
+    @api.middleware("http")
+    async def _body_size(request: Request, call_next):
+        length = request.headers.get("content-length", "")
+        if not length.isdigit():  # chunked: read it (the app is given the same bytes)
+            length = str(len(await request.body()))
+        if int(length) > MAX_BODY_BYTES:
+            return JSONResponse({"error": {"status": 413, "message": f"the body is over {MAX_BODY_BYTES} bytes"}},
+                                status_code=413)
+        return await call_next(request)
 
     @api.exception_handler(HTTPException)
     def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
