@@ -45,7 +45,6 @@ class ChatSession:
         turn_ids: index in ``messages`` of a bot reply -> the turn id in the store.
         token: the conversation token (kept in the browser to reopen the conversation).
         shown: index of the last turn the page shows (turns after it are fetched by the timer).
-        busy: a reply is streaming; the timer leaves the chat alone meanwhile.
     """
 
     conversation_id: str | None = None
@@ -53,7 +52,6 @@ class ChatSession:
     turn_ids: dict[int, int] = field(default_factory=dict)
     token: str | None = None
     shown: int = -1
-    busy: bool = False
 
 
 def turn_messages(turn: Turn) -> list[dict[str, str]]:
@@ -97,12 +95,13 @@ class ChatHandlers:
 
     def __init__(self, router: Router):
         self.router = router
+        self.streaming: set[str] = set()  # conversations whose reply streams now: the timer waits
 
     def _stream(self, session: ChatSession, user_text: str, chunks):
         session.messages.append({"role": "user", "content": as_text(user_text)})
         session.messages.append({"role": "assistant", "content": "…"})
         index = len(session.messages) - 1
-        session.busy = True
+        self.streaming.add(session.conversation_id)
         try:
             for chunk in chunks:
                 session.messages[index]["content"] = as_text(chunk.text) or "…"
@@ -115,7 +114,7 @@ class ChatHandlers:
                         session.shown = chunk.turn.index
                 yield session.messages, "", _info(chunk), session
         finally:
-            session.busy = False
+            self.streaming.discard(session.conversation_id)
 
     def _conversation(self, session: ChatSession | None) -> ChatSession:
         session = session or ChatSession()
@@ -166,7 +165,7 @@ class ChatHandlers:
     def updates(self, session: ChatSession | None):
         """What was written since the page last showed the conversation (an agent's replies,
         notices): the whole chat rebuilt from the store, or no change (``gr.skip()``)."""
-        if session is None or session.conversation_id is None or session.busy:
+        if session is None or session.conversation_id is None or session.conversation_id in self.streaming:
             return gr.skip(), gr.skip()
         if not self.router.updates(session.conversation_id, session.shown):
             return gr.skip(), gr.skip()

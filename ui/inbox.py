@@ -36,13 +36,18 @@ def waited(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds // 60 % 60:02d} min"
 
 
+def _clock(iso: str | None) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` of a stored UTC time."""
+    return (iso or "")[:19].replace("T", " ")
+
+
 def _rows(turn: Turn) -> list[list]:
     """Turn table rows: the customer's message, then the reply, each with the turn's intent and route."""
     route = turn.decision.route if turn.decision else None
     common = [turn.prediction.intent if turn.prediction else "",
               round(turn.prediction.confidence, 3) if turn.prediction else None,
               route or turn.status, turn.decision.reason if turn.decision else "",
-              (turn.started_at or "")[:19].replace("T", " ")]
+              _clock(turn.started_at)]
     rows = []
     if turn.user_text:
         rows.append([turn.index, "customer", turn.user_text, *common])
@@ -87,12 +92,12 @@ class InboxHandlers:
             rows.append([handoff.conversation_id, waited(seconds), state, handoff.reason,
                          (customer[-1] if customer else "")[:120]])
         choices = [row[0] for row in rows]
-        return gr.Dataframe(value=rows, headers=LIST_COLUMNS), gr.Dropdown(choices=choices)
+        return rows, gr.Dropdown(choices=choices)
 
     def open(self, conversation_id: str, request: gr.Request = None):
         """The whole conversation (chat and turn table) and who handles it."""
         if not conversation_id:
-            return [], gr.Dataframe(value=[], headers=TURN_COLUMNS), "Pick a conversation."
+            return [], [], "Pick a conversation."
         try:
             turns = self.store.conversation(conversation_id)
         except SupportbotError as exc:
@@ -102,12 +107,12 @@ class InboxHandlers:
         if handoff is None:
             state = "The bot handles this conversation."
         elif handoff.agent is None:
-            state = f"**Waiting for an agent** since {handoff.requested_at[:19]} UTC: {handoff.reason}"
+            state = f"**Waiting for an agent** since {_clock(handoff.requested_at)} UTC: {handoff.reason}"
         else:
-            state = f"**Held by {'you' if handoff.agent == me else handoff.agent}** since {handoff.taken_at[:19]} UTC"
+            state = f"**Held by {'you' if handoff.agent == me else handoff.agent}** since {_clock(handoff.taken_at)} UTC"
         messages = [message for turn in turns for message in _messages(turn)]
         rows = [row for turn in turns for row in _rows(turn)]
-        return messages, gr.Dataframe(value=rows, headers=TURN_COLUMNS), state
+        return messages, rows, state
 
     def _act(self, action, conversation_id: str, request: gr.Request, done: str):
         agent = getattr(request, "username", None)
