@@ -159,7 +159,7 @@ class ChatHandlers:
     def saved(session: ChatSession | None) -> dict:
         """What the browser keeps: the conversation id and its token."""
         if session is None or session.conversation_id is None:
-            return {}
+            return {"conversation_id": None, "token": None}
         return {"conversation_id": session.conversation_id, "token": session.token}
 
     def updates(self, session: ChatSession | None):
@@ -223,6 +223,7 @@ def build_chat_app(router: Router) -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="Chat", height=480, allow_tags=False, sanitize_html=True,
+                                     group_consecutive_messages=False,  # each reply its own thumbs
                                      feedback_options=("Like", "Dislike"))
                 message = gr.Textbox(label="Your message", placeholder="Type your question and press Enter")
                 with gr.Row():
