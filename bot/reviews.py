@@ -24,6 +24,9 @@ ACTIONS = ("relabel", "rewrite", "approve", "skip")
 """``relabel``: set the correct intent; ``rewrite``: give the reply the bot should have given
 (may also set the intent); ``approve``: the turn is right as it is; ``skip``: look later."""
 
+STAFF_ROUTES = ("agent", "notice")
+"""Turns written by people or the handoff (:mod:`bot.handoff`), not by the bot: never reviewed."""
+
 LOW_CONFIDENCE = 0.7
 BUCKETS = ("thumbs-down", "fallback or handoff", "low confidence", "quality sample")
 
@@ -47,7 +50,7 @@ class ReviewFilter:
 
     def sql(self) -> tuple[str, list[Any]]:
         """``WHERE`` clauses over ``turns t`` and their parameters."""
-        clauses, params = ["t.status = 'complete'"], []
+        clauses, params = ["t.status = 'complete'", f"t.route NOT IN {STAFF_ROUTES}"], []
         if self.since:
             clauses.append("t.started_at >= ?")
             params.append(self.since)

@@ -1,4 +1,7 @@
-"""Figures for the reviewers' dashboard, computed from the conversation store with SQL."""
+"""Figures for the reviewers' dashboard, computed from the conversation store with SQL.
+
+Rates count customer turns only: agents' replies and handoff notices (routes ``agent`` and
+``notice``) are left out."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ def daily(store: ConversationStore) -> list[dict[str, Any]]:
         SELECT substr(started_at, 1, 10) AS day, COUNT(DISTINCT conversation_id) AS conversations,
                COUNT(*) AS turns, AVG(route = 'rephrase') AS fallback_rate,
                AVG(route = 'handoff') AS handoff_rate
-        FROM turns WHERE status = 'complete' GROUP BY day ORDER BY day"""))
+        FROM turns WHERE status = 'complete' AND route NOT IN ('agent', 'notice') GROUP BY day ORDER BY day"""))
 
 
 def totals(store: ConversationStore) -> dict[str, Any]:
@@ -23,7 +26,7 @@ def totals(store: ConversationStore) -> dict[str, Any]:
     row = next(store.db.query("""
         SELECT COUNT(*) AS turns, COUNT(DISTINCT conversation_id) AS conversations,
                AVG(route = 'rephrase') AS fallback_rate, AVG(route = 'handoff') AS handoff_rate
-        FROM turns WHERE status = 'complete'"""))
+        FROM turns WHERE status = 'complete' AND route NOT IN ('agent', 'notice')"""))
     rated = next(store.db.query("SELECT COUNT(*) AS ratings, AVG(rating > 0) AS up FROM feedback"))
     return {**row, "ratings": rated["ratings"], "thumbs_up_ratio": rated["up"]}
 

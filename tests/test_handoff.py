@@ -14,6 +14,7 @@ import pytest
 from bot import stats
 from bot.errors import SupportbotError
 from bot.handoff import load_working_hours
+from bot.reviews import ReviewLog
 from bot.runtime import load_router
 from bot.settings import REPO_DATA, load_settings
 from bot.store import ConversationStore
@@ -101,6 +102,9 @@ def test_close_and_dashboard_figures(router):
     assert figures["waiting"] == 1 and figures["held"] == 0 and figures["closed_by_agents"] == 1
     assert 0.05 <= figures["first_agent_reply_p50_s"] == figures["first_agent_reply_p95_s"] < 30
     assert stats.handoffs(ConversationStore(router.store.path.parent / "empty.db"))["first_agent_reply_p50_s"] is None
+    # agents' replies and notices are not the bot's: out of the rates and the review queue
+    assert stats.totals(router.store)["turns"] == 2 and stats.totals(router.store)["handoff_rate"] == 1.0
+    assert sum(ReviewLog(router.store).counts().values()) == 2
 
 
 def test_an_admin_may_act_in_another_agents_conversation(router):
