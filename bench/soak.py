@@ -193,9 +193,10 @@ def customer_loop(index: int, url: str, pool: dict[str, list[str]], args: argpar
         result = TurnResult(index, kind)
         tally.turns.append(result)          # sent, whether or not it is ever answered
         send(client, result, rng.choice(pool[kind]))
-        if not result.error and rng.random() < args.feedback:
+        if not result.error and result.route != "human" and rng.random() < args.feedback:
             rate(client, result, rng.choice((1, -1)), tally)
-        if rng.random() < args.new_conversation:
+        # after a handoff the bot stays silent until an agent hands the conversation back: start afresh
+        if result.route == "handoff" or rng.random() < args.new_conversation:
             client.predict(api_name="/new_conversation")
             tally.new_conversations += 1
         time.sleep(min(rng.expovariate(1 / args.think), max(0.0, deadline - time.monotonic())))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import os
 import shutil
 import signal
@@ -87,9 +88,12 @@ def shown_text(message: dict) -> str:
 def test_server_killed_while_streaming_a_reply(chatty_home):
     home, db = chatty_home, chatty_home / "conversations.db"
     # two turns with fixed replies (quick: the tiny classifier finds the first out of scope, the
-    # second asks for a person), then one the chatter LM answers for seconds
-    texts = ["please refund my order", "I want to talk to a human", "can you track my parcel"]
-    with running_server(home, home / "server.log", **LONG_REPLIES) as (url, server):
+    # second has a template; not a request for a person, after which the bot stays silent), then
+    # one the chatter LM answers for seconds
+    texts = ["please refund my order", "please cancel the purchase", "can you track my parcel"]
+    fixed = {"SUPPORTBOT_ROUTER__REPHRASE_LIMIT": "5", "SUPPORTBOT_ROUTER__TEMPLATES": json.dumps(
+        {intent: "A fixed reply." for intent in ("refund", "cancel", "invoice")})}
+    with running_server(home, home / "server.log", **LONG_REPLIES, **fixed) as (url, server):
         client, infos = converse(url, texts[:2])
         reply = client.submit(texts[2], api_name="/send")
         wait_for(lambda: len(reply.outputs()) >= 2 and not reply.done(), "the third reply to stream")

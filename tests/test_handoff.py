@@ -179,3 +179,27 @@ def test_old_handoffs_join_the_inbox_on_migration(tmp_path):
     with ConversationStore(path) as store:
         assert [h.conversation_id for h in store.handoffs()] == [conversation]
         assert store.handoffs()[0].reason == "customer asked for a person"
+
+
+def test_staff_roles_and_api_keys_in_settings(monkeypatch):
+    monkeypatch.setenv("SUPPORTBOT_REVIEWERS", '{"rex": "hash-r"}')
+    monkeypatch.setenv("SUPPORTBOT_STAFF", '{"ana": {"password_hash": "hash-a"}, '
+                                           '"root": {"password_hash": "hash-x", "role": "admin"}}')
+    settings = load_settings()
+    assert {name: a.role for name, a in settings.accounts().items()} == {"rex": "reviewer", "ana": "agent", "root": "admin"}
+    assert set(settings.accounts("inbox")) == {"ana", "root"} and set(settings.accounts("review")) == {"rex", "root"}
+    monkeypatch.setenv("SUPPORTBOT_STAFF", '{"rex": {"password_hash": "h", "role": "agent"}}')
+    with pytest.raises(SupportbotError, match="rex named in both"):
+        load_settings()
+    monkeypatch.delenv("SUPPORTBOT_STAFF")
+    monkeypatch.setenv("SUPPORTBOT_STAFF", '{"bo": {"password_hash": "h", "role": "boss"}}')
+    with pytest.raises(SupportbotError, match="staff.bo.role"):
+        load_settings()
+    monkeypatch.delenv("SUPPORTBOT_STAFF")
+    monkeypatch.setenv("SUPPORTBOT_API__KEYS", '{"website": "sb_the_key_itself"}')
+    with pytest.raises(SupportbotError, match="not the key itself"):
+        load_settings()
+    monkeypatch.setenv("SUPPORTBOT_API__KEYS", "{}")
+    monkeypatch.setenv("SUPPORTBOT_API__KEY_RATE", "lots")
+    with pytest.raises(SupportbotError, match="not a rate"):
+        load_settings()

@@ -287,7 +287,7 @@ def build_api(router: Router, config: ApiConfig) -> FastAPI:
              summary="Wait for new turns (an agent's replies) as Server-Sent Events")
     def events(conversation_id: Conversation,
                after: Annotated[int, Query(description="only turns with a higher index")] = -1,
-               wait: Annotated[float, Query(gt=0, le=300, description="seconds to keep the stream open")] = 60.0,
+               wait: Annotated[float, Query(gt=0, le=120, description="seconds to keep the stream open")] = 60.0,
                ) -> Iterator[ServerSentEvent]:
         """One ``turn`` event per new complete turn, for ``wait`` seconds; reconnect with ``after``
         set to the last index seen."""
