@@ -275,11 +275,14 @@ def build_api(router: Router, config: ApiConfig) -> FastAPI:
     @api.post("/conversations/{conversation_id}/messages/stream", response_class=EventSourceResponse,
               summary="Send a message, get the reply as Server-Sent Events")
     def send_streamed(conversation_id: Conversation, text: Message) -> Iterator[ServerSentEvent]:
-        """Events: ``reply`` (``{"text": the reply so far}``, repeated as it grows; while the turn
+        """Events: ``reply`` (``{"text": the reply so far}``, sent again each time it grows; while the turn
         waits for a generation slot, its place in the queue), then ``turn`` (the finished turn)."""
+        shown = None
         for chunk in router.respond(conversation_id, text):
             if chunk.turn is None:
-                yield ServerSentEvent(event="reply", data={"text": chunk.text})
+                if chunk.text != shown:  # the reply grows sentence by sentence, not every token
+                    shown = chunk.text
+                    yield ServerSentEvent(event="reply", data={"text": chunk.text})
             else:
                 yield ServerSentEvent(event="turn", data=turn_out(chunk.turn).model_dump())
 
