@@ -46,7 +46,9 @@ def test_agent_replies_in_the_inbox_and_the_customer_sees_it(server, browser):
     inbox.get_by_role("button", name="Send reply").click()
     sent = time.monotonic()
     wait_for_text(chat, [f"ana (support team): {REPLY}"])
-    assert time.monotonic() - sent < 2.5  # the page polls every second (the click itself takes a little)
+    shown_after = time.monotonic() - sent
+    print(f"the agent's reply was shown in the customer's page {shown_after:.2f} s after the click")
+    assert shown_after < 2.5  # the page polls every second (the click itself takes a little)
     wait_for_text(inbox, ["Sent.", f"[ana (agent)] {REPLY}"])
     inbox.screenshot(path=str(SHOTS / "inbox_taken_conversation.png"), full_page=True)
     chat.screenshot(path=str(SHOTS / "customer_chat_agent_reply.png"), full_page=True)

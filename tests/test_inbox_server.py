@@ -113,6 +113,9 @@ def test_the_chat_page_shows_the_agents_reply_and_stays_silent(server):
     agent.predict(conversation, api_name="/close")
     wait_for(lambda: texts(customer.predict(api_name="/updates")),
              lambda chat: chat and "has closed this conversation" in chat[-1], 2.0, 0.2)
+    totals, *_ = Client(url + "review/", auth=("root", STAFF["root"][1]), verbose=False).predict(api_name="/dashboard")
+    figures = totals["handoffs"]
+    assert figures["closed_by_agents"] >= 1 and 0 < figures["first_agent_reply_p50_s"] <= figures["first_agent_reply_p95_s"]
 
 
 def texts(update) -> list[str]:

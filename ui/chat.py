@@ -18,7 +18,9 @@ chat is rebuilt from the store with its thumbs. While a person handles the conve
 from __future__ import annotations
 
 import html
+import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -210,15 +212,32 @@ class ChatHandlers:
         self.router.feedback(session.turn_ids[index], rating)
 
 
-def build_chat_app(router: Router) -> gr.Blocks:
+def browser_secret(home: Path) -> str:
+    """The key that encrypts what the chat keeps in the browser, made once and kept in
+    ``<home>/chat-secret`` (readable by its owner only), so a restarted server still reopens
+    the customers' conversations."""
+    path = Path(home) / "chat-secret"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def build_chat_app(router: Router, secret: str | None = None) -> gr.Blocks:
     """The chat page. Its events have no Gradio concurrency limit: the router's queue
     (:mod:`bot.queue`, setting ``router.max_concurrent_generations``) bounds replies generated at
     once and streams each waiting customer their place in line. Gradio itself still runs at most
-    ``max_threads`` (40) events of the page at once and shows its own queue position beyond that."""
+    ``max_threads`` (40) events of the page at once and shows its own queue position beyond that.
+
+    Args:
+        secret: encrypts the conversation kept in the browser (:func:`browser_secret`); None: a
+            new one, so chats start afresh after a restart.
+    """
     handlers = ChatHandlers(router)
     with gr.Blocks(title=TITLE) as app:
         session = gr.State(None)
-        saved = gr.BrowserState({}, storage_key="supportbot-chat")
+        saved = gr.BrowserState({}, storage_key="supportbot-chat", secret=secret)
         gr.Markdown(f"## {TITLE}")
         with gr.Row():
             with gr.Column(scale=3):

@@ -126,7 +126,7 @@ def serve(
     from bot.runtime import load_router
     from training import jobs
     from ui.api import build_api
-    from ui.chat import build_chat_app
+    from ui.chat import browser_secret, build_chat_app
     from ui.inbox import build_inbox_app
     from ui.models_page import model_tabs
     from ui.review import build_review_app
@@ -144,7 +144,7 @@ def serve(
     review = build_review_app(router.store, classifier.labels, extra_tabs=model_tabs(models or settings.home))
     reviewers, agents = settings.accounts("review"), settings.accounts("inbox")
     admins = {name for name, account in settings.accounts().items() if account.role == "admin"}
-    server = build_server(build_chat_app(router), review, _hashes(reviewers), build_inbox_app(router.inbox, admins),
+    server = build_server(build_chat_app(router, browser_secret(settings.home)), review, _hashes(reviewers), build_inbox_app(router.inbox, admins),
                           _hashes(agents), build_api(router, settings.api))
     base = f"http://{host}:{port}"
     review_url = f"{base}/review/" if reviewers else "off (no reviewers configured)"
