@@ -175,3 +175,14 @@ def test_zz_per_address_limit(api):
     assert_error(response, 429, "address")
     assert int(response.headers["Retry-After"]) >= 1
     assert api.post("/conversations", headers={"X-API-Key": KEYS["website"]}).status_code == 201
+
+
+def test_api_key_command_prints_a_key_and_its_digest():
+    import shutil
+    import subprocess
+
+    result = subprocess.run([shutil.which("supportbot"), "api-key", "website"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.split("key (shown once): ")[1].split()[0]
+    assert f'"website" = "sha256:{digest(key)}"' in result.stdout and len(key) > 40
