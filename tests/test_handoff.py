@@ -171,7 +171,7 @@ def test_old_handoffs_join_the_inbox_on_migration(tmp_path):
         store.mark_handoff(conversation, "customer asked for a person")
         with store.writing() as db:  # as a store before migration 0003 left it
             db.execute("DELETE FROM handoffs")
-            db.execute("DELETE FROM _sqlite_migrations WHERE name = '0003_handoffs_and_channels'")
+            db.execute("DELETE FROM _sqlite_migrations WHERE name = '0004_handoffs_and_channels'")
             db.execute("DROP TABLE handoffs")
             for table, column in (("conversations", "channel"), ("conversations", "client"),
                                   ("conversations", "token_hash"), ("turns", "agent")):
