@@ -16,14 +16,14 @@ from bot.errors import SupportbotError
 from bot.handoff import load_working_hours
 from bot.reviews import ReviewLog
 from bot.runtime import load_router
-from bot.settings import REPO_DATA, load_settings
+from bot.settings import DEFAULT_PROFILE, load_settings
 from bot.store import ConversationStore
 
 
 def profile_with_hours(folder: Path, hours: str | None) -> Path:
     """The repository's company profile with its ``[working_hours]`` table replaced by ``hours``
     (None: no table, always open)."""
-    text = (REPO_DATA / "company_profile.toml").read_text()
+    text = DEFAULT_PROFILE.read_text()
     text = re.sub(r"\[working_hours\].*?(?=\n# Other slot names)", hours or "", text, flags=re.S)
     path = folder / "profile.toml"
     path.write_text(text)
@@ -155,7 +155,7 @@ def test_working_hours_from_the_profile(tmp_path):
         [False, True, False, True, False]
     assert not hours.is_open(datetime(2026, 12, 1, 14, 0, tzinfo=timezone.utc))  # Tuesday: not listed
     assert load_working_hours(always_open(tmp_path)) is None
-    assert load_working_hours(REPO_DATA / "company_profile.toml").ranges[4] == [
+    assert load_working_hours(DEFAULT_PROFILE).ranges[4] == [
         (datetime(1, 1, 1, 8).time(), datetime(1, 1, 1, 20).time())]
     for table, message in (('timezone = "Mars/Olympus"', "unknown time zone"),
                            ('funday = "08:00-09:00"', "funday: not a weekday"),
