@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from bot.errors import SupportbotError
+from bot.redaction import PHONE_REGIONS
 
 try:
     import tomllib
@@ -131,6 +132,20 @@ class ServingConfig(BaseModel):
                               draft_tokens=self.draft_tokens, pack_weights=self.pack_weights)
 
 
+class ChatConfig(BaseModel):
+    """The public chat page (``[chat]`` table in ``supportbot.toml``).
+
+    Attributes:
+        show_internals: show the customer the panel with the predicted intent, confidence,
+            top-3 scores and the routing reason. Off on the public page; reviewers see it on
+            their "Try the bot" tab whatever this says.
+    """
+
+    show_internals: bool = False
+
+    model_config = {"extra": "forbid"}
+
+
 class Settings(BaseSettings):
     """Every setting the project reads, with its default.
 
@@ -144,9 +159,12 @@ class Settings(BaseSettings):
         profile: company profile (TOML) that fills reply placeholders.
         seed: seed of data splits and training.
         redact: redact e-mails, phone, card and IBAN numbers before a turn is stored.
+        redact_regions: ISO 3166 regions whose national phone formats redaction recognises
+            (``+`` international numbers are recognised for every country).
         reviewers: reviewer name -> argon2 hash of the password (``supportbot hash-password``);
             the review pages are served only when at least one is configured.
         router: the routing policy, see :class:`RouterConfig`.
+        chat: the public chat page, see :class:`ChatConfig`.
         serving: how the generator runs, see :class:`ServingConfig`.
     """
 
@@ -162,8 +180,10 @@ class Settings(BaseSettings):
     profile: Path = DEFAULT_PROFILE
     seed: int = Field(42, ge=0, le=2**32 - 1)
     redact: bool = True
+    redact_regions: list[str] = list(PHONE_REGIONS)
     reviewers: dict[str, str] = {}
     router: RouterConfig = RouterConfig()
+    chat: ChatConfig = ChatConfig()
     serving: ServingConfig = ServingConfig()
 
     @field_validator("home", "data_dir", "cache_dir", "profile")
@@ -171,6 +191,16 @@ class Settings(BaseSettings):
     def _expand_user(cls, value: Path | None) -> Path | None:
         """``~`` means the user's home folder in a config file or variable too."""
         return Path(value).expanduser() if value is not None else None
+
+    @field_validator("redact_regions")
+    @classmethod
+    def _known_regions(cls, regions: list[str]) -> list[str]:
+        from phonenumbers import SUPPORTED_REGIONS
+
+        unknown = [region for region in regions if region.upper() not in SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"unknown phone region(s) {', '.join(unknown)}; expected ISO 3166 codes such as US, GB")
+        return [region.upper() for region in regions]
 
     @field_validator("data_dir")
     @classmethod
