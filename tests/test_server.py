@@ -57,11 +57,23 @@ def test_three_concurrent_conversations_feedback_and_exact_rows(server):
     assert feedback == [("can you track my parcel", -1, "wrong"), ("please cancel the purchase", -1, "wrong"),
                         ("please refund my order", 1, "ok")]
     info = results[0][1][0]
+    assert info == {"turn_id": info["turn_id"]}    # the public page shows no intent, score or reason
+
+
+def test_the_intent_panel_is_a_setting_on_for_reviewers(server, tiny_home):
+    """Off on the public page by default; the reviewers' "Try the bot" tab has it; the
+    ``chat.show_internals`` setting turns it on for the public page too."""
+    url, _ = server
+    reviewer = Client(url + "review/", auth=REVIEWER, verbose=False)
+    _, _, info = reviewer.predict("please refund my order", api_name="/try_send")
     assert {"turn_id", "route", "reason", "intent", "confidence", "top3", "oos_score"} <= set(info)
+    with running_server(tiny_home, tiny_home / "server2.log", SUPPORTBOT_CHAT__SHOW_INTERNALS="true") as (other, _):
+        _, infos = converse(other, ["please refund my order"])
+    assert {"turn_id", "route", "intent", "confidence"} <= set(infos[0])
 
 
-REVIEWER_ENDPOINTS = ["next_item", "review_action", "dashboard", "start_retrain", "retrain_status",
-                      "models", "promote", "rollback"]
+REVIEWER_ENDPOINTS = ["next_item", "review_action", "undo_review", "try_send", "try_feedback", "dashboard",
+                      "start_retrain", "retrain_status", "models", "promote", "rollback"]
 
 
 def anonymous_call(url: str, endpoint: str) -> int:
@@ -84,7 +96,7 @@ def test_review_pages_need_a_login(server):
     with pytest.raises(Exception):
         Client(url + "review/", auth=(REVIEWER[0], "wrong password"), verbose=False)
     reviewer = Client(url + "review/", auth=REVIEWER, verbose=False)
-    counts, item, conversation, _, _ = reviewer.predict("", "", "", "", "", api_name="/next_item")
+    counts, item, conversation, _, _, _ = reviewer.predict("", "", "", "", "", api_name="/next_item")
     assert counts.startswith("**Left to review:**")
     assert item == {} or "turn_id" in item
     table = reviewer.predict(api_name="/models")

@@ -132,13 +132,15 @@ def serve(
     router = load_router(settings, db, models)
     interrupted = router.store.mark_interrupted()
     if interrupted:
-        console.print(f"{len(interrupted)} turn(s) interrupted by an earlier stop stay marked incomplete")
+        console.print(f"{len(interrupted)} turn(s) interrupted by an earlier stop stay marked incomplete "
+                      "and wait in the review queue")
     classifier, generator = router.models.current()
     failed = jobs.recover(settings.home)
     if failed:
         console.print(f"retraining job(s) interrupted by an earlier stop marked failed: {', '.join(failed)}")
-    review = build_review_app(router.store, classifier.labels, extra_tabs=model_tabs(models or settings.home))
-    server = build_server(build_chat_app(router), review, settings.reviewers)
+    review = build_review_app(router.store, classifier.labels, extra_tabs=model_tabs(models or settings.home),
+                              router=router)
+    server = build_server(build_chat_app(router, settings.chat.show_internals), review, settings.reviewers)
     review_url = f"http://{host}:{port}/review/" if settings.reviewers else "off (no reviewers configured)"
     console.print(f"chat: http://{host}:{port}/  review: {review_url}  "
                   f"(classifier {classifier.version}, generator {generator.version}, log {router.store.path})")
