@@ -586,11 +586,12 @@ class ConversationStore:
         return [Feedback(**row) for row in rows]
 
     def latest_effective_review(self, turn_id: int | None = None, reviewer: str | None = None) -> dict[str, Any] | None:
-        """The newest review in effect (view ``effective_reviews``: not undone, not an undo) of
-        the turn ``turn_id`` and/or by ``reviewer``; None when there is none."""
-        clauses = [clause for clause, value in (("turn_id = ?", turn_id), ("reviewer = ?", reviewer)) if value is not None]
+        """The newest settling review in effect (view ``effective_reviews``: not undone, not an
+        undo, not a skip) of the turn ``turn_id`` and/or by ``reviewer``; None when there is none."""
+        clauses = ["action != 'skip'"] + [clause for clause, value in (("turn_id = ?", turn_id),
+                                                                       ("reviewer = ?", reviewer)) if value is not None]
         params = [value for value in (turn_id, reviewer) if value is not None]
-        rows = list(self.db.query(f"SELECT * FROM effective_reviews WHERE {' AND '.join(clauses) or '1'} "
+        rows = list(self.db.query(f"SELECT * FROM effective_reviews WHERE {' AND '.join(clauses)} "
                                   "ORDER BY id DESC LIMIT 1", params))
         return rows[0] if rows else None
 

@@ -51,7 +51,7 @@ class ReviewHandlers:
         counts = _counts_text(self.log.counts(filters))
         queue = self.log.queue(filters, limit=1)
         if not queue:
-            return counts, {}, [], gr.update(value=None), gr.update(value=""), gr.update(value="")
+            return counts, {}, [], None, "", ""
         item = queue[0]
         turn = item.turn
         route = turn.decision.route if turn.decision else None
@@ -64,7 +64,7 @@ class ReviewHandlers:
                    "redacted": turn.redacted, "started_at": turn.started_at}
         prefilled = details["intent"] if route in ("answer", "template") else None
         return (counts, details, self._conversation(turn.conversation_id, turn.id),
-                gr.update(value=prefilled), gr.update(value=turn.reply or ""), gr.update(value=""))
+                prefilled, turn.reply or "", "")
 
     def _conversation(self, conversation_id: str, focus: int) -> list[dict[str, str]]:
         """The conversation as chat messages, text escaped as on the chat page (:func:`as_text`)."""
