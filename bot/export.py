@@ -50,7 +50,8 @@ def export(store: ConversationStore, what: str, fmt: str, output: Path, overwrit
 
     Raises:
         SupportbotError: unknown ``what`` or ``fmt``; ``output`` is a folder, the store's own
-            database file, or exists and ``overwrite`` is False.
+            database file, exists and ``overwrite`` is False, or its folder does not exist (no
+            folder is created: a typo in the path must not scatter exports).
     """
     if what not in WHAT:
         raise SupportbotError(f"unknown export '{what}'; expected one of {', '.join(WHAT)}")
@@ -63,8 +64,9 @@ def export(store: ConversationStore, what: str, fmt: str, output: Path, overwrit
         raise SupportbotError(f"{output} is a folder; give a file name")
     if output.exists() and not overwrite:
         raise SupportbotError(f"{output} already exists; choose another name or pass --overwrite")
+    if not output.parent.is_dir():
+        raise SupportbotError(f"{output}: the folder {output.parent} does not exist; create it first")
     rows = conversation_rows(store) if what == "conversations" else example_rows(store)
-    output.parent.mkdir(parents=True, exist_ok=True)
     scratch = output.with_name(output.name + ".tmp")
     with scratch.open("w", newline="", encoding="utf-8") as handle:
         if fmt == "jsonl":

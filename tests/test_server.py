@@ -76,9 +76,9 @@ REVIEWER_ENDPOINTS = ["next_item", "review_action", "undo_review", "try_send", "
                       "start_retrain", "retrain_status", "models", "promote", "rollback"]
 
 
-def anonymous_call(url: str, endpoint: str) -> int:
-    """HTTP status of an anonymous POST to a Gradio endpoint of the review app."""
-    request = urllib.request.Request(url + f"review/gradio_api/call/{endpoint}", data=b'{"data": []}',
+def anonymous_call(url: str, endpoint: str, path: str = "review/gradio_api/call/", body: dict | None = None) -> int:
+    """HTTP status of an anonymous POST to a Gradio endpoint (by default of the review app)."""
+    request = urllib.request.Request(url + path + endpoint, data=json.dumps(body or {"data": []}).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -102,3 +102,18 @@ def test_review_pages_need_a_login(server):
     table = reviewer.predict(api_name="/models")
     assert table["data"][0][:3] == ["intents", "v1", "production"]
     assert (home / "registry.json").is_file()
+
+
+def test_unknown_functions_get_a_clean_404_without_a_traceback(server):
+    """Gradio answers an unknown API name or ``fn_index`` with 500 and a traceback in the log."""
+    url, home = server
+    calls = [("gradio_api/call/", "no_such_function", None),
+             ("gradio_api/run/", "no_such_function", None),
+             ("gradio_api/queue/", "join", {"data": [], "fn_index": 999, "session_hash": "x1"}),
+             ("gradio_api/queue/", "join", {"data": [], "fn_index": -1, "session_hash": "x2"}),
+             ("gradio_api/api/", "predict", {"data": [], "fn_index": 999}),
+             ("review/gradio_api/queue/", "join", {"data": [], "fn_index": 999, "session_hash": "x3"})]
+    statuses = [anonymous_call(url, endpoint, path, body) for path, endpoint, body in calls]
+    assert statuses[:5] == [404] * 5 and statuses[5] in (401, 403, 404)
+    converse(url, ["still answering?"])
+    assert "Traceback" not in (home / "server.log").read_text()
