@@ -178,3 +178,22 @@ def test_replies_are_redacted_before_storing_but_the_company_profile_stays(tiny_
     assert router.profile["customer_support_phone_number"] in turn.reply
     assert chunks[-1].notice == "Note: we removed a card number from our record of this chat."
     assert router.store.history(conversation, 2) == [("please refund my order", turn.reply)]
+
+
+def test_thumbs_toggle_on_the_chat_page_gives_one_current_rating_with_history(router):
+    """Like, click like again (Gradio sends ``liked=""``), dislike, click dislike again: the
+    current rating follows; every click is kept. Before, the second click stored -1."""
+    import gradio as gr
+
+    from ui.chat import ChatHandlers
+
+    handlers = ChatHandlers(router)
+    *_, (messages, _, info, session) = handlers.send("where is my parcel", None)
+    index = len(messages) - 1
+    current = []
+    for liked in (True, "", False, "", "Like"):
+        handlers.like(session, gr.LikeData(None, {"index": index, "value": messages[index]["content"], "liked": liked}))
+        current.append(router.store.current_rating(info["turn_id"]))
+    assert current == [1, 0, -1, 0, 1]
+    assert [f.rating for f in router.store.feedback_for(info["turn_id"])] == [1, 0, -1, 0, 1]
+    assert set(info) == {"turn_id"}                    # the public handlers show no internals
