@@ -117,3 +117,24 @@ def test_unknown_functions_get_a_clean_404_without_a_traceback(server):
     assert statuses[:5] == [404] * 5 and statuses[5] in (401, 403, 404)
     converse(url, ["still answering?"])
     assert "Traceback" not in (home / "server.log").read_text()
+
+
+def test_a_lone_surrogate_gets_a_reply_and_one_logged_turn(server):
+    """"hello\\ud83d" (half an emoji; a browser's JSON.stringify sends it as the escape
+    ``\\ud83d``) used to fail with a raw codec error in a toast and log nothing."""
+    url, home = server
+    body = json.dumps({"data": ["hello\ud83d \u202eevil\x00"]}).encode("ascii")   # the escapes, as a browser sends
+    request = urllib.request.Request(url + "gradio_api/call/send", data=body,
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        event_id = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(url + f"gradio_api/call/send/{event_id}", timeout=120) as response:
+        stream = response.read().decode("utf-8")
+    assert "event: complete" in stream and "event: error" not in stream, stream[-2000:]
+    messages, cleared, info = json.loads(stream.split("event: complete\ndata: ")[1].splitlines()[0])[:3]
+    assert messages[-2]["content"] == [{"type": "text", "text": "hello\ufffd evil"}]
+    assert "dropped characters that cannot be stored" in messages[-1]["content"][0]["text"]
+    rows = sqlite3.connect(home / "conversations.db").execute(
+        "SELECT id, user_text, status, text_changes FROM turns").fetchall()
+    assert rows == [(info["turn_id"], "hello\ufffd evil", "complete", "surrogate,control,bidi")]
+    assert "Traceback" not in (home / "server.log").read_text()

@@ -24,6 +24,7 @@ import gradio as gr
 
 from bot.errors import SupportbotError
 from bot.router import ReplyChunk, Router
+from bot.text import normalise
 
 TITLE = "Customer support"
 
@@ -84,7 +85,8 @@ class ChatHandlers:
         self.internals = internals
 
     def _stream(self, session: ChatSession, user_text: str, chunks):
-        session.messages.append({"role": "user", "content": as_text(user_text)})
+        # shown as the router logs it (bot/text.py): a lone surrogate could not even be sent back
+        session.messages.append({"role": "user", "content": as_text(normalise(user_text).text)})
         session.messages.append({"role": "assistant", "content": "…"})
         index = len(session.messages) - 1
         for chunk in chunks:
