@@ -104,14 +104,16 @@ def send_in_chat(page, url: str | None, payloads: list[str]) -> None:
     """Type each payload in the chat at ``url`` (None: the page as it is) and wait for its reply."""
     if url is not None:
         page.goto(url)
-    box = page.get_by_label("Your message")
-    for sent, payload in enumerate(payloads, start=1):
+    box = page.get_by_placeholder("Type your question and press Enter")
+    before = page.get_by_test_id("bot").count()
+    for sent, payload in enumerate(payloads, start=before + 1):
         box.fill(payload)
         box.press("Enter")
 
         def answered(sent=sent) -> bool:
-            bots = page.locator(".bot").all_inner_texts()
-            return len(bots) >= sent and bots[-1].strip() not in ("", "…") and not page.locator(".generating").count()
+            bots = page.get_by_test_id("bot").all_inner_texts()
+            return (len(bots) >= sent and page.get_by_test_id("user").count() >= sent
+                    and bots[-1].strip() not in ("", "…") and not page.locator(".generating").count())
 
         wait_for_text(page, [], answered)
 
@@ -160,7 +162,7 @@ def test_the_clear_icon_starts_a_new_conversation(server, browser):
     send_in_chat(page, url, ["where is my parcel"])
     page.get_by_role("button", name="Clear").click()
     page.wait_for_timeout(1000)
-    assert page.locator(".bot").count() == 0
+    assert page.get_by_test_id("bot").count() == 0
     send_in_chat(page, None, ["please refund my order"])      # same page, no reload
     rows = sqlite3.connect(home / "conversations.db").execute(
         "SELECT user_text, conversation_id FROM turns ORDER BY id").fetchall()
