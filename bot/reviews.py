@@ -193,7 +193,7 @@ class ReviewLog:
         as training material.
 
         The intent is the reviewer's (``relabel``/``rewrite``/``approve`` with an intent) or,
-        for ``approve`` without one, the predicted intent of an answered turn and
+        for ``approve`` without one, the predicted intent of an answered (or small-talk) turn and
         ``out_of_scope`` for a fallback or handoff (the rejected guess never becomes a label).
         The reply is the rewritten one, or for ``approve`` of an answered turn the bot's reply
         unless the customer's current rating is a thumbs-down: a thumbs-down reply is never
@@ -213,7 +213,8 @@ class ReviewLog:
 def _correction(row: dict[str, Any]) -> Correction:
     approved = row["action"] == "approve"
     answered = row["route"] in ("answer", "template")
-    predicted = row["intent"] if answered else OUT_OF_SCOPE if row["route"] in FALLBACK_ROUTES else None
+    classified = answered or row["route"] == "smalltalk"       # the predicted intent was acted on
+    predicted = row["intent"] if classified else OUT_OF_SCOPE if row["route"] in FALLBACK_ROUTES else None
     intent = row["fixed_intent"] or (predicted if approved else None)
     reply = row["fixed_reply"] or (row["reply"] if approved and answered and not row["disliked"] else None)
     return Correction(row["turn_id"], row["user_text"], intent, reply, row["review_id"])

@@ -152,7 +152,7 @@ def test_a_file_from_before_migration_0003_keeps_its_rows(tmp_path):
     """An older log (migrations 0001-0002 only) is upgraded in place; its turns and feedback read back."""
     path = tmp_path / "old.db"
     db = Database(path)
-    MIGRATIONS.apply(db, stop_before="0003_text_changes_redactions_undo_current_feedback")
+    MIGRATIONS.apply(db, stop_before="0004_text_changes_redactions_undo_current_feedback")
     db["conversations"].insert({"id": "c", "started_at": "2026-01-01", "needs_human": 0})
     db["turns"].insert({"id": 1, "conversation_id": "c", "idx": 0, "user_text": "hi", "status": "complete",
                         "started_at": "2026-01-01", "route": "answer", "reply": "hello"})

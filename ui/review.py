@@ -62,7 +62,7 @@ class ReviewHandlers:
                    "top3": turn.prediction.top_k[:3] if turn.prediction else [],
                    "interrupted": turn.interrupted, "text changed": list(turn.text_changes),
                    "redacted": turn.redacted, "started_at": turn.started_at}
-        prefilled = details["intent"] if route in ("answer", "template") else None
+        prefilled = details["intent"] if route in ("answer", "template", "smalltalk") else None
         return (counts, details, self._conversation(turn.conversation_id, turn.id),
                 prefilled, turn.reply or "", "")
 
