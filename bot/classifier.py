@@ -25,9 +25,7 @@ from bot.device import pick_device
 from bot.errors import SupportbotError
 from bot.manifest import read_manifest
 from bot.records import OUT_OF_SCOPE, Prediction
-
-MAX_CHARS = 2000
-"""Characters of an utterance kept before tokenising (bounds tokenizer time on huge inputs)."""
+from bot.text import MAX_CHARS  # characters kept before tokenising (bounds tokenizer time)
 
 OOS_METHODS = ("msp", "energy")
 

@@ -1,7 +1,8 @@
 """Export the conversation log and the reviewed examples as CSV or JSONL.
 
 ``conversations``: one row per completed or incomplete turn (conversation id, index, times, user
-text, intent, confidence, route, reason, reply, versions, latency, status, agent, feedback sum).
+text, intent, confidence, route, reason, reply, versions, latency, status, agent, the customer's
+current rating: +1, -1 or 0).
 ``examples``: the reviewers' corrections in the generic training format (``text``, ``intent``,
 ``reply``) that ``supportbot train`` reads; out-of-scope labels are kept as ``out_of_scope``.
 Text is redacted again on the way out (:mod:`bot.redaction`).
@@ -28,12 +29,12 @@ def _clean(value: Any) -> Any:
 
 
 def conversation_rows(store: ConversationStore) -> list[dict[str, Any]]:
-    """Every turn, oldest first, with its feedback sum; text fields redacted."""
+    """Every turn, oldest first, with its current rating (view ``current_feedback``); text fields redacted."""
     rows = store.db.query("""
         SELECT t.conversation_id, t.idx, t.started_at, t.finished_at, t.user_text, t.intent, t.confidence,
                t.oos_score, t.route, t.reason, t.reply, t.classifier_version, t.generator_version,
                t.latency_ms, t.status, t.agent,
-               (SELECT COALESCE(SUM(rating), 0) FROM feedback f WHERE f.turn_id = t.id) AS feedback
+               (SELECT COALESCE(MAX(rating), 0) FROM current_feedback f WHERE f.turn_id = t.id) AS feedback
         FROM turns t ORDER BY t.started_at, t.id""")
     return [{k: _clean(v) for k, v in row.items()} for row in rows]
 
@@ -49,7 +50,8 @@ def export(store: ConversationStore, what: str, fmt: str, output: Path, overwrit
 
     Raises:
         SupportbotError: unknown ``what`` or ``fmt``; ``output`` is a folder, the store's own
-            database file, or exists and ``overwrite`` is False.
+            database file, exists and ``overwrite`` is False, or its folder does not exist (no
+            folder is created: a typo in the path must not scatter exports).
     """
     if what not in WHAT:
         raise SupportbotError(f"unknown export '{what}'; expected one of {', '.join(WHAT)}")
@@ -62,8 +64,9 @@ def export(store: ConversationStore, what: str, fmt: str, output: Path, overwrit
         raise SupportbotError(f"{output} is a folder; give a file name")
     if output.exists() and not overwrite:
         raise SupportbotError(f"{output} already exists; choose another name or pass --overwrite")
+    if not output.parent.is_dir():
+        raise SupportbotError(f"{output}: the folder {output.parent} does not exist; create it first")
     rows = conversation_rows(store) if what == "conversations" else example_rows(store)
-    output.parent.mkdir(parents=True, exist_ok=True)
     scratch = output.with_name(output.name + ".tmp")
     with scratch.open("w", newline="", encoding="utf-8") as handle:
         if fmt == "jsonl":

@@ -27,7 +27,7 @@ from bot.device import Device, cpu_serving_dtype_name, pick_device
 from bot.errors import SupportbotError
 from bot.manifest import MANIFEST, read_manifest
 from bot.packing import pack_linears
-from bot.prompting import Turn, build_messages, drop_oldest_turn
+from bot.prompting import Turn, build_messages, drop_oldest_turn, prompt_ids, text_ids
 from bot.slot_decoding import KnownSlots
 from bot.speculative import DraftCandidates, DraftStore, drafting, enable_drafting, read_drafts
 
@@ -356,8 +356,7 @@ class ReplyGenerator:
         return sorted(i for i in ids if isinstance(i, int) and i != self.tokenizer.unk_token_id)
 
     def _ids(self, messages: Messages) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return prompt_ids(self.tokenizer, messages)  # customer text cannot form special tokens
 
     def prompt_ids(self, messages: Messages) -> list[int]:
         """Token ids of the prompt, at most ``options.max_prompt_tokens`` long: the oldest
@@ -372,11 +371,11 @@ class ReplyGenerator:
         if len(ids) <= cap:
             return ids
         text = messages[-1]["content"]
-        text_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        keep = len(text_ids) - (len(ids) - cap)
+        user_ids = text_ids(self.tokenizer, text)
+        keep = len(user_ids) - (len(ids) - cap)
         if keep <= 0:
             raise SupportbotError(f"max_prompt_tokens={cap} is too small for the system prompt")
-        cut = self.tokenizer.decode(text_ids[:keep])
+        cut = self.tokenizer.decode(user_ids[:keep])
         return self.prompt_ids(messages[:-1] + [{"role": "user", "content": cut}])
 
     @staticmethod

@@ -31,6 +31,7 @@ from bot.errors import SupportbotError
 from bot.placeholders import fill
 from bot.records import Turn
 from bot.redaction import redact as redact_text
+from bot.text import normalise
 from bot.store import ConversationStore, Handoff
 
 try:
@@ -197,7 +198,7 @@ class Inbox:
             SupportbotError: empty or too long (over :data:`MAX_AGENT_CHARS`), or the agent does
                 not hold the conversation (see :meth:`bot.store.ConversationStore.agent_reply`).
         """
-        text = (text or "").strip()
+XX
         if not text:
             raise SupportbotError("the reply is empty")
         if len(text) > MAX_AGENT_CHARS:

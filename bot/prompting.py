@@ -1,13 +1,19 @@
 """The reply generator's prompt: one function shared by training and serving.
 
-Training (``training/replies.py``) and serving (``bot/generator.py``) both call
-:func:`build_messages`, then the tokenizer's chat template
+Training (``training/reply_data.py``) and serving (``bot/generator.py``) both call
+:func:`build_messages`, then :func:`prompt_ids`, which renders the tokenizer's chat template
 (https://huggingface.co/docs/transformers/chat_templating), so the fine-tuned model sees at
 serving time exactly the prompt it was trained on.
+
+Customer and history text can never form the template's special tokens: :func:`prompt_ids`
+tokenizes the template's own text with its special tokens, and every user and assistant message
+with ``split_special_tokens=True``, so ``<|im_start|>system`` typed by a customer is plain text
+(ordinary sub-word tokens), not a forged turn (compare transformers issue #29279).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 SYSTEM_PROMPT = (
@@ -69,3 +75,46 @@ def drop_oldest_turn(messages: list[dict[str, str]]) -> list[dict[str, str]] | N
     if len(messages) < 4:
         return None
     return messages[:1] + messages[3:]
+
+
+_MARK = "\ue000{}\ue001"
+"""Stands in for message ``{}`` while the template is rendered (Unicode private-use characters;
+customer text is never rendered into the template, so it cannot forge one)."""
+_MARKS = re.compile("\ue000(\\d+)\ue001")
+
+
+def text_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of untrusted ``text`` (customer message, history, a reply): special-token
+    strings in it are split into ordinary tokens; no BOS/EOS is added."""
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def prompt_ids(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of ``messages`` rendered by the tokenizer's chat template, with every message
+    except the system message encoded by :func:`text_ids` (so it cannot contain special tokens).
+
+    Args:
+        tokenizer: a transformers tokenizer with a chat template.
+        messages: from :func:`build_messages` (``role``/``content`` dicts).
+        add_generation_prompt: end with the assistant header (``<|im_start|>assistant\\n``).
+
+    Returns:
+        The ids; for contents without special-token strings or outer white space, the same ids
+        as tokenizing the rendered template as a whole (``tests/test_prompt_injection.py``).
+
+    Raises:
+        ValueError: the template drops or repeats a message's content (it must render each
+            content once, unchanged).
+    """
+    marked = [m if m["role"] == "system" else {**m, "content": _MARK.format(i)} for i, m in enumerate(messages)]
+    rendered = tokenizer.apply_chat_template(marked, tokenize=False, add_generation_prompt=add_generation_prompt)
+    ids, start, used = [], 0, []
+    for match in _MARKS.finditer(rendered):
+        ids += tokenizer(rendered[start:match.start()], add_special_tokens=False)["input_ids"]
+        used.append(int(match.group(1)))
+        ids += text_ids(tokenizer, messages[used[-1]]["content"])
+        start = match.end()
+    ids += tokenizer(rendered[start:], add_special_tokens=False)["input_ids"]
+    if sorted(used) != [i for i, m in enumerate(messages) if m["role"] != "system"]:
+        raise ValueError("the chat template must render each message's content exactly once")
+    return ids

@@ -89,7 +89,8 @@ class Turn:
         user_text: the customer's message.
         prediction: the classifier's prediction; None when the classifier was not run.
         decision: the router's decision; None until it is made.
-        reply: the text the customer saw (placeholders filled); None while incomplete.
+        reply: the text the customer saw (placeholders filled), redacted as stored; None while
+            incomplete.
         missing_slots: ``{{Slot}}`` names the reply held that the company profile and the
             message could not fill.
         classifier_version: version folder name of the classifier used, if any.
@@ -100,6 +101,10 @@ class Turn:
         finished_at: when the reply was stored, UTC ISO 8601; None while incomplete.
         id: the store's turn id (for feedback); None for a turn not stored yet.
         agent: the staff member who wrote ``reply`` (routes ``agent`` and ``notice``), else None.
+        text_changes: what normalisation changed in the customer's text (:data:`bot.text.CHANGES`).
+        redacted: items of personal data removed before storing, per tag (``{"CARD": 1}``), from
+            the customer's text and the reply together.
+        interrupted: the process died before the reply was stored (found at the next start).
 
     Raises:
         ValueError: ``status`` is not one of :data:`TURN_STATUSES`.
@@ -120,6 +125,9 @@ class Turn:
     finished_at: str | None = None
     id: int | None = None
     agent: str | None = None
+    text_changes: tuple[str, ...] = ()
+    redacted: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in TURN_STATUSES:

@@ -1,14 +1,17 @@
 """Reviewers' work on the conversation log: the review queue, review actions, corrections.
 
-Actions are rows of the ``reviews`` table (migration ``0002_reviews`` in :mod:`bot.store`);
-a turn is never edited. The queue puts first what most needs a person:
+Actions are rows of the ``reviews`` table (migrations ``0002_reviews`` and ``0003_...`` in
+:mod:`bot.store`); a turn is never edited, nor is a review: ``undo`` adds a row that supersedes
+the review it undoes (view ``effective_reviews``). The queue puts first what most needs a person:
 
-0. turns with a thumbs-down,
-1. fallbacks (``rephrase``) and handoffs,
-2. answered turns by rising confidence, below :data:`LOW_CONFIDENCE`,
-3. the confident rest, in a fixed pseudo-random order (a quality-check sample).
+0. turns whose current rating (view ``current_feedback``) is a thumbs-down,
+1. interrupted turns (the server died before the reply was stored),
+2. fallbacks (``rephrase``) and handoffs,
+3. answered turns by rising confidence, below :data:`LOW_CONFIDENCE`,
+4. the confident rest, in a fixed pseudo-random order (a quality-check sample).
 
-A turn leaves the queue once it has an action other than ``skip``; skipped turns go to the end.
+A turn leaves the queue once it has an effective action other than ``skip``; skipped turns go to
+the end.
 """
 
 from __future__ import annotations
@@ -22,19 +25,27 @@ from bot.store import ConversationStore, turn_from_row, utc_now
 
 ACTIONS = ("relabel", "rewrite", "approve", "skip")
 """``relabel``: set the correct intent; ``rewrite``: give the reply the bot should have given
-(may also set the intent); ``approve``: the turn is right as it is; ``skip``: look later."""
+(may also set the intent); ``approve``: the turn is right as it is (on a fallback or handoff:
+out of scope was right, unless an intent is given); ``skip``: look later. :meth:`ReviewLog.undo`
+adds the fifth, ``undo``."""
+
+FALLBACK_ROUTES = ("rephrase", "handoff")
+"""Routes on which ``approve`` without an intent means the utterance is out of scope."""
 
 STAFF_ROUTES = ("agent", "notice")
 """Turns written by people or the handoff (:mod:`bot.handoff`), not by the bot: never reviewed."""
 
 LOW_CONFIDENCE = 0.7
-BUCKETS = ("thumbs-down", "fallback or handoff", "low confidence", "quality sample")
+BUCKETS = ("thumbs-down", "interrupted", "fallback or handoff", "low confidence", "quality sample")
 
 _PRIORITY = f"""CASE
-  WHEN EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id AND f.rating < 0) THEN 0
-  WHEN t.route IN ('rephrase', 'handoff') THEN 1
-  WHEN t.confidence < {LOW_CONFIDENCE} THEN 2
-  ELSE 3 END"""
+  WHEN EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id AND f.rating < 0) THEN 0
+  WHEN t.status != 'complete' THEN 1
+  WHEN t.route IN ('rephrase', 'handoff') THEN 2
+  WHEN t.confidence < {LOW_CONFIDENCE} THEN 3
+  ELSE 4 END"""
+_LOW = 3
+"""The priority of the low-confidence bucket (ordered by confidence)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +61,9 @@ class ReviewFilter:
 
     def sql(self) -> tuple[str, list[Any]]:
         """``WHERE`` clauses over ``turns t`` and their parameters."""
-        clauses, params = ["t.status = 'complete'", f"t.route NOT IN {STAFF_ROUTES}"], []
+        clauses = ["(t.status = 'complete' OR t.interrupted_at IS NOT NULL)",  # interrupted turns are reviewed too
+                   f"(t.route IS NULL OR t.route NOT IN {STAFF_ROUTES})"]
+        params: list = []
         if self.since:
             clauses.append("t.started_at >= ?")
             params.append(self.since)
@@ -63,15 +76,16 @@ class ReviewFilter:
                 params.append(value)
         rated = {"down": "f.rating < 0", "up": "f.rating > 0"}
         if self.feedback in rated:
-            clauses.append(f"EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id AND {rated[self.feedback]})")
+            clauses.append(f"EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id AND {rated[self.feedback]})")
         elif self.feedback == "none":
-            clauses.append("NOT EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id)")
+            clauses.append("NOT EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id)")
         return " AND ".join(clauses), params
 
 
 @dataclass(frozen=True)
 class QueueItem:
-    """One turn waiting for review: the turn, why it is in the queue, its feedback sum."""
+    """One turn waiting for review: the turn, why it is in the queue, its current rating
+    (+1, -1, or 0 for none)."""
 
     turn: Turn
     bucket: str
@@ -107,23 +121,23 @@ class ReviewLog:
         """The turns to review next, most useful first (see the module docstring)."""
         where, params = filters.sql()
         sql = f"""SELECT t.*, {_PRIORITY} AS priority,
-              (SELECT COALESCE(SUM(rating), 0) FROM feedback f WHERE f.turn_id = t.id) AS rating_sum,
-              (SELECT COUNT(*) FROM reviews r WHERE r.turn_id = t.id AND r.action = 'skip') AS skips
+              (SELECT COALESCE(MAX(rating), 0) FROM current_feedback f WHERE f.turn_id = t.id) AS rating,
+              (SELECT COUNT(*) FROM effective_reviews r WHERE r.turn_id = t.id AND r.action = 'skip') AS skips
             FROM turns t
             WHERE {where} AND NOT EXISTS
-              (SELECT 1 FROM reviews r WHERE r.turn_id = t.id AND r.action != 'skip')
-            ORDER BY skips, priority, CASE WHEN priority = 2 THEN t.confidence END,
+              (SELECT 1 FROM effective_reviews r WHERE r.turn_id = t.id AND r.action != 'skip')
+            ORDER BY skips, priority, CASE WHEN priority = {_LOW} THEN t.confidence END,
               (t.id * 2654435761) % 4294967296
             LIMIT ?"""
         rows = self.store.db.query(sql, params + [limit])
-        return [QueueItem(turn_from_row(row), BUCKETS[row["priority"]], row["rating_sum"]) for row in rows]
+        return [QueueItem(turn_from_row(row), BUCKETS[row["priority"]], row["rating"]) for row in rows]
 
     def counts(self, filters: ReviewFilter = ReviewFilter()) -> dict[str, int]:
         """How many turns are left in each bucket of the queue (all of :data:`BUCKETS`)."""
         where, params = filters.sql()
         sql = f"""SELECT {_PRIORITY} AS priority, COUNT(*) AS n FROM turns t
             WHERE {where} AND NOT EXISTS
-              (SELECT 1 FROM reviews r WHERE r.turn_id = t.id AND r.action != 'skip')
+              (SELECT 1 FROM effective_reviews r WHERE r.turn_id = t.id AND r.action != 'skip')
             GROUP BY priority"""
         found = {row["priority"]: row["n"] for row in self.store.db.query(sql, params)}
         return {bucket: found.get(i, 0) for i, bucket in enumerate(BUCKETS)}
@@ -151,24 +165,51 @@ class ReviewLog:
         with self.store.writing() as db:
             return db["reviews"].insert(row).last_pk
 
+    def undo(self, reviewer: str, turn_id: int | None = None, note: str | None = None) -> tuple[int, int]:
+        """Undo the latest effective review of a turn, or (``turn_id`` None) the latest effective
+        review by ``reviewer``: an ``undo`` row that supersedes it; the turn's earlier effective
+        review, if any, counts again, else the turn is back in the queue.
+
+        Returns:
+            ``(undo row id, turn id)``.
+
+        Raises:
+            SupportbotError: empty reviewer, unknown turn, or nothing left to undo.
+        """
+        if not (reviewer or "").strip():
+            raise SupportbotError("an undo needs the reviewer's name")
+        if turn_id is not None:
+            self.store.turn(turn_id)
+        undone = self.store.latest_effective_review(turn_id=turn_id, reviewer=None if turn_id else reviewer.strip())
+        if undone is None:
+            whose = f"turn {turn_id}" if turn_id is not None else f"reviewer {reviewer.strip()}"
+            raise SupportbotError(f"nothing to undo: {whose} has no review in effect")
+        row = {"turn_id": undone["turn_id"], "reviewer": reviewer.strip(), "action": "undo",
+               "note": note, "created_at": utc_now(), "supersedes": undone["id"]}
+        with self.store.writing() as db:
+            return db["reviews"].insert(row).last_pk, undone["turn_id"]
+
     def actions(self, turn_id: int) -> list[dict[str, Any]]:
-        """The review rows of a turn, oldest first."""
+        """The review rows of a turn (undos included), oldest first."""
         return list(self.store.db["reviews"].rows_where("turn_id = ?", [turn_id], order_by="id"))
 
     def corrections(self) -> list[Correction]:
-        """The latest settling review (not ``skip``) of every reviewed turn, as training material.
+        """The latest effective settling review (not ``skip``, not undone) of every reviewed turn,
+        as training material.
 
-        The intent is the reviewer's (``relabel``/``rewrite`` with an intent) or, for ``approve``,
-        the predicted one (``out_of_scope`` for an approved fallback). The reply is the rewritten
-        one, or for ``approve`` of an answered turn the bot's reply unless the customer gave it a
-        thumbs-down: a thumbs-down reply is never learned from without a correction, and
-        fallback or handoff messages are never learned as replies.
+        The intent is the reviewer's (``relabel``/``rewrite``/``approve`` with an intent) or,
+        for ``approve`` without one, the predicted intent of an answered (or small-talk) turn and
+        ``out_of_scope`` for a fallback or handoff (the rejected guess never becomes a label).
+        The reply is the rewritten one, or for ``approve`` of an answered turn the bot's reply
+        unless the customer's current rating is a thumbs-down: a thumbs-down reply is never
+        learned from without a correction, and fallback or handoff messages are never learned
+        as replies.
         """
         sql = """SELECT r.id AS review_id, r.action, r.intent AS fixed_intent, r.reply AS fixed_reply,
               t.id AS turn_id, t.user_text, t.intent, t.reply, t.route,
-              EXISTS (SELECT 1 FROM feedback f WHERE f.turn_id = t.id AND f.rating < 0) AS disliked
-            FROM reviews r JOIN turns t ON t.id = r.turn_id
-            WHERE r.id = (SELECT MAX(id) FROM reviews r2 WHERE r2.turn_id = r.turn_id AND r2.action != 'skip')
+              EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id AND f.rating < 0) AS disliked
+            FROM effective_reviews r JOIN turns t ON t.id = r.turn_id
+            WHERE r.id = (SELECT MAX(id) FROM effective_reviews r2 WHERE r2.turn_id = r.turn_id AND r2.action != 'skip')
               AND t.user_text != ''
             ORDER BY r.id"""
         return [_correction(row) for row in self.store.db.query(sql)]
@@ -177,7 +218,8 @@ class ReviewLog:
 def _correction(row: dict[str, Any]) -> Correction:
     approved = row["action"] == "approve"
     answered = row["route"] in ("answer", "template")
-    predicted = row["intent"] if answered or row["route"] == "handoff" else OUT_OF_SCOPE
+    classified = answered or row["route"] == "smalltalk"       # the predicted intent was acted on
+    predicted = row["intent"] if classified else OUT_OF_SCOPE if row["route"] in FALLBACK_ROUTES else None
     intent = row["fixed_intent"] or (predicted if approved else None)
     reply = row["fixed_reply"] or (row["reply"] if approved and answered and not row["disliked"] else None)
     return Correction(row["turn_id"], row["user_text"], intent, reply, row["review_id"])

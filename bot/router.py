@@ -2,6 +2,8 @@
 
 One call of :meth:`Router.respond` handles one customer message:
 
+0. the text is normalised once (:func:`bot.text.normalise`: lone surrogates, control and
+   bidi characters, length), so no text can fail a later step;
 1. the turn is written to the store as *incomplete* before any model runs (a crash leaves it so);
 2. the classifier predicts the intent (:class:`bot.records.Prediction`);
 3. :func:`decide` picks a route, with its reason: ``answer`` (generate), ``template`` (a fixed
@@ -20,7 +22,9 @@ One call of :meth:`Router.respond` handles one customer message:
    reply replaces once it starts; a reply that repeats the system prompt is held back and
    replaced by the refusal :data:`NO_SAFE_REPLY` (:mod:`bot.guard`);
 5. the turn is completed in the store with prediction, decision, reply, missing slots, model
-   versions and latency.
+   versions and latency. The customer's text and the reply are stored redacted
+   (:mod:`bot.redaction`; the company profile's own values stay), and the last chunk carries a
+   :func:`notice` telling the customer what was removed from the log or their message.
 """
 
 from __future__ import annotations
@@ -36,11 +40,15 @@ from bot.handoff import Inbox, WorkingHours
 from bot.placeholders import extract_entities, fill
 from bot.queue import GenerationQueue, Ticket
 from bot.records import Decision, Prediction, Turn, is_small_talk
-from bot.redaction import redact
+from bot.redaction import PHONE_REGIONS, redact
 from bot.settings import HandoffConfig, RouterConfig
+from bot.text import MAX_CHARS, normalise
 
-MAX_USER_CHARS = 2000
-"""Longer messages are cut to this many characters before anything else sees them."""
+REMOVED = {"CARD": "a card number", "PHONE": "a phone number", "EMAIL": "an e-mail address", "IBAN": "an IBAN"}
+"""How :func:`notice` names each redaction tag to the customer."""
+CHANGED = {"surrogate": "characters that cannot be stored", "control": "control characters",
+           "bidi": "text-direction controls", "cut": "everything after the first {max_chars} characters"}
+"""How :func:`notice` names each change of :func:`bot.text.normalise` to the customer."""
 
 REPHRASE_REPLY = (
     "Sorry, I'm not sure I understood. Could you rephrase your question? For example: "
@@ -70,6 +78,24 @@ class ReplyChunk:
 
     text: str
     turn: Turn | None = None
+    notice: str | None = None
+
+
+def notice(turn: Turn, max_chars: int) -> str | None:
+    """A sentence for the customer saying what of their turn was not stored as sent (personal
+    data redacted from their message or the reply, characters dropped, text cut), or None."""
+    parts = []
+    if turn.redacted:
+        removed = [REMOVED[tag] for tag in REMOVED if tag in turn.redacted]
+        parts.append(f"we removed {_listing(removed)} from our record of this chat")
+    changed = [CHANGED[change].format(max_chars=max_chars) for change in CHANGED if change in turn.text_changes]
+    if changed:
+        parts.append(f"we dropped {_listing(changed)} from your message")
+    return f"Note: {'; '.join(parts)}." if parts else None
+
+
+def _listing(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def decide(
@@ -82,7 +108,7 @@ def decide(
     """Pick the route for one message.
 
     Args:
-        text: the customer's message (already cut to :data:`MAX_USER_CHARS`).
+        text: the customer's message (already normalised, :func:`bot.text.normalise`).
         prediction: the classifier's prediction, None for an empty message.
         threshold: out-of-scope threshold; ``prediction.oos_score > threshold`` is out of scope.
         fallbacks_in_a_row: ``rephrase`` routes that directly precede this message.
@@ -162,8 +188,10 @@ class Router:
         store: a :class:`bot.store.ConversationStore`.
         profile: company profile (slot name -> value), see :mod:`bot.placeholders`.
         config: routing policy.
-        redact: store the customer's text with personal data redacted (:mod:`bot.redaction`);
-            the models still see the original text.
+        redact: store the customer's text and the reply with personal data redacted
+            (:mod:`bot.redaction`); the models still see the original text.
+        redact_regions: regions whose national phone formats redaction recognises.
+        max_chars: customer texts are cut to this many characters (:func:`bot.text.normalise`).
         handoff: human handoff settings (default :class:`bot.settings.HandoffConfig`).
         hours: the company's working hours (:func:`bot.handoff.load_working_hours`); None: always open.
 
@@ -172,12 +200,15 @@ class Router:
     """
 
     def __init__(self, models, store, profile: dict[str, str], config: RouterConfig, redact: bool = True,
+                 redact_regions=PHONE_REGIONS, max_chars: int = MAX_CHARS,
                  handoff: HandoffConfig | None = None, hours: WorkingHours | None = None):
         self.models = models
         self.store = store
         self.profile = profile
         self.config = config
         self.redact = redact
+        self.redact_regions = tuple(redact_regions)
+        self.max_chars = max_chars
         self.queue = GenerationQueue(config.max_concurrent_generations)
         self.inbox = Inbox(store, profile, (handoff or HandoffConfig()).wait_minutes, hours, redact)
 
@@ -206,24 +237,32 @@ class Router:
                 if turn.index > after and turn.status == "complete"]
 
     def feedback(self, turn_id: int, rating: int, comment: str | None = None) -> int:
-        """Store a customer's thumbs up (+1) or down (-1) of a turn; the comment is cut to
-        :data:`MAX_USER_CHARS` and redacted like a message. Returns the feedback id.
+        """Store a customer's thumbs up (+1), down (-1) or its withdrawal (0) for a turn; the
+        comment is normalised and redacted like a message. Returns the feedback id.
 
         Raises:
             SupportbotError: see :meth:`bot.store.ConversationStore.add_feedback`.
         """
-        return self.store.add_feedback(turn_id, rating, self._stored(comment or "") or None)
+        return self.store.add_feedback(turn_id, rating, self._stored(self._normal(comment).text)[0] or None)
 
-    def _stored(self, text: str) -> str:
-        """Customer text as it is logged: cut, redacted when configured, and cut again (a tag
-        such as ``<EMAIL>`` may be longer than what it replaces)."""
-        text = text[:MAX_USER_CHARS]
-        return redact(text).text[:MAX_USER_CHARS] if self.redact else text
+    def _normal(self, text: str | None):
+        return normalise(text, self.max_chars)
+
+    def _stored(self, text: str, allowed: tuple[str, ...] = ()) -> tuple[str, dict[str, int]]:
+        """Text as it is logged, with what was redacted per tag: redacted when configured (the
+        ``allowed`` values, the company's own, stay), then cut again (a tag such as ``<EMAIL>``
+        may be longer than what it replaces)."""
+        if not self.redact:
+            return text, {}
+        redacted = redact(text, self.redact_regions, allowed=allowed)
+        return self._normal(redacted.text).text, redacted.counts
 
     def _turn(self, conversation_id: str, text: str, requested_human: bool) -> Iterator[ReplyChunk]:
         started = time.perf_counter()
-        text = (text or "")[:MAX_USER_CHARS]
-        turn = self.store.start_turn(conversation_id, self._stored(text))
+        normal = self._normal(text)
+        text = normal.text
+        stored, redacted = self._stored(text)
+        turn = self.store.start_turn(conversation_id, stored, normal.changes, redacted)
         classifier, generator = self.models.current()
         prediction = classifier.predict([text])[0] if text.strip() else None
         entities = extract_entities(text)
@@ -259,13 +298,16 @@ class Router:
                 yield ReplyChunk(reply)
         if decision.route == "handoff":
             self.store.mark_handoff(conversation_id, decision.reason, notified=told_off_hours)
+        stored_reply, reply_redacted = self._stored(reply, allowed=tuple(self.profile.values()))
+        redacted = {tag: redacted.get(tag, 0) + reply_redacted.get(tag, 0) for tag in {**redacted, **reply_redacted}}
         finished = replace(
-            turn, prediction=prediction, decision=decision, reply=reply, missing_slots=missing,
+            turn, prediction=prediction, decision=decision, reply=stored_reply, missing_slots=missing,
             classifier_version=classifier.version,
             generator_version=generator.version if decision.route == "answer" else None,
-            latency_ms=(time.perf_counter() - started) * 1000.0, status="complete",
+            latency_ms=(time.perf_counter() - started) * 1000.0, status="complete", redacted=redacted,
         )
-        yield ReplyChunk(reply, self.store.finish_turn(finished))
+        stored_turn = self.store.finish_turn(finished)
+        yield ReplyChunk(reply, stored_turn, notice(stored_turn, self.max_chars))
 
     def _follow_up(self, classifier, conversation_id: str, text: str, prediction: Prediction,
                    entities: dict[str, str]) -> tuple[Prediction, str] | None:

@@ -33,4 +33,5 @@ def load_router(settings: Settings, db: Path | None = None, models_dir: Path | N
     models = LiveModels(Registry(models_dir or settings.home), settings.cache, settings.serving.options())
     store = ConversationStore(db or settings.home / "conversations.db")
     return Router(models, store, load_profile(settings.profile), settings.router, redact=settings.redact,
-                  handoff=settings.handoff, hours=load_working_hours(settings.profile))
+                  handoff=settings.handoff, hours=load_working_hours(settings.profile),
+                  redact_regions=settings.redact_regions)

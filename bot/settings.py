@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from bot.errors import SupportbotError
+from bot.redaction import PHONE_REGIONS
 
 try:
     import tomllib
@@ -149,6 +150,16 @@ class StaffAccount(BaseModel):
 
     password_hash: str
     role: Role = "agent"
+class ChatConfig(BaseModel):
+    """The public chat page (``[chat]`` table in ``supportbot.toml``).
+
+    Attributes:
+        show_internals: show the customer the panel with the predicted intent, confidence,
+            top-3 scores and the routing reason. Off on the public page; reviewers see it on
+            their "Try the bot" tab whatever this says.
+    """
+
+    show_internals: bool = False
 
     model_config = {"extra": "forbid"}
 
@@ -223,6 +234,8 @@ class Settings(BaseSettings):
         profile: company profile (TOML) that fills reply placeholders.
         seed: seed of data splits and training.
         redact: redact e-mails, phone, card and IBAN numbers before a turn is stored.
+        redact_regions: ISO 3166 regions whose national phone formats redaction recognises
+            (``+`` international numbers are recognised for every country).
         reviewers: reviewer name -> argon2 hash of the password (``supportbot hash-password``);
             the same as a ``staff`` account with role ``reviewer`` (kept for older configs).
         staff: name -> :class:`StaffAccount` (password hash and role); the review pages are
@@ -230,6 +243,7 @@ class Settings(BaseSettings):
         router: the routing policy, see :class:`RouterConfig`.
         handoff: human handoff, see :class:`HandoffConfig`.
         api: the REST channel, see :class:`ApiConfig`.
+        chat: the public chat page, see :class:`ChatConfig`.
         serving: how the generator runs, see :class:`ServingConfig`.
     """
 
@@ -245,11 +259,13 @@ class Settings(BaseSettings):
     profile: Path = DEFAULT_PROFILE
     seed: int = Field(42, ge=0, le=2**32 - 1)
     redact: bool = True
+    redact_regions: list[str] = list(PHONE_REGIONS)
     reviewers: dict[str, str] = {}
     staff: dict[str, StaffAccount] = {}
     router: RouterConfig = RouterConfig()
     handoff: HandoffConfig = HandoffConfig()
     api: ApiConfig = ApiConfig()
+    chat: ChatConfig = ChatConfig()
     serving: ServingConfig = ServingConfig()
 
     @field_validator("home", "data_dir", "cache_dir", "profile")
@@ -274,6 +290,15 @@ class Settings(BaseSettings):
         if page is None:
             return everyone
         return {name: account for name, account in everyone.items() if account.role in ROLE_PAGES[page]}
+    @field_validator("redact_regions")
+    @classmethod
+    def _known_regions(cls, regions: list[str]) -> list[str]:
+        from phonenumbers import SUPPORTED_REGIONS
+
+        unknown = [region for region in regions if region.upper() not in SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"unknown phone region(s) {', '.join(unknown)}; expected ISO 3166 codes such as US, GB")
+        return [region.upper() for region in regions]
 
     @field_validator("data_dir")
     @classmethod

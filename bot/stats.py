@@ -22,12 +22,13 @@ def daily(store: ConversationStore) -> list[dict[str, Any]]:
 
 def totals(store: ConversationStore) -> dict[str, Any]:
     """Whole-log figures: ``turns``, ``conversations``, ``fallback_rate``, ``handoff_rate``,
-    ``ratings`` and ``thumbs_up_ratio`` (share of ratings that are +1; None without ratings)."""
+    ``ratings`` (turns with a current rating, view ``current_feedback``) and ``thumbs_up_ratio``
+    (share of them that are +1; None without ratings)."""
     row = next(store.db.query("""
         SELECT COUNT(*) AS turns, COUNT(DISTINCT conversation_id) AS conversations,
                AVG(route = 'rephrase') AS fallback_rate, AVG(route = 'handoff') AS handoff_rate
         FROM turns WHERE status = 'complete' AND route NOT IN ('agent', 'notice')"""))
-    rated = next(store.db.query("SELECT COUNT(*) AS ratings, AVG(rating > 0) AS up FROM feedback"))
+    rated = next(store.db.query("SELECT COUNT(*) AS ratings, AVG(rating > 0) AS up FROM current_feedback"))
     return {**row, "ratings": rated["ratings"], "thumbs_up_ratio": rated["up"]}
 
 

@@ -115,6 +115,23 @@ def _create_handoffs(db: Database) -> None:
     db.execute("""INSERT INTO handoffs (conversation_id, reason, requested_at)
                   SELECT id, coalesce(handoff_reason, ''), coalesce(handoff_at, started_at)
                   FROM conversations WHERE needs_human = 1""")
+@MIGRATIONS(name="0005_text_changes_redactions_undo_current_feedback")
+def _record_changes_undo_and_current_feedback(db: Database) -> None:
+    """Turns record what normalisation changed (``text_changes``, see :mod:`bot.text`) and what
+    redaction removed (``redacted``, JSON counts per tag); a review may undo an earlier one
+    (``supersedes``); two views give the current state: ``current_feedback`` (the latest rating
+    of each turn, none when withdrawn) and ``effective_reviews`` (reviews neither undone nor
+    undos)."""
+    db["turns"].add_column("text_changes", str)
+    db["turns"].add_column("redacted", str)
+    db["reviews"].add_column("supersedes", int)  # the id of the review it undoes
+    db["reviews"].create_index(["supersedes"])
+    db.create_view("current_feedback", """
+        SELECT f.* FROM feedback f
+        WHERE f.id = (SELECT MAX(f2.id) FROM feedback f2 WHERE f2.turn_id = f.turn_id) AND f.rating != 0""")
+    db.create_view("effective_reviews", """
+        SELECT r.* FROM reviews r
+        WHERE r.action != 'undo' AND NOT EXISTS (SELECT 1 FROM reviews u WHERE u.supersedes = r.id)""")
 
 
 _STALE_CONVERSATIONS = """
@@ -200,7 +217,7 @@ class Feedback:
     Attributes:
         id: the feedback row id.
         turn_id: the rated turn.
-        rating: +1 (thumbs up) or -1 (thumbs down).
+        rating: +1 (thumbs up), -1 (thumbs down) or 0 (the customer withdrew the rating).
         comment: free text, or None.
         created_at: UTC ISO 8601.
     """
@@ -229,6 +246,8 @@ def turn_from_row(row: dict[str, Any]) -> Turn:
         classifier_version=row["classifier_version"], generator_version=row["generator_version"],
         latency_ms=row["latency_ms"], status=row["status"], started_at=row["started_at"],
         finished_at=row["finished_at"], id=row["id"], agent=row.get("agent"),
+        text_changes=tuple(filter(None, (row.get("text_changes") or "").split(","))),
+        redacted=json.loads(row.get("redacted") or "{}"), interrupted=bool(row.get("interrupted_at")),
     )
 
 
@@ -250,6 +269,7 @@ def _outcome_columns(turn: Turn) -> dict[str, Any]:
         "classifier_version": turn.classifier_version,
         "generator_version": turn.generator_version,
         "latency_ms": turn.latency_ms,
+        "redacted": json.dumps(turn.redacted) if turn.redacted else None,
     }
 
 
@@ -628,8 +648,15 @@ class ConversationStore:
 
     # -- turns -------------------------------------------------------------------------------
 
-    def start_turn(self, conversation_id: str, user_text: str) -> Turn:
+    def start_turn(self, conversation_id: str, user_text: str, text_changes: tuple[str, ...] = (),
+                   redacted: dict[str, int] | None = None) -> Turn:
         """Log a customer message as an ``incomplete`` turn, before any model runs.
+
+        Args:
+            conversation_id: the conversation.
+            user_text: the message as it is to be stored (normalised and redacted by the router).
+            text_changes: what normalisation changed in it (:data:`bot.text.CHANGES`).
+            redacted: items redacted from it, per tag (:data:`bot.redaction.TAGS`).
 
         Returns:
             The turn with its ``id``, ``index`` (0 for the conversation's first) and ``started_at``.
@@ -643,15 +670,19 @@ class ConversationStore:
                 "SELECT MAX(idx) FROM turns WHERE conversation_id = ?", [conversation_id]
             ).fetchone()[0]
             row = {"conversation_id": conversation_id, "idx": 0 if last is None else last + 1,
-                   "user_text": user_text, "status": "incomplete", "started_at": utc_now()}
+                   "user_text": user_text, "status": "incomplete", "started_at": utc_now(),
+                   "text_changes": ",".join(text_changes) or None,
+                   "redacted": json.dumps(redacted) if redacted else None}
             turn_id = db["turns"].insert(row).last_pk
-        return Turn(conversation_id, row["idx"], user_text, started_at=row["started_at"], id=turn_id)
+        return Turn(conversation_id, row["idx"], user_text, started_at=row["started_at"], id=turn_id,
+                    text_changes=tuple(text_changes), redacted=dict(redacted or {}))
 
     def finish_turn(self, turn: Turn) -> Turn:
         """Store the outcome of a turn started with :meth:`start_turn` and mark it ``complete``.
 
-        Written from ``turn``: prediction, decision, reply, missing slots, model versions and
-        latency (milliseconds; when None, the time since ``started_at``). Its id, conversation,
+        Written from ``turn``: prediction, decision, reply, missing slots, model versions,
+        redaction counts (of the user text and the reply together) and latency (milliseconds;
+        when None, the time since ``started_at``). Its id, conversation,
         index, user text and start time are the stored ones.
 
         Returns:
@@ -753,17 +784,19 @@ class ConversationStore:
     # -- feedback ----------------------------------------------------------------------------
 
     def add_feedback(self, turn_id: int, rating: int, comment: str | None = None) -> int:
-        """Store a customer's thumbs up (+1) or down (-1), with an optional comment.
+        """Store a customer's thumbs up (+1), thumbs down (-1) or the withdrawal of their rating
+        (0), with an optional comment. Every call adds a row (the history is kept); the turn's
+        current rating is the latest one (:meth:`current_rating`, view ``current_feedback``).
 
         Returns:
             The feedback id.
 
         Raises:
-            SupportbotError: ``rating`` is not +1 or -1, the turn is unknown, or it has no reply
-                yet (still incomplete).
+            SupportbotError: ``rating`` is not +1, -1 or 0, the turn is unknown, or it has no
+                reply yet (still incomplete).
         """
-        if rating not in (1, -1) or isinstance(rating, bool):
-            raise SupportbotError(f"rating must be 1 or -1, not {rating!r}")
+        if rating not in (1, -1, 0) or isinstance(rating, bool):
+            raise SupportbotError(f"rating must be 1, -1 or 0 (withdrawn), not {rating!r}")
         with self.writing() as db:
             if self._row(db, "turns", turn_id, "turn")["status"] != "complete":
                 raise SupportbotError(f"turn {turn_id} has no reply yet; it cannot be rated")
@@ -779,6 +812,26 @@ class ConversationStore:
         self._row(self.db, "turns", turn_id, "turn")
         rows = self.db["feedback"].rows_where("turn_id = ?", [turn_id], order_by="id")
         return [Feedback(**row) for row in rows]
+
+    def latest_effective_review(self, turn_id: int | None = None, reviewer: str | None = None) -> dict[str, Any] | None:
+        """The newest settling review in effect (view ``effective_reviews``: not undone, not an
+        undo, not a skip) of the turn ``turn_id`` and/or by ``reviewer``; None when there is none."""
+        clauses = ["action != 'skip'"] + [clause for clause, value in (("turn_id = ?", turn_id),
+                                                                       ("reviewer = ?", reviewer)) if value is not None]
+        params = [value for value in (turn_id, reviewer) if value is not None]
+        rows = list(self.db.query(f"SELECT * FROM effective_reviews WHERE {' AND '.join(clauses)} "
+                                  "ORDER BY id DESC LIMIT 1", params))
+        return rows[0] if rows else None
+
+    def current_rating(self, turn_id: int) -> int:
+        """The turn's current rating: the latest feedback's (+1 or -1), 0 when none or withdrawn.
+
+        Raises:
+            SupportbotError: unknown turn id.
+        """
+        self._row(self.db, "turns", turn_id, "turn")
+        row = self.db.execute("SELECT rating FROM current_feedback WHERE turn_id = ?", [turn_id]).fetchone()
+        return row[0] if row else 0
 
 
 def _cutoff(older_than_days: float, now: datetime | None) -> str:

@@ -38,3 +38,8 @@ def test_export_conversations_and_examples(tmp_path):
     bad = subprocess.run([exe, "export", "--format", "xml", "--output", str(tmp_path / "x"), "--db", str(db)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "error: unknown format 'xml'; expected one of jsonl, csv" in bad.stderr
+    missing = tmp_path / "nonexistent" / "dir" / "x.jsonl"
+    typo = subprocess.run([exe, "export", "--output", str(missing), "--db", str(db)], capture_output=True, text=True)
+    assert typo.returncode == 2 and "Traceback" not in typo.stderr
+    assert f"error: {missing}: the folder {missing.parent} does not exist" in typo.stderr
+    assert not (tmp_path / "nonexistent").exists()             # no folder created

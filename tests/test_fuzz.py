@@ -4,9 +4,12 @@
   returns valid examples or raises :class:`bot.errors.DataError` naming the file, never another
   exception, and writes no file; rows written properly load back exactly; the command line
   turns a bad file into one ``error:`` line.
-* Router: any text (control characters, any Unicode but surrogates, very long, HTML, personal
-  data) gets exactly one complete logged turn, stored at most ``MAX_USER_CHARS`` long, and a
-  reply without a raw ``{{placeholder}}``.
+* Text normalisation (:func:`bot.text.normalise`) and the store: any text, lone surrogates,
+  NUL and other control characters and bidi overrides included, comes out storable, free of them,
+  at most ``MAX_CHARS`` long, and reads back from SQLite exactly.
+* Router: any text (the above, any Unicode, very long, HTML, personal data) gets exactly one
+  complete logged turn, stored at most ``MAX_CHARS`` long, and a reply without a raw
+  ``{{placeholder}}``. The example counts are printed (``pytest -s``) and checked.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from bot.errors import DataError
-from bot.router import MAX_USER_CHARS
+from bot.text import CHANGES, MAX_CHARS, normalise
 from training.data import load
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -146,6 +149,54 @@ def test_the_command_line_reports_a_bad_file_in_one_line(tmp_path, monkeypatch, 
     assert len(errors) == 1 and errors[0].startswith(f"error: {path}")
 
 
+# -- normalisation and the store ------------------------------------------------------------------
+
+SURROGATES = st.characters(categories=["Cs"])                  # lone halves of UTF-16 pairs
+CONTROLS = st.characters(categories=["Cc"]) | st.sampled_from(["\x00", "\x1b[31m", "\r\n", "\x7f", "\x85"])
+BIDI = st.sampled_from(["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068",
+                        "\u2069", "\u200e", "\u200f"])
+HOSTILE = st.lists(st.text(max_size=6) | SURROGATES | CONTROLS | BIDI, max_size=40).map("".join)
+"""Text as broken clients and attackers send it: surrogates, control characters, bidi controls."""
+_FORBIDDEN = re.compile("[\ud800-\udfff\u202a-\u202e\u2066-\u2069]|(?![\n\t])[\x00-\x1f\x7f-\x9f]")
+
+
+@FAST
+@given(text=HOSTILE | st.text() | st.builds(lambda t, n: t * n, HOSTILE, st.integers(1, 400)))
+@example(text="hello\ud83d")
+@example(text="a\ud83d\ude00b")
+def test_normalised_text_is_clean_short_and_stable(text):
+    normal = normalise(text)
+    assert not _FORBIDDEN.search(normal.text) and len(normal.text) <= MAX_CHARS
+    normal.text.encode("utf-8")                                  # storable: no surrogate left
+    assert normalise(normal.text) == type(normal)(normal.text)   # idempotent, nothing left to report
+    assert set(normal.changes) <= set(CHANGES)
+    assert ("cut" in normal.changes) == (len(normalise(text, max_chars=10**9).text) > MAX_CHARS)
+
+
+def test_the_store_keeps_any_normalised_text_exactly(tmp_path):
+    from bot.store import ConversationStore
+
+    seen = []
+    with ConversationStore(tmp_path / "c.db") as store:
+        conversation = store.new_conversation()
+
+        @FAST
+        @given(text=HOSTILE | st.text(max_size=300))
+        def check(text):
+            normal = normalise(text)
+            turn = store.start_turn(conversation, normal.text, normal.changes)
+            stored = store.turn(turn.id)
+            assert (stored.user_text, stored.text_changes) == (normal.text, normal.changes)
+            length = store.db.execute("SELECT length(user_text) FROM turns WHERE id = ?", [turn.id]).fetchone()[0]
+            assert length == len(normal.text)                    # no NUL cuts sqlite's length()
+            seen.append(normal.changes)
+
+        check()
+    changed = {change: sum(change in changes for changes in seen) for change in CHANGES}
+    print(f"store fuzz: {len(seen)} examples, changed by normalisation: {changed}")
+    assert len(seen) >= 100 and all(changed[c] for c in ("surrogate", "control", "bidi"))
+
+
 # -- the router -----------------------------------------------------------------------------------
 
 HTML = st.sampled_from(["<script>alert('x')</script>", "<img src=x onerror=alert(1)>", "<b>", "&amp;",
@@ -153,6 +204,8 @@ HTML = st.sampled_from(["<script>alert('x')</script>", "<img src=x onerror=alert
 PERSONAL = st.sampled_from(["a@b.co", "+1 555 010 4477", "4111 1111 1111 1111", "refund"])
 MESSAGES = st.one_of(
     st.text(max_size=300),
+    HOSTILE,
+    HOSTILE.map(lambda hostile: f"where is my order{hostile} please"),
     st.lists(st.text(max_size=5) | HTML, max_size=30).map("".join),
     st.builds(lambda piece, times: piece * times, st.text(min_size=1, max_size=8), st.integers(200, 3000)),
     st.lists(PERSONAL, min_size=1, max_size=800).map(" ".join),  # redaction tags are longer than short e-mails
@@ -170,18 +223,33 @@ def router(tiny_home):
     loaded.store.close()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(message=MESSAGES)
-@example(message="a@b.co " * 400)
-@example(message="\x00\x1b[31m\u202e\ufeff\r\n\t")
-def test_any_message_gets_one_complete_turn_without_raw_placeholders(router, message):
-    conversation = router.store.new_conversation()
-    chunks = list(router.respond(conversation, message))
-    turn = chunks[-1].turn
-    assert turn is not None and all(chunk.turn is None for chunk in chunks[:-1])
-    event(f"route: {turn.decision.route}")  # shown by pytest --hypothesis-show-statistics
-    stored = router.store.conversation(conversation)
-    assert [(t.id, t.status) for t in stored] == [(turn.id, "complete")]
-    assert len(stored[0].user_text) <= MAX_USER_CHARS
-    assert stored[0].reply == turn.reply == chunks[-1].text and turn.reply.strip()
-    assert all(not PLACEHOLDER.search(chunk.text) for chunk in chunks)
+ROUTER_EXAMPLES = 60
+
+
+def test_any_message_gets_one_complete_turn_without_raw_placeholders(router):
+    seen = []
+
+    @settings(max_examples=ROUTER_EXAMPLES, deadline=None)
+    @given(message=MESSAGES)
+    @example(message="a@b.co " * 400)
+    @example(message="\x00\x1b[31m\u202e\ufeff\r\n\t")
+    @example(message="hello\ud83d")
+    @example(message="card 4111 1111 1111 1111 \u202egnp.exe\x00")
+    def check(message):
+        conversation = router.store.new_conversation()
+        chunks = list(router.respond(conversation, message))
+        turn = chunks[-1].turn
+        assert turn is not None and all(chunk.turn is None for chunk in chunks[:-1])
+        event(f"route: {turn.decision.route}")  # shown by pytest --hypothesis-show-statistics
+        stored = router.store.conversation(conversation)
+        assert [(t.id, t.status) for t in stored] == [(turn.id, "complete")]
+        assert len(stored[0].user_text) <= MAX_CHARS and not _FORBIDDEN.search(stored[0].user_text)
+        assert stored[0].text_changes == normalise(message).changes
+        assert stored[0].reply == turn.reply and turn.reply.strip() and chunks[-1].text.strip()
+        assert all(not PLACEHOLDER.search(chunk.text) for chunk in chunks)
+        seen.append(turn.text_changes)
+
+    check()
+    changed = {change: sum(change in changes for changes in seen) for change in CHANGES}
+    print(f"router fuzz: {len(seen)} examples, each one complete logged turn; changed by normalisation: {changed}")
+    assert len(seen) >= ROUTER_EXAMPLES and all(changed[c] for c in ("surrogate", "control", "bidi"))

@@ -40,7 +40,8 @@ def test_queue_order_and_counts(log):
     order = [item.turn.id for item in reviews.queue()]
     assert order == [ids["disliked"], ids["fallback"], ids["lower"], ids["low"], ids["confident"]]
     assert [item.bucket for item in reviews.queue(limit=2)] == ["thumbs-down", "fallback or handoff"]
-    assert reviews.counts() == {"thumbs-down": 1, "fallback or handoff": 1, "low confidence": 2, "quality sample": 1}
+    assert reviews.counts() == {"thumbs-down": 1, "interrupted": 0, "fallback or handoff": 1, "low confidence": 2,
+                                "quality sample": 1}
 
 
 def test_actions_remove_from_queue_and_skip_goes_last(log):
@@ -99,3 +100,68 @@ def test_unknown_turn(log):
     reviews, _ = log
     with pytest.raises(SupportbotError, match="unknown turn 999"):
         reviews.record(999, "ana", "approve")
+
+
+def test_approve_on_a_fallback_or_handoff_means_out_of_scope_unless_an_intent_is_chosen(log):
+    """The predicted intent of a fallback or handoff was rejected by the bot; approving the turn
+    must not make it a training label."""
+    reviews, ids = log
+    store = reviews.store
+    conversation = store.new_conversation()
+    handoff = logged(store, conversation, "get me a person now", "get_refund", 0.6, "handoff", "Passing you on.")
+    chosen = logged(store, conversation, "refund to a new card?", "track_order", 0.3, "rephrase", "Rephrase?")
+    reviews.record(ids["fallback"], "ana", "approve")
+    reviews.record(handoff, "ana", "approve")
+    reviews.record(chosen, "ana", "approve", intent="get_refund")
+    got = {c.turn_id: (c.intent, c.reply) for c in reviews.corrections()}
+    assert got[ids["fallback"]] == got[handoff] == ("out_of_scope", None)
+    assert got[chosen] == ("get_refund", None)
+
+
+def test_a_review_can_be_undone_by_a_new_row_and_the_latest_effective_action_counts(log):
+    reviews, ids = log
+    first = reviews.record(ids["low"], "ana", "relabel", intent="cancel_order")
+    second = reviews.record(ids["low"], "bo", "relabel", intent="get_refund")
+    assert {c.turn_id: c.intent for c in reviews.corrections()}[ids["low"]] == "get_refund"
+    undo_id, turn_id = reviews.undo("ana", turn_id=ids["low"])              # undoes bo's, the latest
+    assert turn_id == ids["low"]
+    assert {c.turn_id: c.intent for c in reviews.corrections()}[ids["low"]] == "cancel_order"
+    reviews.undo("ana", turn_id=ids["low"])                                 # and then ana's
+    assert ids["low"] not in {c.turn_id for c in reviews.corrections()}
+    assert ids["low"] in [item.turn.id for item in reviews.queue()]         # back in the queue
+    rows = reviews.actions(ids["low"])
+    assert [(r["id"], r["action"], r["intent"], r["supersedes"]) for r in rows] == [
+        (first, "relabel", "cancel_order", None), (second, "relabel", "get_refund", None),
+        (undo_id, "undo", None, second), (undo_id + 1, "undo", None, first)]   # nothing edited
+    with pytest.raises(SupportbotError, match="nothing to undo"):
+        reviews.undo("ana", turn_id=ids["low"])
+    reviews.record(ids["fallback"], "bo", "approve")
+    assert reviews.undo("bo") == (undo_id + 3, ids["fallback"])             # bo's latest, any turn
+
+
+def test_the_queue_follows_the_current_rating(log):
+    reviews, ids = log
+    store = reviews.store
+    store.add_feedback(ids["disliked"], 0)                  # the customer withdrew the thumbs-down
+    assert reviews.queue()[0].turn.id != ids["disliked"]
+    assert reviews.counts()["thumbs-down"] == 0
+    store.add_feedback(ids["confident"], -1)                # changed their mind from up to down
+    first = reviews.queue()[0]
+    assert (first.turn.id, first.bucket, first.rating) == (ids["confident"], "thumbs-down", -1)
+
+
+def test_interrupted_turns_wait_in_the_queue_marked(tmp_path):
+    path = tmp_path / "c.db"
+    with ConversationStore(path) as store:
+        conversation = store.new_conversation()
+        logged(store, conversation, "track my parcel", "track_order", 0.99, "answer")
+        left = store.start_turn(conversation, "where is my refund")          # the server dies here
+    with ConversationStore(path) as restarted:
+        reviews = ReviewLog(restarted)
+        assert left.id not in [item.turn.id for item in reviews.queue()]     # not before it is marked
+        restarted.mark_interrupted()
+        first = reviews.queue()[0]
+        assert (first.turn.id, first.bucket, first.turn.interrupted) == (left.id, "interrupted", True)
+        assert reviews.counts()["interrupted"] == 1
+        reviews.record(left.id, "ana", "relabel", intent="get_refund")
+        assert {c.turn_id: (c.intent, c.reply) for c in reviews.corrections()} == {left.id: ("get_refund", None)}

@@ -123,3 +123,77 @@ def test_a_turn_that_waits_for_a_generation_slot_sees_its_place_then_only_its_re
     stored = [turn.reply for turn in router.store.conversation(second_conversation)]
     assert stored == [second_turn.reply] and "queue" not in first_turn.reply
     assert (router.queue.running, router.queue.waiting) == (0, 0)
+
+
+# -- hostile and messy input (issue 17) ------------------------------------------------------------
+
+def test_a_lone_surrogate_never_loses_the_turn(router):
+    """Half an emoji ("hello\\ud83d") used to fail ``start_turn`` with a UnicodeEncodeError."""
+    conversation = router.store.new_conversation()
+    chunks = run(router, conversation, "hello\ud83d")
+    turn = chunks[-1].turn
+    assert (turn.user_text, turn.status, turn.text_changes) == ("hello\ufffd", "complete", ("surrogate",))
+    assert "characters that cannot be stored" in chunks[-1].notice
+    assert [t.id for t in router.store.conversation(conversation)] == [turn.id]
+
+
+def test_nul_control_and_bidi_characters_are_dropped_and_recorded(router, tiny_home):
+    conversation = router.store.new_conversation()
+    turn = run(router, conversation, "where\x00 is my\x1b[31m \u202eparcel\u202c\r\nthanks\t!")[-1].turn
+    assert turn.user_text == "where is my[31m parcel\nthanks\t!"
+    assert turn.text_changes == ("control", "bidi")
+    row = sqlite3.connect(tiny_home / "conversations.db").execute(
+        "SELECT length(user_text), text_changes FROM turns WHERE id = ?", [turn.id]).fetchone()
+    assert row == (len(turn.user_text), "control,bidi")   # sqlite's length() stopped at a NUL before
+
+
+@pytest.mark.parametrize("text,tag", [
+    ("please refund to my card number: 4111 1111 1111 1111", "CARD"),
+    ("refund it to card no. 4111111111111111 please", "CARD"),
+    ("my number is 4155550199", "PHONE"),
+])
+def test_the_reported_personal_data_is_redacted_and_the_customer_told(router, text, tag):
+    conversation = router.store.new_conversation()
+    chunks = run(router, conversation, text)
+    turn = chunks[-1].turn
+    assert f"<{tag}>" in turn.user_text and turn.redacted == {tag: 1}
+    assert "from our record of this chat" in chunks[-1].notice
+    assert "4111" not in router.store.turn(turn.id).user_text and "4155550199" not in turn.user_text
+
+
+def test_replies_are_redacted_before_storing_but_the_company_profile_stays(tiny_home):
+    """A reply that repeats a card number (here a template) is stored redacted; the company's own
+    phone number, filled from the profile, is kept."""
+    intents = ["refund", "cancel", "track", "invoice"]
+    reply = "We refund card 4111 1111 1111 1111; questions: {{Customer Support Phone Number}}."
+    router = load_router(load_settings(router=RouterConfig(templates={i: reply for i in intents})))
+    classifier, _ = router.models.current()
+    classifier.threshold = float("inf")                 # never out of scope: the template route
+    conversation = router.store.new_conversation()
+    chunks = run(router, conversation, "please refund my order")
+    turn = chunks[-1].turn
+    assert turn.decision.route == "template"
+    assert "4111 1111 1111 1111" in chunks[-1].text     # the customer sees the reply as sent
+    assert "4111" not in turn.reply and "<CARD>" in turn.reply and turn.redacted == {"CARD": 1}
+    assert router.profile["customer_support_phone_number"] in turn.reply
+    assert chunks[-1].notice == "Note: we removed a card number from our record of this chat."
+    assert router.store.history(conversation, 2) == [("please refund my order", turn.reply)]
+
+
+def test_thumbs_toggle_on_the_chat_page_gives_one_current_rating_with_history(router):
+    """Like, click like again (Gradio sends ``liked=""``), dislike, click dislike again: the
+    current rating follows; every click is kept. Before, the second click stored -1."""
+    import gradio as gr
+
+    from ui.chat import ChatHandlers
+
+    handlers = ChatHandlers(router)
+    *_, (messages, _, info, session) = handlers.send("where is my parcel", None)
+    index = len(messages) - 1
+    current = []
+    for liked in (True, "", False, "", "Like"):
+        handlers.like(session, gr.LikeData(None, {"index": index, "value": messages[index]["content"], "liked": liked}))
+        current.append(router.store.current_rating(info["turn_id"]))
+    assert current == [1, 0, -1, 0, 1]
+    assert [f.rating for f in router.store.feedback_for(info["turn_id"])] == [1, 0, -1, 0, 1]
+    assert set(info) == {"turn_id"}                    # the public handlers show no internals

@@ -120,7 +120,50 @@ def test_feedback_is_linked_to_its_turn(store):
         store.db["feedback"].insert({"turn_id": 999, "rating": 1, "created_at": "now"})
 
 
-@pytest.mark.parametrize("rating", [0, 2, -2, True])
+def test_toggled_feedback_keeps_its_history_and_one_current_rating(store):
+    """Like, unlike, dislike, undislike: every click is a row, the latest one counts."""
+    turn = _complete(store, store.new_conversation())
+    other = _complete(store, store.new_conversation())
+    current = []
+    for rating in (1, 0, -1, 0, 1, -1):
+        store.add_feedback(turn.id, rating)
+        current.append(store.current_rating(turn.id))
+    assert current == [1, 0, -1, 0, 1, -1]
+    assert [f.rating for f in store.feedback_for(turn.id)] == [1, 0, -1, 0, 1, -1]
+    assert store.current_rating(other.id) == 0
+    assert _query(store.path, "SELECT turn_id, rating FROM current_feedback") == [(turn.id, -1)]
+    store.add_feedback(turn.id, 0)
+    assert _query(store.path, "SELECT count(*) FROM current_feedback") == [(0,)]
+
+
+def test_text_changes_and_redactions_are_recorded_on_the_turn(store):
+    conversation = store.new_conversation()
+    turn = store.start_turn(conversation, "card <CARD>", text_changes=("control", "bidi"), redacted={"CARD": 1})
+    assert (turn.text_changes, turn.redacted) == (("control", "bidi"), {"CARD": 1})
+    done = store.finish_turn(replace(turn, prediction=PREDICTION, decision=Decision("answer", "x"),
+                                     reply="ok <PHONE>", redacted={"CARD": 1, "PHONE": 1}))
+    assert (done.text_changes, done.redacted) == (("control", "bidi"), {"CARD": 1, "PHONE": 1})
+    plain = store.start_turn(conversation, "hi")
+    assert (store.turn(plain.id).text_changes, store.turn(plain.id).redacted) == ((), {})
+    assert _query(store.path, f"SELECT text_changes, redacted FROM turns WHERE id = {plain.id}") == [(None, None)]
+
+
+def test_a_file_from_before_migration_0003_keeps_its_rows(tmp_path):
+    """An older log (migrations 0001-0002 only) is upgraded in place; its turns and feedback read back."""
+    path = tmp_path / "old.db"
+    db = Database(path)
+    MIGRATIONS.apply(db, stop_before="0004_text_changes_redactions_undo_current_feedback")
+    db["conversations"].insert({"id": "c", "started_at": "2026-01-01", "needs_human": 0})
+    db["turns"].insert({"id": 1, "conversation_id": "c", "idx": 0, "user_text": "hi", "status": "complete",
+                        "started_at": "2026-01-01", "route": "answer", "reply": "hello"})
+    db["feedback"].insert({"turn_id": 1, "rating": -1, "created_at": "2026-01-01"})
+    db.conn.close()
+    with ConversationStore(path) as store:
+        assert store.turn(1).user_text == "hi" and store.turn(1).text_changes == ()
+        assert store.current_rating(1) == -1
+
+
+@pytest.mark.parametrize("rating", [2, -2, True, None])
 def test_ratings_other_than_plus_or_minus_one_are_refused(store, rating):
     turn = _complete(store, store.new_conversation())
     with pytest.raises(SupportbotError, match="rating"):

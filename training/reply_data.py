@@ -1,7 +1,8 @@
 """Reply examples -> token ids for supervised fine-tuning, with the loss on the reply only.
 
-The prompt is :func:`bot.prompting.build_messages` rendered by the tokenizer's chat template with
-the generation prompt (``<|im_start|>assistant\\n`` for SmolLM2); the target is the reference
+The prompt is :func:`bot.prompting.build_messages` encoded by :func:`bot.prompting.prompt_ids`
+(the chat template with the generation prompt, ``<|im_start|>assistant\\n`` for SmolLM2; customer
+text cannot form special tokens, exactly as when serving); the target is the reference
 reply followed by the end-of-turn token, so the model learns to stop. Prompt positions get label
 ``-100`` (ignored by ``torch.nn.CrossEntropyLoss``), the usual completion-only loss
 (https://huggingface.co/docs/trl/sft_trainer#train-on-completions-only).
@@ -13,7 +14,7 @@ import re
 from collections.abc import Iterable
 
 from bot.errors import SupportbotError
-from bot.prompting import build_messages
+from bot.prompting import build_messages, prompt_ids, text_ids
 from training.data import Example, LoadedData
 
 IGNORE_INDEX = -100
@@ -53,10 +54,6 @@ def slot_names(texts: Iterable[str]) -> set[str]:
     return {name for text in texts for name in PLACEHOLDER.findall(text)}
 
 
-def prompt_text(tokenizer, example: Example) -> str:
-    """The chat-template prompt of one example, ending with the assistant header."""
-    messages = build_messages([], example.text, example.intent)
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def encode(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]:
@@ -69,9 +66,8 @@ def encode(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]
         ``{"input_ids", "attention_mask", "labels"}``, three lists of equal length
         ``<= max(max_length, prompt length + 1)``; labels are ``-100`` on the prompt.
     """
-    prompt = tokenizer(prompt_text(tokenizer, example), add_special_tokens=False)["input_ids"]
-    target = tokenizer(clean_reply(example.reply or "") + tokenizer.eos_token,
-                       add_special_tokens=False)["input_ids"]
+    prompt = prompt_ids(tokenizer, build_messages([], example.text, example.intent))
+    target = text_ids(tokenizer, clean_reply(example.reply or "")) + [tokenizer.eos_token_id]
     target = target[: max(1, max_length - len(prompt))]
     ids = prompt + target
     return {"input_ids": ids, "attention_mask": [1] * len(ids),

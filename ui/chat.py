@@ -1,13 +1,18 @@
 """The public chat page (Gradio Blocks): streamed replies, thumbs up/down, "talk to a human",
-new conversation, and a side panel with the predicted intent and confidence.
+new conversation, and, when the ``chat.show_internals`` setting is on (and always on the
+reviewers' "Try the bot" tab), a side panel with the predicted intent and confidence.
 
 Every handler has an ``api_name`` so the page can be driven with ``gradio_client`` (tests do):
 ``/send`` (message) -> (chat messages, "", info), ``/feedback`` (turn_id, rating, comment),
 ``/human``, ``/new_conversation`` and ``/updates`` -> chat messages (what an agent wrote since).
-Session state (the conversation id and which turn each bot message is) lives in ``gr.State``, so
-a client can only rate turns of its own conversation. Text is shown as text: HTML special
-characters are escaped (:func:`as_text`) before Gradio renders a message, and its sanitiser
-stays on.
+``info`` holds only the turn id (for ``/feedback``) unless internals are shown. Session state
+(the conversation id and which turn each bot message is) lives in ``gr.State``, so a client can
+only rate turns of its own conversation; the chat's own clear icon starts a new conversation like
+the button does.
+
+Untrusted text is inert: customer and model text is shown as plain text, never as Markdown
+(``render_markdown=False``: no image, link or remote resource from a customer), HTML special
+characters are escaped (:func:`as_text`) and Gradio's sanitiser stays on.
 
 The page survives a reload: the conversation id and its token (only the token's digest is
 stored, as for the REST channel) are kept in the browser (``gr.BrowserState``), and on load the
@@ -28,12 +33,13 @@ import gradio as gr
 from bot.errors import SupportbotError
 from bot.records import Turn
 from bot.router import ReplyChunk, Router
+from bot.text import normalise
 from ui.api import digest, new_token
 
 TITLE = "Customer support"
 POLL_S = 1.0
 """How often the page asks for an agent's replies, in seconds."""
-BOT_ROUTES = ("answer", "rephrase", "handoff", "template")
+BOT_ROUTES = ("answer", "rephrase", "handoff", "template", "smalltalk")
 """Routes of the bot's own replies: the ones a customer may rate."""
 
 
@@ -77,10 +83,12 @@ def as_text(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def _info(chunk: ReplyChunk) -> dict[str, Any]:
+def _info(chunk: ReplyChunk, internals: bool) -> dict[str, Any]:
     turn = chunk.turn
     if turn is None:
         return {}
+    if not internals:
+        return {"turn_id": turn.id}
     info: dict[str, Any] = {"turn_id": turn.id, "route": turn.decision.route,
                             "reason": turn.decision.reason}
     if turn.prediction is not None:
@@ -92,21 +100,34 @@ def _info(chunk: ReplyChunk) -> dict[str, Any]:
     return info
 
 
-class ChatHandlers:
-    """The event handlers of the chat page, bound to one router and store."""
+RATINGS = {True: 1, "Like": 1, False: -1, "Dislike": -1}
+"""Gradio's ``LikeData.liked`` -> stored rating; anything else (``""`` when the customer clicks a
+selected thumb again) withdraws the rating (0)."""
 
-    def __init__(self, router: Router):
+
+class ChatHandlers:
+    """The event handlers of the chat page, bound to one router and store.
+
+    Args:
+        router: the bot.
+        internals: put the prediction and the routing reason in the info panel.
+    """
+
+    def __init__(self, router: Router, internals: bool = False):
         self.router = router
         self.streaming: set[str] = set()  # conversations whose reply streams now: the timer waits
+        self.internals = internals
 
     def _stream(self, session: ChatSession, user_text: str, chunks):
-        session.messages.append({"role": "user", "content": as_text(user_text)})
+        # shown as the router logs it (bot/text.py): a lone surrogate could not even be sent back
+        session.messages.append({"role": "user", "content": as_text(normalise(user_text).text)})
         session.messages.append({"role": "assistant", "content": "…"})
         index = len(session.messages) - 1
         self.streaming.add(session.conversation_id)
         try:
             for chunk in chunks:
-                session.messages[index]["content"] = as_text(chunk.text) or "…"
+                shown = chunk.text + (f"\n\n({chunk.notice})" if chunk.notice else "")
+                session.messages[index]["content"] = as_text(shown) or "…"
                 if chunk.turn is not None:
                     if not chunk.text:  # a person handles the conversation: no bot reply
                         session.messages.pop(index)
@@ -114,7 +135,7 @@ class ChatHandlers:
                         session.turn_ids[index] = chunk.turn.id
                     if chunk.turn.index == session.shown + 1:  # nothing new came in between
                         session.shown = chunk.turn.index
-                yield session.messages, "", _info(chunk), session
+                yield session.messages, "", _info(chunk, self.internals), session
         finally:
             self.streaming.discard(session.conversation_id)
 
@@ -188,15 +209,16 @@ class ChatHandlers:
         return [], {}, ChatSession()
 
     def feedback(self, turn_id: float, rating: float, comment: str, session: ChatSession | None) -> str:
-        """Store thumbs up (+1) or down (-1) with an optional comment for a turn of this session.
+        """Store thumbs up (+1), down (-1) or withdraw the rating (0), with an optional comment,
+        for a turn of this session; the latest counts, earlier ones are kept as history.
 
         Raises:
-            gr.Error: the turn is not part of this session's conversation, or rating is not ±1.
+            gr.Error: the turn is not part of this session's conversation, or rating is not 1, -1 or 0.
         """
         if session is None or turn_id is None or int(turn_id) not in session.turn_ids.values():
             raise gr.Error("that reply is not part of this conversation")
-        if int(rating) not in (1, -1):
-            raise gr.Error("rating must be 1 (thumbs up) or -1 (thumbs down)")
+        if rating is None or int(rating) not in (1, -1, 0):
+            raise gr.Error("rating must be 1 (thumbs up), -1 (thumbs down) or 0 (withdraw)")
         try:
             self.router.feedback(int(turn_id), int(rating), comment or None)
         except SupportbotError as exc:
@@ -208,8 +230,7 @@ class ChatHandlers:
         index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
         if session is None or index not in session.turn_ids:
             return
-        rating = 1 if data.liked is True or data.liked == "Like" else -1
-        self.router.feedback(session.turn_ids[index], rating)
+        self.router.feedback(session.turn_ids[index], RATINGS.get(data.liked, 0))
 
 
 def browser_secret(home: Path) -> str:
@@ -224,48 +245,58 @@ def browser_secret(home: Path) -> str:
     return path.read_text().strip()
 
 
-def build_chat_app(router: Router, secret: str | None = None) -> gr.Blocks:
-    """The chat page. Its events have no Gradio concurrency limit: the router's queue
-    (:mod:`bot.queue`, setting ``router.max_concurrent_generations``) bounds replies generated at
-    once and streams each waiting customer their place in line. Gradio itself still runs at most
-    ``max_threads`` (40) events of the page at once and shows its own queue position beyond that.
+def chat_panel(app: gr.Blocks, router: Router, internals: bool = False, api_prefix: str = "",
+               secret: str | None = None) -> None:
+    """The chat's components and events, added to ``app`` while it is built (the public page, or
+    the reviewers' "Try the bot" tab with ``internals`` and an ``api_prefix`` such as ``try_``).
+
+    Its events have no Gradio concurrency limit: the router's queue (:mod:`bot.queue`, setting
+    ``router.max_concurrent_generations``) bounds replies generated at once and streams each
+    waiting customer their place in line. Gradio itself still runs at most ``max_threads`` (40)
+    events of the page at once and shows its own queue position beyond that.
 
     Args:
         secret: encrypts the conversation kept in the browser (:func:`browser_secret`); None: a
             new one, so chats start afresh after a restart.
     """
-    handlers = ChatHandlers(router)
+    handlers = ChatHandlers(router, internals)
+    session = gr.State(None)
+    saved = gr.BrowserState({}, storage_key=f"supportbot-{api_prefix}chat", secret=secret)
+    with gr.Row():
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(label="Chat", height=480, allow_tags=False, sanitize_html=True,
+                                 render_markdown=False, group_consecutive_messages=False,  # each reply its own thumbs
+                                 feedback_options=("Like", "Dislike"))
+            message = gr.Textbox(label="Your message", placeholder="Type your question and press Enter")
+            with gr.Row():
+                send = gr.Button("Send", variant="primary")
+                human = gr.Button("Talk to a human")
+                new = gr.Button("New conversation")
+        with gr.Column(scale=1, visible=internals):
+            info = gr.JSON(label="Last turn: intent, confidence, route")
+    with gr.Row(visible=False):
+        turn_id, rating, comment = gr.Number(precision=0), gr.Number(precision=0), gr.Textbox()
+        rate, rated = gr.Button("rate"), gr.Textbox()
+    outputs = [chatbot, message, info, session]
+    generating = {"concurrency_limit": None}
+    keep = {"fn": handlers.saved, "inputs": session, "outputs": saved, "api_name": False}
+    message.submit(handlers.send, [message, session], outputs, api_name=f"{api_prefix}send", **generating).then(**keep)
+    send.click(handlers.send, [message, session], outputs, api_name=False, **generating).then(**keep)
+    human.click(handlers.human, [session], outputs, api_name=f"{api_prefix}human", **generating).then(**keep)
+    new.click(handlers.new_conversation, [session], [chatbot, info, session],
+              api_name=f"{api_prefix}new_conversation").then(**keep)
+    chatbot.clear(handlers.new_conversation, [session], [chatbot, info, session], api_name=False).then(**keep)
+    app.load(handlers.restore, saved, [chatbot, info, session], api_name=False)
+    gr.Timer(POLL_S).tick(handlers.updates, session, [chatbot, session], api_name=f"{api_prefix}updates",
+                          concurrency_limit=None, show_progress="hidden")
+    chatbot.like(handlers.like, [session], None, api_name=False)
+    rate.click(handlers.feedback, [turn_id, rating, comment, session], rated, api_name=f"{api_prefix}feedback")
+
+
+def build_chat_app(router: Router, secret: str | None = None, internals: bool = False) -> gr.Blocks:
+    """The public chat page (:func:`chat_panel`); ``internals`` is the ``chat.show_internals``
+    setting, ``secret`` see :func:`browser_secret`."""
     with gr.Blocks(title=TITLE) as app:
-        session = gr.State(None)
-        saved = gr.BrowserState({}, storage_key="supportbot-chat", secret=secret)
         gr.Markdown(f"## {TITLE}")
-        with gr.Row():
-            with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="Chat", height=480, allow_tags=False, sanitize_html=True,
-                                     group_consecutive_messages=False,  # each reply its own thumbs
-                                     feedback_options=("Like", "Dislike"))
-                message = gr.Textbox(label="Your message", placeholder="Type your question and press Enter")
-                with gr.Row():
-                    send = gr.Button("Send", variant="primary")
-                    human = gr.Button("Talk to a human")
-                    new = gr.Button("New conversation")
-            with gr.Column(scale=1):
-                show = gr.Checkbox(label="Show intent and confidence", value=True)
-                info = gr.JSON(label="Last turn", visible=True)
-        with gr.Row(visible=False):
-            turn_id, rating, comment = gr.Number(precision=0), gr.Number(precision=0), gr.Textbox()
-            rate, rated = gr.Button("rate"), gr.Textbox()
-        outputs = [chatbot, message, info, session]
-        generating = {"concurrency_limit": None}
-        keep = {"fn": handlers.saved, "inputs": session, "outputs": saved, "api_name": False}
-        message.submit(handlers.send, [message, session], outputs, api_name="send", **generating).then(**keep)
-        send.click(handlers.send, [message, session], outputs, api_name=False, **generating).then(**keep)
-        human.click(handlers.human, [session], outputs, api_name="human", **generating).then(**keep)
-        new.click(handlers.new_conversation, [session], [chatbot, info, session], api_name="new_conversation").then(**keep)
-        app.load(handlers.restore, saved, [chatbot, info, session], api_name=False)
-        gr.Timer(POLL_S).tick(handlers.updates, session, [chatbot, session], api_name="updates",
-                              concurrency_limit=None, show_progress="hidden")
-        chatbot.like(handlers.like, [session], None, api_name=False)
-        rate.click(handlers.feedback, [turn_id, rating, comment, session], rated, api_name="feedback")
-        show.change(lambda visible: gr.update(visible=visible), show, info, api_name=False)
+        chat_panel(app, router, internals, secret=secret)
     return app

@@ -136,16 +136,19 @@ def serve(
     router = load_router(settings, db, models)
     interrupted = router.store.mark_interrupted()
     if interrupted:
-        console.print(f"{len(interrupted)} turn(s) interrupted by an earlier stop stay marked incomplete")
+        console.print(f"{len(interrupted)} turn(s) interrupted by an earlier stop stay marked incomplete "
+                      "and wait in the review queue")
     classifier, generator = router.models.current()
     failed = jobs.recover(settings.home)
     if failed:
         console.print(f"retraining job(s) interrupted by an earlier stop marked failed: {', '.join(failed)}")
-    review = build_review_app(router.store, classifier.labels, extra_tabs=model_tabs(models or settings.home))
+    review = build_review_app(router.store, classifier.labels, extra_tabs=model_tabs(models or settings.home),
+                              router=router)
     reviewers, agents = settings.accounts("review"), settings.accounts("inbox")
     admins = {name for name, account in settings.accounts().items() if account.role == "admin"}
-    server = build_server(build_chat_app(router, browser_secret(settings.home)), review, _hashes(reviewers), build_inbox_app(router.inbox, admins),
-                          _hashes(agents), build_api(router, settings.api))
+    server = build_server(build_chat_app(router, browser_secret(settings.home), settings.chat.show_internals), review,
+                          _hashes(reviewers), build_inbox_app(router.inbox, admins), _hashes(agents),
+                          build_api(router, settings.api))
     base = f"http://{host}:{port}"
     review_url = f"{base}/review/" if reviewers else "off (no reviewers configured)"
     inbox_url = f"{base}/inbox/" if agents else "off (no agents configured)"

@@ -159,7 +159,7 @@ def build_inbox_app(inbox: Inbox, admins: set[str] | None = None) -> gr.Blocks:
         state = gr.Markdown()
         with gr.Row():
             chat = gr.Chatbot(label="Conversation", height=380, allow_tags=False, sanitize_html=True,
-                              feedback_options=None, scale=1)
+                              render_markdown=False, feedback_options=None, scale=1)
             turns = gr.Dataframe(headers=TURN_COLUMNS, interactive=False, label="Turns: intent and route",
                                  wrap=True, scale=1)
         reply = gr.Textbox(label="Your reply to the customer", lines=3)

@@ -1,9 +1,18 @@
 """The reviewers' pages (Gradio Blocks, mounted behind a login by :mod:`ui.server`):
-the review queue with its actions, and the dashboard.
+the review queue with its actions, the dashboard, and "Try the bot" (the chat with its intent
+panel on).
 
-API endpoints (all behind the login): ``/next_item`` (filters) -> (counts, item, conversation),
-``/review_action`` (turn id, action, intent, reply, note, filters) -> (status, counts, item,
-conversation), ``/dashboard`` -> (totals, three plots). The reviewer's name is the logged-in user.
+API endpoints (all behind the login): ``/next_item`` (filters) -> (counts, item, conversation,
+intent, reply, note), ``/review_action`` (turn id, action, intent, reply, note, filters) ->
+(status, counts, item, conversation, intent, reply, note), ``/undo_review`` (filters) -> the same
+as ``/review_action``, undoing the logged-in reviewer's latest review in effect, ``/dashboard`` ->
+(totals, three plots). The reviewer's name is the logged-in user.
+
+The form shows each item fresh: the note is empty, the reply is the bot's, and the intent is the
+predicted one only for an answered turn; on a fallback, handoff or interrupted turn it is empty,
+so "approve" stores "out of scope was right" (:mod:`bot.reviews`) unless the reviewer picks an
+intent. Conversation text is shown as plain text (no Markdown: a customer's image or link never
+loads), escaped as on the chat page.
 """
 
 from __future__ import annotations
@@ -13,10 +22,10 @@ import gradio as gr
 from bot.errors import SupportbotError
 from bot.reviews import OUT_OF_SCOPE, ReviewFilter, ReviewLog
 from bot.store import ConversationStore
-from ui.chat import as_text
+from ui.chat import as_text, chat_panel
 from ui.plots import dashboard_figures
 
-ROUTES = ["", "answer", "rephrase", "handoff", "template"]
+ROUTES = ["", "answer", "smalltalk", "rephrase", "handoff", "template", "human"]
 FEEDBACK = ["", "down", "up", "none"]
 
 
@@ -42,26 +51,29 @@ class ReviewHandlers:
         counts = _counts_text(self.log.counts(filters))
         queue = self.log.queue(filters, limit=1)
         if not queue:
-            return counts, {}, [], gr.update(value=""), gr.update(value="")
+            return counts, {}, [], None, "", ""
         item = queue[0]
         turn = item.turn
+        route = turn.decision.route if turn.decision else None
         details = {"turn_id": turn.id, "why in queue": item.bucket, "feedback": item.rating,
-                   "route": turn.decision.route if turn.decision else None,
-                   "reason": turn.decision.reason if turn.decision else None,
+                   "route": route, "reason": turn.decision.reason if turn.decision else None,
                    "intent": turn.prediction.intent if turn.prediction else None,
                    "confidence": round(turn.prediction.confidence, 3) if turn.prediction else None,
                    "top3": turn.prediction.top_k[:3] if turn.prediction else [],
-                   "started_at": turn.started_at}
+                   "interrupted": turn.interrupted, "text changed": list(turn.text_changes),
+                   "redacted": turn.redacted, "started_at": turn.started_at}
+        prefilled = details["intent"] if route in ("answer", "template", "smalltalk") else None
         return (counts, details, self._conversation(turn.conversation_id, turn.id),
-                gr.update(value=details["intent"]), gr.update(value=turn.reply or ""))
+                prefilled, turn.reply or "", "")
 
     def _conversation(self, conversation_id: str, focus: int) -> list[dict[str, str]]:
         """The conversation as chat messages, text escaped as on the chat page (:func:`as_text`)."""
         messages = []
         for turn in self.store.conversation(conversation_id):
             marker = "▶ " if turn.id == focus else ""
+            missing = "(no reply: interrupted)" if turn.interrupted else "(no reply: incomplete)"
             messages.append({"role": "user", "content": as_text(marker + (turn.user_text or "(no text)"))})
-            messages.append({"role": "assistant", "content": as_text(turn.reply or "(no reply: incomplete)")})
+            messages.append({"role": "assistant", "content": as_text(turn.reply or missing)})
         return messages
 
     def act(self, turn_id, action: str, intent: str, reply: str, note: str,
@@ -82,14 +94,30 @@ class ReviewHandlers:
         status = f"saved review {review_id}: {action} of turn {int(turn_id)} by {reviewer}"
         return (status, *self.next_item(since, until, filter_intent, route, feedback))
 
+    def undo(self, since="", until="", filter_intent="", route="", feedback="", request: gr.Request = None):
+        """Undo the logged-in reviewer's latest review in effect (a new ``undo`` row), then show
+        the next item (the undone turn is back in the queue unless an earlier review stands).
+
+        Raises:
+            gr.Error: this reviewer has no review in effect.
+        """
+        reviewer = getattr(request, "username", None) or "unknown"
+        try:
+            undo_id, turn_id = self.log.undo(reviewer)
+        except SupportbotError as exc:
+            raise gr.Error(str(exc)) from None
+        status = f"saved review {undo_id}: undo of {reviewer}'s last review of turn {turn_id}"
+        return (status, *self.next_item(since, until, filter_intent, route, feedback))
+
     def dashboard(self):
         """Totals (JSON) and three matplotlib figures."""
         return dashboard_figures(self.store)
 
 
-def build_review_app(store: ConversationStore, intents: list[str], extra_tabs=None) -> gr.Blocks:
-    """The reviewers' app: "Review queue" and "Dashboard" tabs, plus ``extra_tabs(app)`` when
-    given (the retrain and models tabs)."""
+def build_review_app(store: ConversationStore, intents: list[str], extra_tabs=None, router=None) -> gr.Blocks:
+    """The reviewers' app: "Review queue" and "Dashboard" tabs, "Try the bot" (the chat with
+    its intent panel, API names prefixed ``try_``) when a ``router`` is given, plus
+    ``extra_tabs(app)`` when given (the retrain and models tabs)."""
     handlers = ReviewHandlers(store, intents)
     with gr.Blocks(title="Supportbot review") as app, gr.Tabs():
         with gr.Tab("Review queue"):
@@ -102,16 +130,19 @@ def build_review_app(store: ConversationStore, intents: list[str], extra_tabs=No
             counts = gr.Markdown()
             with gr.Row():
                 conversation = gr.Chatbot(label="Conversation (▶ = the turn under review)", height=380,
-                                          allow_tags=False, sanitize_html=True, feedback_options=None)
+                                          allow_tags=False, sanitize_html=True, render_markdown=False,
+                                          feedback_options=None)
                 details = gr.JSON(label="Turn")
             with gr.Row():
-                intent = gr.Dropdown(handlers.intents, label="Correct intent (type a new name to add one)",
-                                     allow_custom_value=True, filterable=True)
+                intent = gr.Dropdown(handlers.intents, value=None, allow_custom_value=True, filterable=True,
+                                     label="Correct intent (type a new name to add one; "
+                                           "empty on a fallback or handoff: approve = out of scope)")
                 note = gr.Textbox(label="Note (optional)")
             reply = gr.Textbox(label="Reply the bot should have given", lines=5)
             with gr.Row():
                 approve, relabel = gr.Button("Approve as is", variant="primary"), gr.Button("Save intent")
                 rewrite, skip = gr.Button("Save intent and reply"), gr.Button("Skip")
+                undo = gr.Button("Undo my last review")
             status = gr.Markdown()
             turn_id = gr.Number(visible=False, precision=0)
             action = gr.Textbox(visible=False)
@@ -120,10 +151,13 @@ def build_review_app(store: ConversationStore, intents: list[str], extra_tabs=No
             show = gr.Button("Refresh dashboard")
             totals = gr.JSON(label="Totals")
             per_day, intents_plot, corrected = gr.Plot(), gr.Plot(), gr.Plot()
+        if router is not None:
+            with gr.Tab("Try the bot"):
+                chat_panel(app, router, internals=True, api_prefix="try_")
         if extra_tabs is not None:
             extra_tabs(app)
         filters = [since, until, filter_intent, route, feedback]
-        shown = [counts, details, conversation, intent, reply]
+        shown = [counts, details, conversation, intent, reply, note]
         details.change(lambda d: (d or {}).get("turn_id"), details, turn_id, api_name=False)
         refresh.click(handlers.next_item, filters, shown, api_name="next_item")
         app.load(handlers.next_item, filters, shown, api_name=False)
@@ -133,6 +167,7 @@ def build_review_app(store: ConversationStore, intents: list[str], extra_tabs=No
                 handlers.act, inputs, [status, *shown], api_name=False)
         api.click(handlers.act, [turn_id, action, intent, reply, note, *filters], [status, *shown],
                   api_name="review_action")
+        undo.click(handlers.undo, filters, [status, *shown], api_name="undo_review")
         show.click(handlers.dashboard, None, [totals, per_day, intents_plot, corrected], api_name="dashboard")
     return app
 
