@@ -198,7 +198,7 @@ class Inbox:
             SupportbotError: empty or too long (over :data:`MAX_AGENT_CHARS`), or the agent does
                 not hold the conversation (see :meth:`bot.store.ConversationStore.agent_reply`).
         """
-XX
+        text = normalise(text or "", max_chars=MAX_AGENT_CHARS + 1).text.strip()  # the boundary step of customers' text
         if not text:
             raise SupportbotError("the reply is empty")
         if len(text) > MAX_AGENT_CHARS:
