@@ -171,7 +171,8 @@ def echo_lm_dir(tmp_path_factory, tiny_lm_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_home_template(tmp_path_factory, tiny_encoder_dir, tiny_intents_csv, tiny_replies_version) -> Path:
-    """A home with a tiny intent model (v1, ``--method head`` on ``tiny_intents_csv``) and a tiny
+    """A home with a tiny intent model (v1, ``--method head`` on ``tiny_intents_csv``, no small talk
+    and no background set) and a tiny
     reply adapter (v1), both in production. Copy it (``tiny_home``) before changing it."""
     import shutil
 
@@ -179,8 +180,10 @@ def tiny_home_template(tmp_path_factory, tiny_encoder_dir, tiny_intents_csv, tin
     from training.intents import IntentTrainConfig, train_intents
 
     home = tmp_path_factory.mktemp("tiny-home")
+    # The tiny encoder cannot tell small talk or out-of-scope rows apart: its own 4 intents only.
     train_intents(IntentTrainConfig(data=str(tiny_intents_csv), base=str(tiny_encoder_dir), method="head",
-                                    head_c=100.0, home=home, output=home / "models" / "intents" / "v1"))
+                                    head_c=100.0, home=home, output=home / "models" / "intents" / "v1",
+                                    small_talk=False, background="none"))
     shutil.copytree(tiny_replies_version, home / "models" / "replies" / "v1")
     registry = Registry(home)
     registry.register("intents", "v1")
