@@ -168,8 +168,11 @@ class IntentClassifier:
 
         probs = torch.softmax(logits.float(), dim=-1)
         scores = oos_scores(logits, self.oos_method, self.labels).tolist()
+        plainly_out = [False] * len(probs)
         if OUT_OF_SCOPE in self.labels:
-            probs[:, self.labels.index(OUT_OF_SCOPE)] = -1.0
+            column = self.labels.index(OUT_OF_SCOPE)
+            plainly_out = (probs.argmax(dim=-1) == column).tolist()
+            probs[:, column] = -1.0
         k = min(max(top_k, 1), len(self.labels) - (OUT_OF_SCOPE in self.labels))
         best_p, best_i = probs.topk(k, dim=-1)
         return [
@@ -178,8 +181,9 @@ class IntentClassifier:
                 confidence=ps[0],
                 top_k=[(self.labels[i], p) for i, p in zip(ids, ps)],
                 oos_score=score,
+                oos_class=out,
             )
-            for ps, ids, score in zip(best_p.tolist(), best_i.tolist(), scores)
+            for ps, ids, score, out in zip(best_p.tolist(), best_i.tolist(), scores, plainly_out)
         ]
 
     def is_out_of_scope(self, prediction: Prediction) -> bool:

@@ -16,12 +16,15 @@ class Prediction:
         oos_score: out-of-scope score; higher means more likely out of scope. Its scale depends
             on the method named in the model's manifest; compare it with that manifest's
             threshold only.
+        oos_class: the classifier's explicit out-of-scope class is more probable than every
+            intent (the message is plainly not a request the bot handles).
     """
 
     intent: str
     confidence: float
     top_k: list[tuple[str, float]] = field(default_factory=list)
     oos_score: float = 0.0
+    oos_class: bool = False
 
 
 OUT_OF_SCOPE = "out_of_scope"
@@ -39,7 +42,7 @@ def is_small_talk(intent: str | None) -> bool:
     return bool(intent) and intent.startswith(SMALL_TALK_PREFIX)
 
 
-ROUTES = ("answer", "rephrase", "handoff", "template", "smalltalk", "human", "agent", "notice")
+ROUTES = ("answer", "rephrase", "fallback", "handoff", "template", "smalltalk", "human", "agent", "notice")
 """The routes a :class:`Decision` can take: ``answer`` (generate a reply), ``rephrase``
 (out-of-scope fallback asking the customer to rephrase), ``handoff`` (a person takes over),
 ``template`` (a fixed reply from configuration), ``smalltalk`` (greeting, thanks, goodbye, ...:

@@ -29,7 +29,7 @@ ACTIONS = ("relabel", "rewrite", "approve", "skip")
 out of scope was right, unless an intent is given); ``skip``: look later. :meth:`ReviewLog.undo`
 adds the fifth, ``undo``."""
 
-FALLBACK_ROUTES = ("rephrase", "handoff")
+FALLBACK_ROUTES = ("rephrase", "fallback", "handoff")
 """Routes on which ``approve`` without an intent means the utterance is out of scope."""
 
 STAFF_ROUTES = ("agent", "notice")
@@ -41,7 +41,7 @@ BUCKETS = ("thumbs-down", "interrupted", "fallback or handoff", "low confidence"
 _PRIORITY = f"""CASE
   WHEN EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id AND f.rating < 0) THEN 0
   WHEN t.status != 'complete' THEN 1
-  WHEN t.route IN ('rephrase', 'handoff') THEN 2
+  WHEN t.route IN ('rephrase', 'fallback', 'handoff') THEN 2
   WHEN t.confidence < {LOW_CONFIDENCE} THEN 3
   ELSE 4 END"""
 _LOW = 3

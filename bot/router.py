@@ -8,7 +8,9 @@ One call of :meth:`Router.respond` handles one customer message:
 2. the classifier predicts the intent (:class:`bot.records.Prediction`);
 3. :func:`decide` picks a route, with its reason: ``answer`` (generate), ``template`` (a fixed
    reply from config), ``smalltalk`` (greeting, thanks, "are you a bot?", ...: a configured
-   short reply, never a fallback), ``rephrase`` (out-of-scope fallback: ask to rephrase) or
+   short reply, never a fallback), ``fallback`` (plainly out of scope: the classifier's
+   out-of-scope class wins; says what the bot can do, never counts towards a handoff),
+   ``rephrase`` (unsure: ask to rephrase; repeated, it hands off) or
    ``handoff`` (a human takes over: asked for, configured intent, or too many fallbacks in a
    row); a message that is unclear alone right after an answered turn is decided in the
    context of that turn (:func:`follow_up`), and the decision says so; while a conversation
@@ -122,6 +124,9 @@ def decide(
     intent = prediction.intent
     if re.search(config.human_request, text, flags=re.IGNORECASE):
         return Decision("handoff", "customer asked for a person", intent, threshold)
+    if prediction.oos_score > threshold and prediction.oos_class:
+        reason = f"out of scope: the out-of-scope class wins (score {prediction.oos_score:.3f} > {threshold:.3f})"
+        return Decision("fallback", reason, intent, threshold)
     if prediction.oos_score > threshold:
         if fallbacks_in_a_row + 1 >= config.rephrase_limit:
             reason = f"out of scope again ({fallbacks_in_a_row + 1} fallbacks in a row)"
@@ -336,6 +341,7 @@ class Router:
         fixed = {
             "rephrase": EMPTY_REPLY if decision.reason == "empty message" else REPHRASE_REPLY,
             "template": self.config.templates.get(decision.intent or "", ""),
+            "fallback": self.config.out_of_scope_reply,
             "smalltalk": self.config.small_talk.get(decision.intent or "", self.config.small_talk.get("smalltalk_other", "")),
         }[decision.route]
         yield self._fill(fixed, entities)

@@ -60,6 +60,8 @@ class RouterConfig(BaseModel):
             generated reply wait in line and are shown their place (:mod:`bot.queue`).
         small_talk: small-talk intent (``smalltalk_*``) -> its reply (may hold ``{{Slot}}``
             placeholders); a small-talk intent without an entry gets ``smalltalk_other``'s.
+        out_of_scope_reply: the reply to a message that is plainly out of scope (the classifier's
+            out-of-scope class wins): route ``fallback``, which never counts towards a handoff.
         use_context: a message that is unclear alone (out of scope, or a bare "yes") right after
             an answered turn is classified together with the previous message, and an
             out-of-scope message that carries an order number or other entity keeps the
@@ -88,6 +90,10 @@ class RouterConfig(BaseModel):
         "smalltalk_negate": "All right. Is there anything else I can help you with?",
         "smalltalk_other": "How can I help you today?",
     }
+    out_of_scope_reply: str = (
+        "Sorry, that's not something I can help with here. I can help with your orders, deliveries, "
+        "returns and refunds, payments, invoices and your account. What can I do for you?"
+    )
     use_context: bool = True
 
     model_config = {"extra": "forbid"}

@@ -15,7 +15,7 @@ def daily(store: ConversationStore) -> list[dict[str, Any]]:
     ``handoff_rate`` (shares of that day's completed turns, 0-1), oldest day first."""
     return list(store.db.query("""
         SELECT substr(started_at, 1, 10) AS day, COUNT(DISTINCT conversation_id) AS conversations,
-               COUNT(*) AS turns, AVG(route = 'rephrase') AS fallback_rate,
+               COUNT(*) AS turns, AVG(route IN ('rephrase', 'fallback')) AS fallback_rate,
                AVG(route = 'handoff') AS handoff_rate
         FROM turns WHERE status = 'complete' AND route NOT IN ('agent', 'notice') GROUP BY day ORDER BY day"""))
 
@@ -26,7 +26,7 @@ def totals(store: ConversationStore) -> dict[str, Any]:
     (share of them that are +1; None without ratings)."""
     row = next(store.db.query("""
         SELECT COUNT(*) AS turns, COUNT(DISTINCT conversation_id) AS conversations,
-               AVG(route = 'rephrase') AS fallback_rate, AVG(route = 'handoff') AS handoff_rate
+               AVG(route IN ('rephrase', 'fallback')) AS fallback_rate, AVG(route = 'handoff') AS handoff_rate
         FROM turns WHERE status = 'complete' AND route NOT IN ('agent', 'notice')"""))
     rated = next(store.db.query("SELECT COUNT(*) AS ratings, AVG(rating > 0) AS up FROM current_feedback"))
     return {**row, "ratings": rated["ratings"], "thumbs_up_ratio": rated["up"]}

@@ -28,6 +28,8 @@ def predict(intent="track_order", oos=0.1, confidence=0.9):
      "intent 'newsletter_subscription' has a fixed reply"),
     ("hi", predict("smalltalk_greeting"), 1, "smalltalk", "small talk 'smalltalk_greeting' with confidence 0.90"),
     ("thanks!", predict("smalltalk_thanks"), 5, "smalltalk", "small talk 'smalltalk_thanks' with confidence 0.90"),
+    ("what's the weather", Prediction("track_order", 0.01, [], 0.99, oos_class=True), 1, "fallback",
+     "out of scope: the out-of-scope class wins (score 0.990 > 0.500)"),
 ])
 def test_routes(text, prediction, fallbacks, route, reason):
     decision = decide(text, prediction, THRESHOLD, fallbacks, CONFIG)

@@ -39,7 +39,7 @@ from ui.api import digest, new_token
 TITLE = "Customer support"
 POLL_S = 1.0
 """How often the page asks for an agent's replies, in seconds."""
-BOT_ROUTES = ("answer", "rephrase", "handoff", "template", "smalltalk")
+BOT_ROUTES = ("answer", "rephrase", "fallback", "handoff", "template", "smalltalk")
 """Routes of the bot's own replies: the ones a customer may rate."""
 
 

@@ -25,7 +25,7 @@ from bot.store import ConversationStore
 from ui.chat import as_text, chat_panel
 from ui.plots import dashboard_figures
 
-ROUTES = ["", "answer", "smalltalk", "rephrase", "handoff", "template", "human"]
+ROUTES = ["", "answer", "smalltalk", "rephrase", "fallback", "handoff", "template", "human"]
 FEEDBACK = ["", "down", "up", "none"]
 
 
