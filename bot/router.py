@@ -294,13 +294,18 @@ class Router:
             stream = (pair for pair in [(handoff_reply, [])])
         else:
             stream = self._reply_stream(generator, conversation_id, text, decision, entities)
-        for reply, missing in stream:
-            if echoes_system_prompt(reply):  # bot/guard.py: never show or store the system prompt
-                stream.close()  # stops the generation
-                (reply, missing), decision = self._fill(NO_SAFE_REPLY, entities), guarded(decision)
-                break
-            if may_show_partial(reply):
-                yield ReplyChunk(reply)
+        try:
+            for reply, missing in stream:
+                if echoes_system_prompt(reply):  # bot/guard.py: never show or store the system prompt
+                    stream.close()  # stops the generation
+                    (reply, missing), decision = self._fill(NO_SAFE_REPLY, entities), guarded(decision)
+                    break
+                if may_show_partial(reply):
+                    yield ReplyChunk(reply)
+        except GeneratorExit:  # the customer left mid-reply: the message is kept, marked for review
+            stream.close()
+            self.store.interrupt_turn(turn.id)
+            raise
         if decision.route == "handoff":
             self.store.mark_handoff(conversation_id, decision.reason, notified=told_off_hours)
         stored_reply, reply_redacted = self._stored(reply, allowed=tuple(self.profile.values()))

@@ -706,6 +706,20 @@ class ConversationStore:
             db["turns"].update(turn.id, values)
             return turn_from_row(db["turns"].get(turn.id))
 
+    def interrupt_turn(self, turn_id: int) -> bool:
+        """Mark one ``incomplete`` turn as interrupted now (the customer left while its reply was
+        streaming); it stays ``incomplete`` and waits in the review queue, marked.
+
+        Returns:
+            True when the turn was incomplete and is marked now.
+        """
+        with self.writing() as db:
+            row = self._row(db, "turns", turn_id, "turn")
+            if row["status"] != "incomplete" or row["interrupted_at"]:
+                return False
+            db["turns"].update(turn_id, {"interrupted_at": utc_now()})
+            return True
+
     def mark_interrupted(self) -> list[int]:
         """Mark the turns left ``incomplete`` by earlier processes (started before this store
         was opened) as interrupted: they stay ``incomplete`` with ``finished_at`` None, and get

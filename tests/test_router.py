@@ -197,3 +197,17 @@ def test_thumbs_toggle_on_the_chat_page_gives_one_current_rating_with_history(ro
     assert current == [1, 0, -1, 0, 1]
     assert [f.rating for f in router.store.feedback_for(info["turn_id"])] == [1, 0, -1, 0, 1]
     assert set(info) == {"turn_id"}                    # the public handlers show no internals
+
+
+def test_a_customer_who_leaves_mid_reply_leaves_an_interrupted_turn_for_review(tiny_home):
+    router = load_router(load_settings(router=RouterConfig(max_concurrent_generations=1)))
+    busy, leaving = router.store.new_conversation(), router.store.new_conversation()
+    holder = router.respond(busy, "can you track my parcel")
+    next(holder)                                 # generating: holds the only slot
+    left = router.respond(leaving, "invoice my order")
+    assert next(left).text == QUEUE_MESSAGE.format(position=1)
+    left.close()                                 # the browser or the HTTP client went away
+    list(holder)
+    [turn] = router.store.conversation(leaving)
+    assert turn.status == "incomplete" and turn.interrupted and turn.user_text == "invoice my order"
+    assert (router.queue.running, router.queue.waiting) == (0, 0)
