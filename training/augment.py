@@ -98,3 +98,61 @@ def noisy(text: str, rng: random.Random) -> str:
         out = edit(out)
     out = " ".join(out.split())
     return out or text
+
+
+# Concrete details customers add to a request. Deliberately generic (ids, dates, amounts, names,
+# e-mail addresses, everyday goods): they must not hint at any one intent.
+_GOODS = ("a pair of jeans", "the desk chair", "a set of plates", "the wireless earbuds", "two duvet covers",
+          "a backpack", "the rain boots", "a frying pan", "the smartwatch", "three candles", "a yoga mat",
+          "the printer cartridges", "a baby stroller", "the leather belt", "a board game", "the curtains",
+          "a waffle iron", "the bike helmet", "some tights", "a picture frame", "the hall mirror", "a rug")
+_NAMES = ("Maria", "John Smith", "Ahmed", "Li Wei", "Sophie", "Carlos Diaz", "Emma Brown", "Raj")
+_DAYS = ("on Monday", "yesterday", "last week", "two days ago", "on the 3rd", "this morning", "in March",
+         "10 days ago", "on Friday", "last month")
+_DETAILS = (
+    "my order number is {id}.", "order #{id}", "it's order {id}.", "ref {id}", "(order {id})",
+    "I ordered {goods} {day}.", "I bought {goods} {day}.", "it's about {goods}.", "this is for {goods}.",
+    "my email is {email}.", "I paid {amount}.", "it was {amount}.", "my name is {name}.",
+    "I've been a customer for years.", "I already wrote to you {day}.", "sorry for my english.",
+    "I'm in a bit of a hurry.", "my account is under {email}.", "the total was {amount}.",
+)
+_GENERIC_OBJECT = re.compile(r"\b(?:an? |the |some |my )?(?:items?|products?|articles?)\b", re.IGNORECASE)
+_LONG_ID = re.compile(r"\b\d{9,}\b")
+
+
+def _detail_values(rng: random.Random) -> dict[str, str]:
+    number = str(rng.randint(1000, 99999))
+    return {
+        "id": rng.choice((number, f"A-{number}", f"{rng.randint(10, 99)}-{number}", number[:4])),
+        "goods": rng.choice(_GOODS), "day": rng.choice(_DAYS), "name": rng.choice(_NAMES),
+        "email": f"{rng.choice(_NAMES).split()[0].lower()}{rng.randint(1, 99)}@{rng.choice(('gmail.com', 'web.de', 'outlook.com', 'mail.com'))}",
+        "amount": rng.choice((f"${rng.randint(5, 300)}.{rng.randint(0, 99):02d}", f"{rng.randint(5, 300)} euros",
+                              f"£{rng.randint(5, 300)}")),
+    }
+
+
+def with_details(text: str, rng: random.Random) -> str:
+    """``text`` with concrete details of the kind customers add, for in-scope training rows.
+
+    Template data sets (Bitext) name "the item" and 15-digit ids, while customers name the
+    goods, short order numbers, dates, amounts, e-mail addresses, and add a sentence of
+    context; a classifier trained on templates alone learns that concrete content means out of
+    scope. One or two of: a long id replaced by a short one, a generic object ("the item")
+    replaced by named goods, a detail sentence added before or after. The details are
+    generic, so they never signal an intent.
+
+    Args:
+        text: an in-scope utterance.
+        rng: the random source (seeded by the caller).
+
+    Returns:
+        The variant (never empty).
+    """
+    values = _detail_values(rng)
+    out = _LONG_ID.sub(values["id"], text)
+    if _GENERIC_OBJECT.search(out) and rng.random() < 0.6:
+        out = _GENERIC_OBJECT.sub(values["goods"], out, count=1)
+    if out == text or rng.random() < 0.7:
+        detail = rng.choice(_DETAILS).format(**values)
+        out = f"{detail} {out}" if rng.random() < 0.4 else f"{out.rstrip()} {detail}"
+    return " ".join(out.split()) or text

@@ -48,7 +48,7 @@ from bot.errors import SupportbotError
 from bot.records import OUT_OF_SCOPE, is_small_talk
 from bot.settings import Settings, load_settings
 from training.artifacts import atomic_dir, new_version_dir, write_manifest
-from training.augment import noisy
+from training.augment import noisy, with_details
 from training.base_models import resolve
 from training.data import Example, LoadedData, load, split
 
@@ -97,6 +97,8 @@ class IntentTrainConfig:
         small_talk: add the built-in small-talk intents (``smalltalk_*``).
         augment: probability that a training row is replaced by a noisy copy each time it is
             drawn (:func:`training.augment.noisy`); 0 = off.
+        details: probability that an in-scope row also gets concrete details (order numbers,
+            goods, dates, amounts: :func:`training.augment.with_details`) each time it is drawn.
         cv_below: with fewer in-scope rows than this, cross-validate (``cv_folds`` folds) to
             choose the epochs and the threshold, then train on every row.
         cv_folds: folds of that cross-validation.
@@ -128,6 +130,7 @@ class IntentTrainConfig:
     background_rows: int = 1500
     small_talk: bool = True
     augment: float = 0.4
+    details: float = 0.3
     cv_below: int = 1000
     cv_folds: int = 3
     text_column: str | None = None
@@ -153,6 +156,7 @@ class IntentTrainConfig:
             (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
             (self.background_rows >= 0, "--background-rows must be >= 0"),
             (0 <= self.augment <= 1, "--augment must be in [0, 1]"),
+            (0 <= self.details <= 1, "--details must be in [0, 1]"),
             (self.cv_folds >= 2, "--cv-folds must be >= 2"),
         ]
         for ok, message in rules:
@@ -659,7 +663,7 @@ def finetune(model, tokenizer, prepared: Prepared, config: IntentTrainConfig, ar
     trainer = Trainer(
         model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer),
         train_dataset=Utterances(prepared.training_rows, tokenizer, model.config.label2id, config.max_length,
-                                 config.augment, args.seed),
+                                 config.augment, args.seed, config.details),
         eval_dataset=Utterances(prepared.validation, tokenizer, model.config.label2id, config.max_length) if evaluate else None,
         processing_class=tokenizer, compute_metrics=metrics if evaluate else None,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)] if args.load_best_model_at_end else [],
@@ -719,23 +723,33 @@ class Utterances:
         max_length: token limit.
         augment: probability of a noisy copy per draw.
         seed: seed of the noise.
+        details: probability per draw of an in-scope row (not out of scope, not small talk)
+            that concrete details are added first (:func:`training.augment.with_details`).
     """
 
     def __init__(self, examples: list[Example], tokenizer, label2id: dict[str, int], max_length: int,
-                 augment: float = 0.0, seed: int = 0):
+                 augment: float = 0.0, seed: int = 0, details: float = 0.0):
         self.examples, self.tokenizer, self.label2id = examples, tokenizer, label2id
         self.max_length, self.augment, self.rng = max_length, augment, random.Random(seed)
+        self.details = details
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         example = self.examples[index]
-        text = example.text
+        text = _with_details(example, self.details, self.rng)
         if self.augment and self.rng.random() < self.augment:
             text = noisy(text, self.rng)
         encoded = self.tokenizer(text, truncation=True, max_length=self.max_length)
         return {**encoded, "labels": self.label2id[example.intent]}
+
+
+def _with_details(example: Example, rate: float, rng: random.Random) -> str:
+    """``example.text``, with concrete details added at ``rate`` when the row is in scope."""
+    if rate and example.intent != OUT_OF_SCOPE and not is_small_talk(example.intent) and rng.random() < rate:
+        return with_details(example.text, rng)
+    return example.text
 
 
 def _metrics(prediction) -> dict[str, float]:
@@ -753,7 +767,8 @@ def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrain
 
     The threshold comes from ``calibration`` (cross-validation) when given, else from
     :func:`choose_threshold` on the validation rows, a noisy copy of each
-    (:func:`training.augment.noisy`, fixed seed) and the held-out negatives.
+    (:func:`training.augment.noisy`, fixed seed; in-scope copies get details as in training)
+    and the held-out negatives.
     """
     import numpy as np
     from sklearn.metrics import accuracy_score, f1_score
@@ -764,7 +779,8 @@ def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrain
     metrics: dict[str, Any] = {}
     if calibration is None:
         rng = random.Random(0)
-        noisy_rows = [Example(noisy(e.text, rng), e.intent, None, e.source) for e in prepared.validation]
+        noisy_rows = [Example(noisy(_with_details(e, config.details, rng), rng), e.intent, None, e.source)
+                      for e in prepared.validation]
         rows = prepared.validation + noisy_rows + prepared.negatives
         logits = batched_logits(model, tokenizer, [e.text for e in rows], config.max_length, 64)
         n = len(prepared.validation)

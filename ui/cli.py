@@ -326,6 +326,7 @@ def train_intents_command(
     background_rows: int = typer.Option(1500, help="at most this many background rows are trained on"),
     small_talk: bool = typer.Option(True, help="add the built-in small-talk intents (greeting, thanks, goodbye, bot, affirm, negate)"),
     augment: float = typer.Option(0.4, help="probability that a training row is drawn as a noisy copy (typos, casing, ...)"),
+    details: float = typer.Option(0.3, help="probability that an in-scope row is drawn with concrete details added (order numbers, goods, dates)"),
     cv_below: int = typer.Option(1000, help="with fewer in-scope rows, cross-validate to choose epochs and threshold, then train on all"),
     test: Optional[str] = typer.Option(None, help="your own test file (may hold out-of-scope rows): evaluated after training"),
     text_column: Optional[str] = TEXT_COLUMN,
@@ -340,7 +341,7 @@ def train_intents_command(
         data, base=base, method=method, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
         seed=seed, output=output, label_smoothing=label_smoothing, layer_decay=layer_decay, head_c=head_c,
         patience=patience, oos_method=oos_method, holdout=holdout, background=background,
-        background_rows=background_rows, small_talk=small_talk, augment=augment, cv_below=cv_below, test=test,
+        background_rows=background_rows, small_talk=small_talk, augment=augment, details=details, cv_below=cv_below, test=test,
         text_column=text_column, intent_column=intent_column, oos_labels=list(oos_label), data_dir=data_dir))
     registered = "not in the registry (--holdout model)" if holdout else _register("intents", folder)
     console.print(f"intent classifier written to {folder}; {registered}", soft_wrap=True)
