@@ -89,7 +89,7 @@ MALFORMED = [
     ("json not object", "x.jsonl", '["a", "b"]\n', "x.jsonl, row 1: expected a JSON object, got list"),
     ("json number text", "x.jsonl", '{"text": 5, "intent": "b"}\n', "x.jsonl, row 1, field 'text': expected a string, got int"),
     ("no examples", "x.csv", "text,intent\n", "x.csv: no examples found"),
-    ("unknown format", "x.txt", "hi\n", "x.txt: unknown format '.txt'"),
+    ("unknown format", "x.tsv", "hi\n", "x.tsv: unknown format '.tsv'"),
     ("rasa without nlu", "nlu.yml", "version: '3.1'\nrules: []\n", "nlu.yml, field 'nlu': expected a top-level 'nlu:' list"),
     ("rasa bad yaml", "nlu.yml", "nlu:\n- intent: a\n  examples: [\n", "nlu.yml, row 4: not valid YAML"),
     ("rasa examples not a block", "nlu.yml", "nlu:\n- intent: greet\n  examples: 3\n", "nlu.yml, row 1, field 'examples': intent 'greet'"),

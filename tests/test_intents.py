@@ -186,3 +186,20 @@ def test_bad_out_of_scope_setups_name_file_and_field(tmp_path, tiny_encoder_dir,
     empty.write_text("text,intent\n")
     with pytest.raises(SupportbotError, match="background.csv: no examples found"):
         train_intents(_config(tiny_intents_csv, tiny_encoder_dir, tmp_path, "y", method="head", background=str(empty)))
+
+
+def test_a_background_of_written_sentences(tmp_path, tiny_encoder_dir, tiny_intents_csv, monkeypatch):
+    """A team's own background set: a .txt file, one out-of-scope sentence per line."""
+    monkeypatch.setattr("training.intents.NEAR_IN_SCOPE", 1.01)  # the random tiny encoder finds everything near
+    sentences = tmp_path / "not_ours.txt"
+    sentences.write_text("\n".join(f"what's the weather in city {i}" for i in range(12)) + "\n\n")
+    folder = train_intents(_config(tiny_intents_csv, tiny_encoder_dir, tmp_path, "bg", method="head",
+                                   background=str(sentences), cv_below=0))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["oos"]["negatives"]["background"] == str(sentences)
+    assert manifest["oos"]["negatives"]["background_rows_train"] + manifest["oos"]["negatives"]["background_rows_held_out"] <= 12
+    assert manifest["oos"]["negatives"]["background_rows_held_out"] >= 1
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    with pytest.raises(SupportbotError, match="empty.txt: no examples found"):
+        train_intents(_config(tiny_intents_csv, tiny_encoder_dir, tmp_path, "e", method="head", background=str(empty)))

@@ -117,7 +117,8 @@ def load(name_or_path: str, data_dir: Path | None = None, home: Path | None = No
 
     Args:
         name_or_path: a key of :data:`training.datasets.BUILTIN` or a ``.csv``/``.jsonl``/
-            ``.yml``/``.yaml`` file.
+            ``.yml``/``.yaml`` file, or a ``.txt`` file of out-of-scope utterances, one per line
+            (a background set of sentences the team writes).
         data_dir: folder searched first for built-in data sets.
         home: the project home; built-in data sets are downloaded to ``home/data``.
         text_column, intent_column: the CSV column / JSONL key of the utterance and of its
@@ -150,6 +151,7 @@ def load(name_or_path: str, data_dir: Path | None = None, home: Path | None = No
         ".jsonl": partial(_read_jsonl, columns=wanted),
         ".yml": _read_rasa,
         ".yaml": _read_rasa,
+        ".txt": _read_lines,
     }
     reader = readers.get(path.suffix.lower())
     if reader is None:
@@ -293,6 +295,12 @@ def _read_jsonl(path: Path, columns: dict[str, str | None]) -> tuple[list[Exampl
 
 
 _RASA_ENTITY = re.compile(r"\[([^\]]+)\](?:\([^)]*\)|\{[^}]*\})")
+
+
+def _read_lines(path: Path) -> tuple[list[Example], dict[str, str]]:
+    """Non-blank lines of a text file, each an out-of-scope utterance."""
+    rows = [(i, line.strip()) for i, line in enumerate(_decode(path).splitlines(), start=1)]
+    return [Example(text, OUT_OF_SCOPE, None, f"{path.name}:{i}") for i, text in rows if text], {"text": "line"}
 
 
 def _read_rasa(path: Path) -> tuple[list[Example], dict[str, str]]:
