@@ -28,6 +28,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -80,11 +81,12 @@ def renamed(path: Path, target: Path) -> Path:
     return target
 
 
-def train(command: list[str], env: dict[str, str], log: Path) -> float:
-    """Run one training command; returns its wall time in seconds."""
+def train(command: list[str], env: dict[str, str], log: Path, cwd: Path) -> float:
+    """Run one training command in ``cwd`` (``python -m`` puts it first on the path, so the
+    checkout there is the code that runs); returns its wall time in seconds."""
     started = time.perf_counter()
     with log.open("w") as handle:
-        subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT, check=True, cwd=cwd)
     return time.perf_counter() - started
 
 
@@ -100,21 +102,27 @@ def main() -> None:
     parser.add_argument("--per-intent", type=int, default=20)
     parser.add_argument("--old-src", type=Path, help="checkout of the earlier version to compare with")
     parser.add_argument("--out", type=Path, default=Path("/tmp/supportbot-small-data"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep models already in --out (and their training time from results.json)")
     args = parser.parse_args()
     train_csv, test_csv = build(args.out, args.intents, args.per_intent)
     print(f"train {train_csv} ({sum(1 for _ in train_csv.open()) - 1} rows), test {test_csv}")
     env = {**os.environ, "SUPPORTBOT_HOME": str(args.out / "home")}
-    results = {}
-    new_model = args.out / "new-model"
-    seconds = train([sys.executable, "-m", "ui.cli", "train", "intents", "--data", str(train_csv), "--oos-label",
-                     "none", "--output", str(new_model)], {**env, "PYTHONPATH": str(ROOT)}, args.out / "new.log")
-    results["this version (CLI defaults)"] = {**score(new_model, test_csv), "train_s": seconds}
+    before = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
+    runs = {"this version (CLI defaults)": ("new-model", ROOT, ["--data", str(train_csv), "--oos-label", "none"])}
     if args.old_src:
-        old_model = args.out / "old-model"
-        seconds = train([sys.executable, "-m", "ui.cli", "train", "intents", "--data",
-                         str(renamed(train_csv, args.out / "train_text_intent.csv")), "--output", str(old_model)],
-                        {**env, "PYTHONPATH": str(args.old_src)}, args.out / "old.log")
-        results["earlier version (its defaults)"] = {**score(old_model, test_csv), "train_s": seconds}
+        runs["earlier version (its defaults)"] = (
+            "old-model", args.old_src.resolve(), ["--data", str(renamed(train_csv, args.out / "train_text_intent.csv"))])
+    results = {}
+    for name, (folder, src, options) in runs.items():
+        model = args.out / folder
+        if args.reuse and model.exists() and name in before:
+            seconds = before[name]["train_s"]
+        else:
+            shutil.rmtree(model, ignore_errors=True)
+            seconds = train([sys.executable, "-m", "ui.cli", "train", "intents", *options, "--output", str(model)],
+                            {**env, "PYTHONPATH": str(src)}, args.out / f"{folder}.log", cwd=src)
+        results[name] = {**score(model, test_csv), "train_s": seconds}
     print("| recipe | overall accuracy | in-scope accuracy | OOS recall | in-scope rejected | training s |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
