@@ -28,3 +28,9 @@ def one_line(text: str) -> str:
     """``text`` with line breaks and other unprintable characters written as escapes (``\\n``,
     ``\\x00``), so that a message quoting a file's content stays one line."""
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+class GenerationFailed(Exception):
+    """A reply could not be generated (a remote backend refused, timed out or sent garbage, or
+    wrote an unknown ``{{Slot}}``); the message is the reason the router logs on the turn, with
+    its no-answer reply given to the customer instead."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,14 @@ class LiveModels:
         registry: the model registry.
         cache_dir: where converted base models are kept (the generator's base).
         serving: the generator's :class:`bot.generator.ServingOptions` (default: its defaults).
+        load_generator: ``folder -> generator`` for a replies version (default: an in-process
+            :class:`bot.generator.ReplyGenerator` with ``serving``); see :func:`bot.backends.generator_loader`.
     """
 
-    def __init__(self, registry: Registry, cache_dir: Path, serving: Any = None):
+    def __init__(self, registry: Registry, cache_dir: Path, serving: Any = None,
+                 load_generator: Callable[[Path], Any] | None = None):
         self.registry, self.cache_dir, self.serving = registry, cache_dir, serving
+        self.load_generator = load_generator
         self._lock = threading.Lock()
         self._stamp: int | None = -1
         self._folders: dict[str, Path] = {}
@@ -66,8 +71,8 @@ class LiveModels:
         from bot.generator import ReplyGenerator
 
         loaders = {"intents": IntentClassifier.load,
-                   "replies": lambda folder: ReplyGenerator.load(folder, cache_dir=self.cache_dir,
-                                                                 options=self.serving)}
+                   "replies": self.load_generator or (lambda folder: ReplyGenerator.load(
+                       folder, cache_dir=self.cache_dir, options=self.serving))}
         for kind, load in loaders.items():
             folder = self.registry.production_folder(kind)
             if self._folders.get(kind) != folder:

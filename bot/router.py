@@ -22,7 +22,9 @@ One call of :meth:`Router.respond` handles one customer message:
    ``config.max_concurrent_generations`` replies are generated at once, a later turn waits in
    line (:mod:`bot.queue`) and streams :data:`QUEUE_MESSAGE` with its place meanwhile, which the
    reply replaces once it starts; a reply that repeats the system prompt is held back and
-   replaced by the refusal :data:`NO_SAFE_REPLY` (:mod:`bot.guard`);
+   replaced by the refusal :data:`NO_SAFE_REPLY` (:mod:`bot.guard`), which is also the reply
+   when generation fails (:class:`bot.errors.GenerationFailed`, e.g. a remote backend down or
+   sending garbage), the reason added to the decision's;
 5. the turn is completed in the store with prediction, decision, reply, missing slots, model
    versions and latency. The customer's text and the reply are stored redacted
    (:mod:`bot.redaction`; the company profile's own values stay), and the last chunk carries a
@@ -31,12 +33,14 @@ One call of :meth:`Router.respond` handles one customer message:
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
 
+from bot.errors import GenerationFailed
 from bot.guard import echoes_system_prompt, guarded, may_show_partial
 from bot.handoff import Inbox, WorkingHours
 from bot.placeholders import extract_entities, fill
@@ -45,6 +49,8 @@ from bot.records import Decision, Prediction, Turn, is_small_talk
 from bot.redaction import PHONE_REGIONS, redact
 from bot.settings import HandoffConfig, RouterConfig
 from bot.text import MAX_CHARS, normalise
+
+log = logging.getLogger(__name__)
 
 REMOVED = {"CARD": "a card number", "PHONE": "a phone number", "EMAIL": "an e-mail address", "IBAN": "an IBAN"}
 """How :func:`notice` names each redaction tag to the customer."""
@@ -302,6 +308,10 @@ class Router:
                     break
                 if may_show_partial(reply):
                     yield ReplyChunk(reply)
+        except GenerationFailed as exc:  # e.g. a remote backend down, slow or garbled: reply, log why
+            log.warning("turn %s: generation failed: %s", turn.id, exc)
+            (reply, missing) = self._fill(NO_SAFE_REPLY, entities)
+            decision = replace(decision, reason=f"{decision.reason}; generation failed: {exc}")
         except GeneratorExit:  # the customer left mid-reply: the message is kept, marked for review
             stream.close()
             self.store.interrupt_turn(turn.id)

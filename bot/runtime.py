@@ -30,7 +30,10 @@ def load_router(settings: Settings, db: Path | None = None, models_dir: Path | N
     from bot.router import Router
     from bot.store import ConversationStore
 
-    models = LiveModels(Registry(models_dir or settings.home), settings.cache, settings.serving.options())
+    from bot.backends import generator_loader
+
+    models = LiveModels(Registry(models_dir or settings.home), settings.cache,
+                        load_generator=generator_loader(settings.serving, settings.cache))
     store = ConversationStore(db or settings.home / "conversations.db")
     return Router(models, store, load_profile(settings.profile), settings.router, redact=settings.redact,
                   handoff=settings.handoff, hours=load_working_hours(settings.profile),

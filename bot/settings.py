@@ -108,6 +108,40 @@ class RouterConfig(BaseModel):
         return pattern
 
 
+class OpenAIBackendConfig(BaseModel):
+    """The OpenAI-compatible server that writes replies when ``[serving] backend = "openai"``
+    (``[serving.openai]`` table in ``supportbot.toml``; :mod:`bot.openai_backend`).
+
+    Attributes:
+        base_url: the server's API root, up to and including ``/v1``.
+        model: the model name the server knows the reply generator by (for vLLM, the
+            ``--lora-modules`` name of the adapter, e.g. ``supportbot``).
+        api_key_env: environment variable holding the server's API key (sent as a bearer token);
+            none is sent when the variable is unset or empty.
+        connect_timeout_s: seconds to connect (and to send the request).
+        read_timeout_s: seconds to wait for the first piece of the reply, and between pieces.
+        total_timeout_s: seconds a whole reply may take.
+        max_new_tokens: reply cap in tokens when the router gives none.
+    """
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "supportbot"
+    api_key_env: str = "SUPPORTBOT_OPENAI_API_KEY"
+    connect_timeout_s: float = Field(3.0, gt=0)
+    read_timeout_s: float = Field(10.0, gt=0)
+    total_timeout_s: float = Field(60.0, gt=0)
+    max_new_tokens: int = Field(160, ge=1, le=4096)
+
+    model_config = {"extra": "forbid"}
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"https?://[^/\s]+", url):
+            raise ValueError(f"{url!r} is not an http(s) URL such as 'http://127.0.0.1:8000/v1'")
+        return url
+
+
 class ServingConfig(BaseModel):
     """How the reply generator runs in ``supportbot serve`` (``[serving]`` table in ``supportbot.toml``).
 
@@ -121,12 +155,18 @@ class ServingConfig(BaseModel):
             (:mod:`bot.packing`).
         int8: dynamic int8 quantisation on CPU: replies change and lose quality; no drafts
             (``bench/generation.py``).
+        backend: ``"local"`` (generate in this process, :mod:`bot.generator`) or ``"openai"``
+            (stream replies from an OpenAI-compatible server such as vLLM or TGI, see
+            :class:`OpenAIBackendConfig`).
+        openai: the server of the ``openai`` backend.
     """
 
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     draft_tokens: int = Field(4, ge=0, le=16)
     pack_weights: bool = True
     int8: bool = False
+    backend: Literal["local", "openai"] = "local"
+    openai: OpenAIBackendConfig = OpenAIBackendConfig()
 
     model_config = {"extra": "forbid"}
 

@@ -1,0 +1,30 @@
+"""Which generator answers for a replies version: the ``[serving] backend`` switch.
+
+* ``local`` (default): :class:`bot.generator.ReplyGenerator` in this process (transformers; the
+  reference path, which evaluation uses too);
+* ``openai``: :class:`bot.openai_backend.OpenAIGenerator`, replies streamed from an
+  OpenAI-compatible server (vLLM, TGI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def generator_loader(serving, cache_dir: Path) -> Callable[[Path], Any]:
+    """``folder -> generator`` for :class:`bot.models.LiveModels`, per ``serving.backend``.
+
+    Args:
+        serving: :class:`bot.settings.ServingConfig`.
+        cache_dir: the settings' cache folder (converted base models).
+    """
+    if serving.backend == "openai":
+        from bot.openai_backend import OpenAIGenerator
+
+        return lambda folder: OpenAIGenerator.for_version(serving.openai, folder)
+    from bot.generator import ReplyGenerator
+
+    options = serving.options()
+    return lambda folder: ReplyGenerator.load(folder, cache_dir=cache_dir, options=options)
