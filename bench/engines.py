@@ -19,7 +19,9 @@ Paths (all in one process, taking turns on each request so a noisy machine slows
   model builder ``python -m onnxruntime_genai.models.builder -p int4|int8|fp32 -e cpu``),
   batch 1 through ``og.Generator`` (streaming token by token);
 * ``ct2 int8``: CTranslate2 (``ctranslate2``, converter ``TransformersConverter``, int8),
-  batch 1 through ``generate_tokens`` (streaming).
+  batch 1 through ``generate_tokens`` (streaming);
+* ``serve-ort int8``: the bot's own ``ort`` backend (:mod:`bot.ort_backend`, slot constraint on),
+  for a replies version only (its conversion is kept beside the version).
 
 Printed per path: tokens/s over the first ``--prompts`` requests (prefill included), median TTFT,
 the ratio to the reference; then ROUGE-L (the project's: ``rouge_score`` rougeL F1 with
@@ -234,6 +236,34 @@ class Ct2:
         return [_cut(list(r.sequences_ids[0]), self.stops) for r in results]
 
 
+class ServeOrt:
+    """The bot's ``ort`` backend (:class:`bot.ort_backend.OrtGenerator`): the token loop of its
+    ``stream``, with the slot constraint of the version's manifest applied at every step."""
+
+    def __init__(self, version: Path, settings, precision: str):
+        from bot.ort_backend import OrtGenerator
+
+        self.generator = OrtGenerator.load(version, cache_dir=settings.cache, precision=precision)
+
+    def stream(self, ids: list[int], new_tokens: int):
+        yield from self.generator._tokens(ids, new_tokens)
+        yield self.generator.tokenizer.eos_token_id  # _tokens leaves the stop token out
+
+    def batch(self, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
+        """Streams on concurrent threads (one ``og.Generator`` each), as the router runs them."""
+        out: list = [None] * len(prompts)
+
+        def run(i):
+            out[i] = list(self.stream(prompts[i], new_tokens))
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return out
+
+
 def timed_stream(engine, ids: list[int], new_tokens: int) -> tuple[list[int], float, float]:
     """(tokens, seconds, TTFT s) of ``engine.stream`` consumed in a worker thread."""
     def run():
@@ -262,7 +292,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=24, help="requests for ROUGE-L (the timed ones first)")
     parser.add_argument("--batch", type=int, default=8, help="concurrent streams for the aggregate")
     parser.add_argument("--work", type=Path, default=Path("/tmp/supportbot-engines"))
-    parser.add_argument("--engines", nargs="*", default=["ort int4", "ort int8", "ort fp32", "ct2 int8"])
+    parser.add_argument("--engines", nargs="*", default=["ort int4", "ort int8", "ort fp32", "ct2 int8", "serve-ort int8"])
     args = parser.parse_args()
     settings = load_settings()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -283,6 +313,10 @@ def main() -> None:
     engines: dict = {}
     for name in args.engines:
         kind, precision = name.split()
+        if kind == "serve-ort":
+            if args.model is not None and (args.model / "manifest.json").is_file():
+                engines[name] = ServeOrt(args.model, settings, precision)
+            continue
         package = {"ort": "onnxruntime_genai", "ct2": "ctranslate2"}[kind]
         if importlib.util.find_spec(package) is None:
             print(f"{name}: skipped ({package} not installed)")
@@ -328,7 +362,8 @@ def main() -> None:
     for name, engine in batchers.items():
         if name in ("ort int8", "ort fp32"):
             continue
-        label = f"{name} ({'Engine' if name.startswith('ort') else 'generate_batch' if name.startswith('ct2') else 'generate, padded'})"
+        how = {"ort": "Engine", "ct2": "generate_batch", "serve-ort": "concurrent streams, one og.Generator each"}
+        label = f"{name} ({how.get(name.split()[0], 'generate, padded')})"
         out = run_in_worker(lambda e=engine: _timed_batch(e, batch_prompts, args.new_tokens))
         print(f"| {label} | {out:.1f} | {out / base:.2f} |")
 

@@ -2,6 +2,7 @@
 
 * ``local`` (default): :class:`bot.generator.ReplyGenerator` in this process (transformers; the
   reference path, which evaluation uses too);
+* ``ort``: :class:`bot.ort_backend.OrtGenerator`, ONNX Runtime GenAI in this process;
 * ``openai``: :class:`bot.openai_backend.OpenAIGenerator`, replies streamed from an
   OpenAI-compatible server (vLLM, TGI).
 """
@@ -24,6 +25,11 @@ def generator_loader(serving, cache_dir: Path) -> Callable[[Path], Any]:
         from bot.openai_backend import OpenAIGenerator
 
         return lambda folder: OpenAIGenerator.for_version(serving.openai, folder)
+    if serving.backend == "ort":
+        from bot.ort_backend import OrtGenerator
+
+        return lambda folder: OrtGenerator.load(folder, cache_dir=cache_dir, precision=serving.ort_precision,
+                                                options=serving.options())
     from bot.generator import ReplyGenerator
 
     options = serving.options()

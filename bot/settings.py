@@ -155,9 +155,13 @@ class ServingConfig(BaseModel):
             (:mod:`bot.packing`).
         int8: dynamic int8 quantisation on CPU: replies change and lose quality; no drafts
             (``bench/generation.py``).
-        backend: ``"local"`` (generate in this process, :mod:`bot.generator`) or ``"openai"``
-            (stream replies from an OpenAI-compatible server such as vLLM or TGI, see
+        backend: ``"local"`` (generate in this process with transformers, :mod:`bot.generator`),
+            ``"ort"`` (in this process with ONNX Runtime GenAI, :mod:`bot.ort_backend`; needs the
+            ``ort`` extra; each version converted once on first load) or ``"openai"`` (stream
+            replies from an OpenAI-compatible server such as vLLM or TGI, see
             :class:`OpenAIBackendConfig`).
+        ort_precision: weights of the ``ort`` backend: ``int8`` (8-bit weights, float32
+            compute), ``int4`` (faster, replies differ more) or ``fp32``.
         openai: the server of the ``openai`` backend.
     """
 
@@ -165,7 +169,8 @@ class ServingConfig(BaseModel):
     draft_tokens: int = Field(4, ge=0, le=16)
     pack_weights: bool = True
     int8: bool = False
-    backend: Literal["local", "openai"] = "local"
+    backend: Literal["local", "ort", "openai"] = "local"
+    ort_precision: Literal["int8", "int4", "fp32"] = "int8"
     openai: OpenAIBackendConfig = OpenAIBackendConfig()
 
     model_config = {"extra": "forbid"}

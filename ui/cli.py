@@ -168,10 +168,10 @@ def demo(
     A later run finds the models in the registry and starts in seconds.
     """
     from bot.registry import Registry
-    from training.demo import ensure_models
+    from training.demo import ensure_models_apart
 
     settings = load_settings()
-    for kind, version, trained in ensure_models(settings, data):
+    for kind, version, trained in ensure_models_apart(settings, data):  # training in a child process
         console.print(f"{kind}: {version} ({'trained now' if trained else 'already trained'})")
     console.print(f"registry: {Registry(settings.home).path}")
     serve(host=host, port=port, db=None, models=None)

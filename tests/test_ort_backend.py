@@ -1,0 +1,78 @@
+"""``[serving] backend = "ort"``: a version converted once to ONNX Runtime GenAI, same replies,
+same stop token, same slot constraint, through the real router."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import pytest
+
+pytest.importorskip("onnxruntime_genai")
+
+from bot.generator import ReplyGenerator, ServingOptions  # noqa: E402
+from bot.ort_backend import OrtGenerator  # noqa: E402
+from bot.runtime import load_router  # noqa: E402
+from bot.settings import load_settings  # noqa: E402
+from helpers import save_chain_lm  # noqa: E402
+from training.reply_data import PLACEHOLDER  # noqa: E402
+
+FLOAT32 = ServingOptions(dtype_name="float32", draft_tokens=0, pack_weights=False)
+ASKED = dict(history=[("hi", "Hello!")], user_text="please cancel my order", intent="cancel_order", max_new_tokens=12)
+
+
+def test_an_adapter_version_is_converted_once_and_answers_as_transformers_does(tiny_replies_version, tmp_path):
+    version = tmp_path / "v1"
+    shutil.copytree(tiny_replies_version, version)
+    shutil.rmtree(version / "merged")  # the adapter alone: merged at conversion
+    generator = OrtGenerator.load(version, precision="fp32")
+    config = version / "onnx-fp32" / "genai_config.json"
+    assert config.is_file() and not list(version.glob(".onnx-*"))
+    stamp = config.stat().st_mtime_ns
+    reference = ReplyGenerator.load(version, device="cpu", options=FLOAT32)
+    pieces = list(generator.stream(**ASKED))
+    assert "".join(pieces) == "".join(reference.stream(**ASKED)) and generator.version == "v1"
+    assert generator.known_slots is not None  # from the manifest, as in-process
+    OrtGenerator.load(version, precision="fp32")
+    assert config.stat().st_mtime_ns == stamp  # converted once
+
+
+def test_the_reply_stops_at_the_end_of_turn_token(echo_lm_dir, tmp_path):
+    folder = tmp_path / "echo"
+    shutil.copytree(echo_lm_dir, folder)
+    (folder / "manifest.json").write_text(json.dumps({"kind": "replies"}))
+    generator = OrtGenerator.load(folder, precision="fp32")
+    assert generator.generate(user_text="hi", max_new_tokens=10) == "Hello"
+
+
+def test_greedy_generation_on_onnx_cannot_write_an_unknown_slot(tiny_lm_dir, tmp_path):
+    """A model that wants to write ``{{Refund Portal}}``: unconstrained it does; with the
+    manifest's slots the placeholder it opens becomes a known name (the in-process test of
+    tests/test_slot_decoding.py, on the new engine)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    chain = tokenizer("Visit {{Refund Portal}} today.", add_special_tokens=False)["input_ids"]
+    folder = save_chain_lm(tiny_lm_dir, tmp_path / "inventor", chain + [tokenizer.eos_token_id], default=chain[0])
+    (folder / "manifest.json").write_text(json.dumps({"kind": "replies"}))
+    free = OrtGenerator.load(folder, precision="fp32")
+    assert "Refund Portal" in PLACEHOLDER.findall(free.generate(user_text="hi", max_new_tokens=30))
+    slots = {"Order Number", "Customer Support Phone Number"}
+    (folder / "manifest.json").write_text(json.dumps({"kind": "replies", "slots": sorted(slots)}))
+    constrained = OrtGenerator.load(folder, precision="fp32").generate(user_text="hi", max_new_tokens=30)
+    names = PLACEHOLDER.findall(constrained)
+    assert "{{" in constrained and set(names) <= slots
+
+
+def test_the_router_answers_with_the_ort_backend(tiny_home, monkeypatch):
+    monkeypatch.setenv("SUPPORTBOT_SERVING__BACKEND", "ort")
+    monkeypatch.setenv("SUPPORTBOT_SERVING__ORT_PRECISION", "fp32")
+    router = load_router(load_settings())
+    conversation = router.store.new_conversation()
+    turn = list(router.respond(conversation, "please refund my order"))[-1].turn
+    assert turn.status == "complete" and turn.decision.route == "answer" and turn.generator_version == "v1"
+    assert (tiny_home / "models" / "replies" / "v1" / "onnx-fp32" / "genai_config.json").is_file()
+    stored = sqlite3.connect(tiny_home / "conversations.db").execute(
+        "SELECT status, reply, generator_version FROM turns WHERE id = ?", (turn.id,)).fetchone()
+    assert stored == ("complete", turn.reply, "v1")
