@@ -27,7 +27,7 @@ def test_missing_models_are_trained_in_a_child_process(tiny_home_template, tiny_
     env = {**os.environ, "SUPPORTBOT_HOME": str(home), "SUPPORTBOT_REPLY_BASE": str(tiny_lm_dir),
            "PYTHONPATH": os.pathsep.join(sys.path)}
     run = subprocess.run([sys.executable, "-c", SCRIPT, str(reply_csv)], env=env, capture_output=True, text=True,
-                         timeout=600)
+                         timeout=1500)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     (intents, version, trained_intents), (replies, new_version, trained_replies) = out["result"]
@@ -35,5 +35,5 @@ def test_missing_models_are_trained_in_a_child_process(tiny_home_template, tiny_
     assert replies == "replies" and trained_replies and Registry(home).production_folder("replies").name == new_version
     assert out["loaded"] == []  # training ran (and its libraries were imported) in the child only
     again = subprocess.run([sys.executable, "-c", SCRIPT, str(reply_csv)], env=env, capture_output=True, text=True,
-                           timeout=600)
+                           timeout=1500)
     assert json.loads(again.stdout.strip().splitlines()[-1])["result"][1] == ["replies", new_version, False]
