@@ -196,7 +196,9 @@ def evaluate_oos(folder: Path, data_name: str, data_dir: Path | None = None) -> 
     Positives are the test utterances of the manifest's ``held_out_intents``, negatives the
     in-scope test utterances. Reports ``roc_auc_score`` of every score in
     :data:`bot.classifier.OOS_METHODS`, and for the manifest's method and threshold: OOS recall
-    (held-out utterances rejected) and the in-scope rejection rate. Writes
+    (held-out utterances rejected) and the in-scope rejection rate, and the OOS recall at the
+    threshold that answers 95 % of the in-scope rows. Scores are the product's: over the in-scope
+    columns of the model's labels (:func:`bot.classifier.oos_scores`). Writes
     ``folder/eval/oos.json``.
 
     Raises:
@@ -212,13 +214,17 @@ def evaluate_oos(folder: Path, data_name: str, data_dir: Path | None = None) -> 
     rows = test_rows(model, data_name, data_dir)
     logits = model.logits([e.text for e in rows])
     is_oos = np.array([e.intent in unseen for e in rows])
-    auroc = {m: float(roc_auc_score(is_oos, oos_scores(logits, m).numpy())) for m in OOS_METHODS}
-    rejected = oos_scores(logits, model.oos_method, model.labels).numpy() > model.threshold
+    scores = {m: oos_scores(logits, m, model.labels).numpy() for m in OOS_METHODS}
+    auroc = {m: float(roc_auc_score(is_oos, s)) for m, s in scores.items()}
+    score = scores[model.oos_method]
+    rejected = score > model.threshold
+    at_95 = score > np.quantile(score[~is_oos], 0.95)  # the threshold that answers 95 % of in-scope rows
     result = {
         "model": str(folder), "data": data_name, "held_out_intents": sorted(unseen),
         "oos_rows": int(is_oos.sum()), "in_scope_rows": int((~is_oos).sum()), "auroc": auroc,
         "method": model.oos_method, "threshold": model.threshold,
         "oos_recall": float(rejected[is_oos].mean()), "in_scope_rejected": float(rejected[~is_oos].mean()),
+        "oos_recall_at_95_in_scope": float(at_95[is_oos].mean()),
     }
     out = Path(folder) / "eval"
     out.mkdir(exist_ok=True)

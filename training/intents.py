@@ -791,7 +791,8 @@ def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrain
         threshold, rates = _calibrate(logits, rows, labels, config.oos_method)
         rates["in_scope_answered_clean_validation"] = float(np.mean(
             (oos_scores(logits[:n], config.oos_method, labels).numpy() <= threshold) & (predicted == np.array(gold))))
-        objective = ("balanced accuracy: in-scope validation rows (clean + one noisy copy each) answered with "
+        objective = ("balanced accuracy: in-scope validation rows (clean + one noisy copy each, with details at "
+                     f"rate {config.details}) answered with "
                      "the right intent, and held-out out-of-scope rows rejected")
         counts = {"in_scope_rows": 2 * n, "negative_rows": len(prepared.negatives)}
     else:

@@ -417,7 +417,8 @@ def eval_oos_command(
     aurocs = ", ".join(f"{name} {value:.4f}" for name, value in result["auroc"].items())
     console.print(f"{model}: {result['oos_rows']} unseen-intent vs {result['in_scope_rows']} in-scope test rows; "
                   f"AUROC {aurocs}; at the {result['method']} threshold {result['threshold']:.4f}: "
-                  f"OOS recall {result['oos_recall']:.4f}, in-scope rejected {result['in_scope_rejected']:.4f}")
+                  f"OOS recall {result['oos_recall']:.4f}, in-scope rejected {result['in_scope_rejected']:.4f}; "
+                  f"OOS recall at 95 % in-scope answered {result['oos_recall_at_95_in_scope']:.4f}")
 
 
 @app.command()
