@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import SupportbotError
-from bot.records import OUT_OF_SCOPE, Turn
-from bot.store import ConversationStore, turn_from_row, utc_now
+from bot.records import CLASSIFIED_ROUTES, NOT_ANSWERED_ROUTES, OUT_OF_SCOPE, STAFF_ROUTES, Route, Turn
+from bot.store import ConversationStore, sql_routes, turn_from_row, utc_now
 
 ACTIONS = ("relabel", "rewrite", "approve", "skip")
 """``relabel``: set the correct intent; ``rewrite``: give the reply the bot should have given
@@ -29,19 +29,13 @@ ACTIONS = ("relabel", "rewrite", "approve", "skip")
 out of scope was right, unless an intent is given); ``skip``: look later. :meth:`ReviewLog.undo`
 adds the fifth, ``undo``."""
 
-FALLBACK_ROUTES = ("rephrase", "fallback", "handoff")
-"""Routes on which ``approve`` without an intent means the utterance is out of scope."""
-
-STAFF_ROUTES = ("agent", "notice")
-"""Turns written by people or the handoff (:mod:`bot.handoff`), not by the bot: never reviewed."""
-
 LOW_CONFIDENCE = 0.7
 BUCKETS = ("thumbs-down", "interrupted", "fallback or handoff", "low confidence", "quality sample")
 
 _PRIORITY = f"""CASE
   WHEN EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id AND f.rating < 0) THEN 0
   WHEN t.status != 'complete' THEN 1
-  WHEN t.route IN ('rephrase', 'fallback', 'handoff') THEN 2
+  WHEN t.route IN {sql_routes(NOT_ANSWERED_ROUTES)} THEN 2
   WHEN t.confidence < {LOW_CONFIDENCE} THEN 3
   ELSE 4 END"""
 _LOW = 3
@@ -62,7 +56,7 @@ class ReviewFilter:
     def sql(self) -> tuple[str, list[Any]]:
         """``WHERE`` clauses over ``turns t`` and their parameters."""
         clauses = ["(t.status = 'complete' OR t.interrupted_at IS NOT NULL)",  # interrupted turns are reviewed too
-                   f"(t.route IS NULL OR t.route NOT IN {STAFF_ROUTES})"]
+                   f"(t.route IS NULL OR t.route NOT IN {sql_routes(STAFF_ROUTES)})"]
         params: list = []
         if self.since:
             clauses.append("t.started_at >= ?")
@@ -217,9 +211,9 @@ class ReviewLog:
 
 def _correction(row: dict[str, Any]) -> Correction:
     approved = row["action"] == "approve"
-    answered = row["route"] in ("answer", "template")
-    classified = answered or row["route"] == "smalltalk"       # the predicted intent was acted on
-    predicted = row["intent"] if classified else OUT_OF_SCOPE if row["route"] in FALLBACK_ROUTES else None
+    answered = row["route"] in (Route.ANSWER, Route.TEMPLATE)
+    predicted = (row["intent"] if row["route"] in CLASSIFIED_ROUTES
+                 else OUT_OF_SCOPE if row["route"] in NOT_ANSWERED_ROUTES else None)
     intent = row["fixed_intent"] or (predicted if approved else None)
     reply = row["fixed_reply"] or (row["reply"] if approved and answered and not row["disliked"] else None)
     return Correction(row["turn_id"], row["user_text"], intent, reply, row["review_id"])

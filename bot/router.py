@@ -41,7 +41,7 @@ from bot.guard import echoes_system_prompt, guarded, may_show_partial
 from bot.handoff import Inbox, WorkingHours
 from bot.placeholders import extract_entities, fill
 from bot.queue import GenerationQueue, Ticket
-from bot.records import Decision, Prediction, Turn, is_small_talk
+from bot.records import Decision, Prediction, Reason, Route, Turn, is_small_talk
 from bot.redaction import PHONE_REGIONS, redact
 from bot.settings import HandoffConfig, RouterConfig
 from bot.text import MAX_CHARS, normalise
@@ -117,31 +117,34 @@ def decide(
         config: routing policy.
 
     Returns:
-        A :class:`Decision` whose ``reason`` says in words why.
+        A :class:`Decision` whose ``code`` says why and ``reason`` says it in words.
     """
     if prediction is None:
-        return Decision("rephrase", "empty message", None, threshold)
-    intent = prediction.intent
+        return Decision(Route.REPHRASE, "empty message", None, threshold, code=Reason.EMPTY)
+    intent, score = prediction.intent, prediction.oos_score
+
+    def decision(route: Route, code: Reason, reason: str) -> Decision:
+        return Decision(route, reason, intent, threshold, code=code)
+
     if re.search(config.human_request, text, flags=re.IGNORECASE):
-        return Decision("handoff", "customer asked for a person", intent, threshold)
-    if prediction.oos_score > threshold and prediction.oos_class:
-        reason = f"out of scope: the out-of-scope class wins (score {prediction.oos_score:.3f} > {threshold:.3f})"
-        return Decision("fallback", reason, intent, threshold)
-    if prediction.oos_score > threshold:
+        return decision(Route.HANDOFF, Reason.ASKED_FOR_PERSON, "customer asked for a person")
+    if score > threshold and prediction.oos_class:
+        return decision(Route.FALLBACK, Reason.OUT_OF_SCOPE_CLASS,
+                        f"out of scope: the out-of-scope class wins (score {score:.3f} > {threshold:.3f})")
+    if score > threshold:
         if fallbacks_in_a_row + 1 >= config.rephrase_limit:
-            reason = f"out of scope again ({fallbacks_in_a_row + 1} fallbacks in a row)"
-            return Decision("handoff", reason, intent, threshold)
-        reason = f"out of scope: score {prediction.oos_score:.3f} > threshold {threshold:.3f}"
-        return Decision("rephrase", reason, intent, threshold)
+            return decision(Route.HANDOFF, Reason.OUT_OF_SCOPE_AGAIN,
+                            f"out of scope again ({fallbacks_in_a_row + 1} fallbacks in a row)")
+        return decision(Route.REPHRASE, Reason.OUT_OF_SCOPE,
+                        f"out of scope: score {score:.3f} > threshold {threshold:.3f}")
     if is_small_talk(intent):
-        return Decision("smalltalk", f"small talk '{intent}' with confidence {prediction.confidence:.2f}",
-                        intent, threshold)
+        return decision(Route.SMALLTALK, Reason.SMALL_TALK,
+                        f"small talk '{intent}' with confidence {prediction.confidence:.2f}")
     if intent in config.handoff_intents:
-        return Decision("handoff", f"intent '{intent}' is handed off by configuration", intent, threshold)
+        return decision(Route.HANDOFF, Reason.HANDOFF_INTENT, f"intent '{intent}' is handed off by configuration")
     if intent in config.templates:
-        return Decision("template", f"intent '{intent}' has a fixed reply", intent, threshold)
-    reason = f"intent '{intent}' with confidence {prediction.confidence:.2f}"
-    return Decision("answer", reason, intent, threshold)
+        return decision(Route.TEMPLATE, Reason.TEMPLATE_INTENT, f"intent '{intent}' has a fixed reply")
+    return decision(Route.ANSWER, Reason.INTENT, f"intent '{intent}' with confidence {prediction.confidence:.2f}")
 
 
 AFFIRM = "smalltalk_affirm"
@@ -169,7 +172,7 @@ def follow_up(prediction: Prediction, threshold: float, previous: Turn | None, c
         entities: from :func:`bot.placeholders.extract_entities` of this message.
     """
     unclear = prediction.oos_score > threshold or prediction.intent == AFFIRM
-    answered = previous is not None and previous.decision is not None and previous.decision.route == "answer"
+    answered = previous is not None and previous.decision is not None and previous.decision.route == Route.ANSWER
     if not (unclear and answered and previous.decision.intent):
         return None
     if combined is not None and combined.oos_score <= threshold and not is_small_talk(combined.intent):
@@ -273,10 +276,13 @@ class Router:
         entities = extract_entities(text)
         held = self.store.open_handoff(conversation_id)
         if held is not None:  # a person has it: never answer, log the message for the agent
-            reason = f"held by agent {held.agent}" if held.agent else "waiting for an agent"
-            decision = Decision("human", reason, prediction.intent if prediction else None, classifier.threshold)
+            code, reason = ((Reason.HELD_BY_AGENT, f"held by agent {held.agent}") if held.agent
+                            else (Reason.WAITING_FOR_AGENT, "waiting for an agent"))
+            decision = Decision(Route.HUMAN, reason, prediction.intent if prediction else None, classifier.threshold,
+                                code=code)
         elif requested_human:
-            decision = Decision("handoff", "customer pressed 'talk to a human'", None, classifier.threshold)
+            decision = Decision(Route.HANDOFF, "customer pressed 'talk to a human'", None, classifier.threshold,
+                                code=Reason.PRESSED_HUMAN)
         else:
             decided_on, context = prediction, None
             if prediction is not None and self.config.use_context:
@@ -289,7 +295,7 @@ class Router:
                 decision = replace(decision, reason=f"{decision.reason} ({context})", context=context)
         reply, missing = "", []
         told_off_hours = False
-        if decision.route == "handoff":
+        if decision.route == Route.HANDOFF:
             handoff_reply, told_off_hours = self.inbox.handoff_reply()
             stream = (pair for pair in [(handoff_reply, [])])
         else:
@@ -306,14 +312,14 @@ class Router:
             stream.close()
             self.store.interrupt_turn(turn.id)
             raise
-        if decision.route == "handoff":
+        if decision.route == Route.HANDOFF:
             self.store.mark_handoff(conversation_id, decision.reason, notified=told_off_hours)
         stored_reply, reply_redacted = self._stored(reply, allowed=tuple(self.profile.values()))
         redacted = {tag: redacted.get(tag, 0) + reply_redacted.get(tag, 0) for tag in {**redacted, **reply_redacted}}
         finished = replace(
             turn, prediction=prediction, decision=decision, reply=stored_reply, missing_slots=missing,
             classifier_version=classifier.version,
-            generator_version=generator.version if decision.route == "answer" else None,
+            generator_version=generator.version if decision.route == Route.ANSWER else None,
             latency_ms=(time.perf_counter() - started) * 1000.0, status="complete", redacted=redacted,
         )
         stored_turn = self.store.finish_turn(finished)
@@ -326,13 +332,13 @@ class Router:
         if not (prediction.oos_score > classifier.threshold or prediction.intent == AFFIRM):
             return None
         previous = self.store.previous_turn(conversation_id)
-        if previous is None or previous.decision is None or previous.decision.route != "answer":
+        if previous is None or previous.decision is None or previous.decision.route != Route.ANSWER:
             return None
         combined = classifier.predict([f"{previous.user_text} {text}"])[0]
         return follow_up(prediction, classifier.threshold, previous, combined, entities)
 
     def _reply_stream(self, generator, conversation_id, text, decision, entities) -> Iterator[tuple[str, list[str]]]:
-        if decision.route == "answer":
+        if decision.route == Route.ANSWER:
             history = self.store.history(conversation_id, self.config.history_turns)
             with self.queue.ticket() as ticket:
                 yield from self._queue_messages(ticket)
@@ -340,14 +346,14 @@ class Router:
                                               max_new_tokens=self.config.max_new_tokens)) as pieces:
                     yield from self._filled_stream(pieces, entities)
             return
-        if decision.route == "human":
+        if decision.route == Route.HUMAN:
             yield "", []
             return
         fixed = {
-            "rephrase": EMPTY_REPLY if decision.reason == "empty message" else REPHRASE_REPLY,
-            "template": self.config.templates.get(decision.intent or "", ""),
-            "fallback": self.config.out_of_scope_reply,
-            "smalltalk": self.config.small_talk.get(decision.intent or "", self.config.small_talk.get("smalltalk_other", "")),
+            Route.REPHRASE: EMPTY_REPLY if decision.code == Reason.EMPTY else REPHRASE_REPLY,
+            Route.TEMPLATE: self.config.templates.get(decision.intent or "", ""),
+            Route.FALLBACK: self.config.out_of_scope_reply,
+            Route.SMALLTALK: self.config.small_talk.get(decision.intent or "", self.config.small_talk.get("smalltalk_other", "")),
         }[decision.route]
         yield self._fill(fixed, entities)
 

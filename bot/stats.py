@@ -7,27 +7,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.store import ConversationStore
+from bot.records import FALLBACK_ROUTES, STAFF_ROUTES, Route
+from bot.store import ConversationStore, sql_routes
 
 
 def daily(store: ConversationStore) -> list[dict[str, Any]]:
     """Per UTC day: ``day`` (YYYY-MM-DD), ``conversations``, ``turns``, ``fallback_rate`` and
     ``handoff_rate`` (shares of that day's completed turns, 0-1), oldest day first."""
-    return list(store.db.query("""
+    return list(store.db.query(f"""
         SELECT substr(started_at, 1, 10) AS day, COUNT(DISTINCT conversation_id) AS conversations,
-               COUNT(*) AS turns, AVG(route IN ('rephrase', 'fallback')) AS fallback_rate,
-               AVG(route = 'handoff') AS handoff_rate
-        FROM turns WHERE status = 'complete' AND route NOT IN ('agent', 'notice') GROUP BY day ORDER BY day"""))
+               COUNT(*) AS turns, AVG(route IN {sql_routes(FALLBACK_ROUTES)}) AS fallback_rate,
+               AVG(route = '{Route.HANDOFF}') AS handoff_rate
+        FROM turns WHERE status = 'complete' AND route NOT IN {sql_routes(STAFF_ROUTES)} GROUP BY day ORDER BY day"""))
 
 
 def totals(store: ConversationStore) -> dict[str, Any]:
     """Whole-log figures: ``turns``, ``conversations``, ``fallback_rate``, ``handoff_rate``,
     ``ratings`` (turns with a current rating, view ``current_feedback``) and ``thumbs_up_ratio``
     (share of them that are +1; None without ratings)."""
-    row = next(store.db.query("""
+    row = next(store.db.query(f"""
         SELECT COUNT(*) AS turns, COUNT(DISTINCT conversation_id) AS conversations,
-               AVG(route IN ('rephrase', 'fallback')) AS fallback_rate, AVG(route = 'handoff') AS handoff_rate
-        FROM turns WHERE status = 'complete' AND route NOT IN ('agent', 'notice')"""))
+               AVG(route IN {sql_routes(FALLBACK_ROUTES)}) AS fallback_rate, AVG(route = '{Route.HANDOFF}') AS handoff_rate
+        FROM turns WHERE status = 'complete' AND route NOT IN {sql_routes(STAFF_ROUTES)}"""))
     rated = next(store.db.query("SELECT COUNT(*) AS ratings, AVG(rating > 0) AS up FROM current_feedback"))
     return {**row, "ratings": rated["ratings"], "thumbs_up_ratio": rated["up"]}
 

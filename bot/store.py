@@ -35,13 +35,10 @@ from sqlite_utils.db import NotFoundError
 from sqlite_utils.migrations import Migrations
 
 from bot.errors import SupportbotError
-from bot.records import Decision, Prediction, Turn
+from bot.records import Decision, Prediction, Route, Turn
 
 BUSY_TIMEOUT_S = 30.0
 """How long a write waits for another process's write to finish, in seconds."""
-
-FALLBACK_ROUTE = "rephrase"
-"""The route counted by :meth:`ConversationStore.fallbacks_in_a_row`."""
 
 MIGRATIONS = Migrations("supportbot.conversations")
 """The schema's history; the names of the applied ones are stored in the database file."""
@@ -132,6 +129,17 @@ def _record_changes_undo_and_current_feedback(db: Database) -> None:
     db.create_view("effective_reviews", """
         SELECT r.* FROM reviews r
         WHERE r.action != 'undo' AND NOT EXISTS (SELECT 1 FROM reviews u WHERE u.supersedes = r.id)""")
+
+
+@MIGRATIONS(name="0006_reason_code")
+def _add_reason_code(db: Database) -> None:
+    """Turns record the decision's reason as a code too (:class:`bot.records.Reason`)."""
+    db["turns"].add_column("reason_code", str)
+
+
+def sql_routes(routes) -> str:
+    """``routes`` (:class:`bot.records.Route` values) as an SQL list, e.g. ``('agent', 'notice')``."""
+    return "(" + ", ".join(f"'{Route(route).value}'" for route in routes) + ")"
 
 
 _STALE_CONVERSATIONS = """
@@ -238,7 +246,7 @@ def turn_from_row(row: dict[str, Any]) -> Turn:
     decision = None
     if row["route"] is not None:
         decision = Decision(row["route"], row["reason"] or "", row["decision_intent"], row["threshold"],
-                            row.get("context"))
+                            row.get("context"), row.get("reason_code"))
     return Turn(
         conversation_id=row["conversation_id"], index=row["idx"], user_text=row["user_text"],
         prediction=prediction, decision=decision, reply=row["reply"],
@@ -261,6 +269,7 @@ def _outcome_columns(turn: Turn) -> dict[str, Any]:
         "oos_score": prediction.oos_score if prediction else None,
         "route": decision.route if decision else None,
         "reason": decision.reason if decision else None,
+        "reason_code": decision.code if decision else None,
         "decision_intent": decision.intent if decision else None,
         "threshold": decision.threshold if decision else None,
         "context": decision.context if decision else None,
@@ -467,7 +476,7 @@ class ConversationStore:
     def staff_turn(self, conversation_id: str, route: str, reply: str, reason: str, agent: str | None,
                    db: Database | None = None) -> Turn:
         """Log a complete turn that has no customer text: an agent's reply (route ``agent``) or a
-        status notice (route ``notice``). No model versions, no prediction.
+        status notice (route ``notice``), ``route`` a :class:`~bot.records.Route`. No model versions, no prediction.
 
         Args:
             db: a connection inside an open :meth:`writing` transaction; default: one of its own.
@@ -515,7 +524,7 @@ class ConversationStore:
             if handoff.agent is not None:
                 raise SupportbotError(f"conversation {conversation_id} is held by {handoff.agent}")
             db["handoffs"].update(handoff.id, {"agent": agent, "taken_at": utc_now()})
-            self.staff_turn(conversation_id, "notice", notice, f"taken by {agent}", agent, db)
+            self.staff_turn(conversation_id, Route.NOTICE, notice, f"taken by {agent}", agent, db)
             return Handoff(**db["handoffs"].get(handoff.id))
 
     def agent_reply(self, conversation_id: str, agent: str, text: str, admin: bool = False) -> Turn:
@@ -529,7 +538,7 @@ class ConversationStore:
         """
         with self.writing() as db:
             handoff = self._held(db, conversation_id, agent, admin)
-            turn = self.staff_turn(conversation_id, "agent", text, f"reply by agent {agent}", agent, db)
+            turn = self.staff_turn(conversation_id, Route.AGENT, text, f"reply by agent {agent}", agent, db)
             if handoff.first_reply_at is None:
                 db["handoffs"].update(handoff.id, {"first_reply_at": turn.finished_at})
             return turn
@@ -549,7 +558,7 @@ class ConversationStore:
             handoff = self._held(db, conversation_id, agent, admin)
             db["handoffs"].update(handoff.id, {"ended_at": utc_now(), "ended_by": agent, "outcome": outcome})
             db["conversations"].update(conversation_id, {"needs_human": 0})
-            self.staff_turn(conversation_id, "notice", notice, f"{outcome} by {agent}", agent, db)
+            self.staff_turn(conversation_id, Route.NOTICE, notice, f"{outcome} by {agent}", agent, db)
             return Handoff(**db["handoffs"].get(handoff.id))
 
     def notify_waiting(self, handoff_id: int, notice: str, requested_before: str) -> Turn | None:
@@ -567,7 +576,7 @@ class ConversationStore:
                 [handoff_id, requested_before]))
             if not rows:
                 return None
-            turn = self.staff_turn(rows[0]["conversation_id"], "notice", notice, "no agent took it in time", None, db)
+            turn = self.staff_turn(rows[0]["conversation_id"], Route.NOTICE, notice, "no agent took it in time", None, db)
             db["handoffs"].update(handoff_id, {"notified_at": turn.finished_at})
             return turn
 
@@ -617,7 +626,7 @@ class ConversationStore:
         """
         count = 0
         for route in self.recent_routes(conversation_id, 1000):
-            if route != FALLBACK_ROUTE:
+            if route != Route.REPHRASE:
                 break
             count += 1
         return count

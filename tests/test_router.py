@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from bot.records import Reason
 from bot.router import QUEUE_MESSAGE
 from bot.runtime import load_router
 from bot.settings import RouterConfig, load_settings
@@ -43,7 +44,8 @@ def test_answer_is_logged_with_provenance(router, tiny_home):
 def test_empty_message_human_request_and_redaction(router):
     conversation = router.store.new_conversation()
     empty = run(router, conversation, "   ")[-1].turn
-    assert (empty.decision.route, empty.decision.reason) == ("rephrase", "empty message")
+    assert (empty.decision.route, empty.decision.reason, empty.decision.code) == ("rephrase", "empty message", "empty")
+    assert router.store.turn(empty.id).decision.code == Reason.EMPTY  # the code is stored with the turn
     human = run(router, conversation, "Can I talk to a human? my email is jo@example.com")[-1].turn
     assert human.decision.route == "handoff"
     assert human.user_text == "Can I talk to a human? my email is <EMAIL>"

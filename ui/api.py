@@ -43,9 +43,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from bot.errors import SupportbotError
-from bot.records import Turn
+from bot.records import Route, Turn
 from bot.router import Router
 from bot.settings import ApiConfig
+from bot.text import MAX_CHARS
 
 MAX_BODY_BYTES = 64 * 1024
 """Larger request bodies are refused with 413 before they are parsed."""
@@ -88,7 +89,7 @@ class FeedbackIn(BaseModel):
     """A customer's rating of one reply."""
 
     rating: Literal[1, -1] = Field(description="1 = thumbs up, -1 = thumbs down")
-    comment: str | None = Field(None, max_length=2000)
+    comment: str | None = Field(None, max_length=MAX_CHARS)
 
     model_config = {"extra": "forbid"}
 
@@ -100,8 +101,8 @@ class TurnOut(BaseModel):
     index: int
     user_text: str
     reply: str | None
-    route: str | None = Field(description="answer, rephrase, handoff, template, human (left for the agent), "
-                                          "agent (an agent's reply) or notice")
+    route: Route | None = Field(description="human: left for the agent; agent: an agent's reply; notice: a "
+                                            "status message; the others: the bot's reply")
     reason: str | None
     intent: str | None
     confidence: float | None
