@@ -4,7 +4,10 @@ One call of :meth:`Router.respond` handles one customer message:
 
 0. the text is normalised once (:func:`bot.text.normalise`: lone surrogates, control and
    bidi characters, length), so no text can fail a later step;
-1. the turn is written to the store as *incomplete* before any model runs (a crash leaves it so);
+1. the turn is written to the store as *incomplete* before any model runs (a crash leaves it so),
+   and what the turn needs of the conversation is read in one call
+   (:meth:`bot.store.ConversationStore.turn_context`: open handoff, fallbacks in a row, previous
+   turn, history); no other store read happens until the turn is finished;
 2. the classifier predicts the intent (:class:`bot.records.Prediction`);
 3. :func:`decide` picks a route, with its reason: ``answer`` (generate), ``template`` (a fixed
    reply from config), ``smalltalk`` (greeting, thanks, "are you a bot?", ...: a configured
@@ -24,7 +27,7 @@ One call of :meth:`Router.respond` handles one customer message:
    reply replaces once it starts; a reply that repeats the system prompt is held back and
    replaced by the refusal :data:`NO_SAFE_REPLY` (:mod:`bot.guard`);
 5. the turn is completed in the store with prediction, decision, reply, missing slots, model
-   versions and latency. The customer's text and the reply are stored redacted
+   versions and latency (a handoff opens in the same write). The customer's text and the reply are stored redacted
    (:mod:`bot.redaction`; the company profile's own values stay), and the last chunk carries a
    :func:`notice` telling the customer what was removed from the log or their message.
 """
@@ -220,6 +223,11 @@ class Router:
         self.queue = GenerationQueue(config.max_concurrent_generations)
         self.inbox = Inbox(store, profile, (handoff or HandoffConfig()).wait_minutes, hours, redact)
 
+    def new_conversation(self, channel: str | None = None, client: str | None = None,
+                         token_hash: str | None = None) -> str:
+        """Start a conversation; returns its id (see :meth:`bot.store.ConversationStore.new_conversation`)."""
+        return self.store.new_conversation(channel, client, token_hash)
+
     def respond(self, conversation_id: str, text: str) -> Iterator[ReplyChunk]:
         """Handle one customer message; yields the growing reply, the last chunk with its Turn.
 
@@ -271,10 +279,11 @@ class Router:
         text = normal.text
         stored, redacted = self._stored(text)
         turn = self.store.start_turn(conversation_id, stored, normal.changes, redacted)
+        known = self.store.turn_context(conversation_id, self.config.history_turns)  # the turn's only read
         classifier, generator = self.models.current()
         prediction = classifier.predict([text])[0] if text.strip() else None
         entities = extract_entities(text)
-        held = self.store.open_handoff(conversation_id)
+        held = known.handoff
         if held is not None:  # a person has it: never answer, log the message for the agent
             code, reason = ((Reason.HELD_BY_AGENT, f"held by agent {held.agent}") if held.agent
                             else (Reason.WAITING_FOR_AGENT, "waiting for an agent"))
@@ -286,11 +295,10 @@ class Router:
         else:
             decided_on, context = prediction, None
             if prediction is not None and self.config.use_context:
-                found = self._follow_up(classifier, conversation_id, text, prediction, entities)
+                found = self._follow_up(classifier, known.previous, text, prediction, entities)
                 if found is not None:
                     decided_on, context = found
-            decision = decide(text, decided_on, classifier.threshold,
-                              self.store.fallbacks_in_a_row(conversation_id), self.config)
+            decision = decide(text, decided_on, classifier.threshold, known.fallbacks_in_a_row, self.config)
             if context is not None:
                 decision = replace(decision, reason=f"{decision.reason} ({context})", context=context)
         reply, missing = "", []
@@ -299,7 +307,7 @@ class Router:
             handoff_reply, told_off_hours = self.inbox.handoff_reply()
             stream = (pair for pair in [(handoff_reply, [])])
         else:
-            stream = self._reply_stream(generator, conversation_id, text, decision, entities)
+            stream = self._reply_stream(generator, known.history, text, decision, entities)
         try:
             for reply, missing in stream:
                 if echoes_system_prompt(reply):  # bot/guard.py: never show or store the system prompt
@@ -312,8 +320,6 @@ class Router:
             stream.close()
             self.store.interrupt_turn(turn.id)
             raise
-        if decision.route == Route.HANDOFF:
-            self.store.mark_handoff(conversation_id, decision.reason, notified=told_off_hours)
         stored_reply, reply_redacted = self._stored(reply, allowed=tuple(self.profile.values()))
         redacted = {tag: redacted.get(tag, 0) + reply_redacted.get(tag, 0) for tag in {**redacted, **reply_redacted}}
         finished = replace(
@@ -322,24 +328,22 @@ class Router:
             generator_version=generator.version if decision.route == Route.ANSWER else None,
             latency_ms=(time.perf_counter() - started) * 1000.0, status="complete", redacted=redacted,
         )
-        stored_turn = self.store.finish_turn(finished)
+        stored_turn = self.store.finish_turn(finished, hand_off=decision.route == Route.HANDOFF, notified=told_off_hours)
         yield ReplyChunk(reply, stored_turn, notice(stored_turn, self.max_chars))
 
-    def _follow_up(self, classifier, conversation_id: str, text: str, prediction: Prediction,
+    def _follow_up(self, classifier, previous: Turn | None, text: str, prediction: Prediction,
                    entities: dict[str, str]) -> tuple[Prediction, str] | None:
-        """:func:`follow_up` with the previous turn from the store (read only for an unclear
-        message) and the combined prediction."""
+        """:func:`follow_up` with the combined prediction (the classifier runs again only for an
+        unclear message after an answered turn)."""
         if not (prediction.oos_score > classifier.threshold or prediction.intent == AFFIRM):
             return None
-        previous = self.store.previous_turn(conversation_id)
         if previous is None or previous.decision is None or previous.decision.route != Route.ANSWER:
             return None
         combined = classifier.predict([f"{previous.user_text} {text}"])[0]
         return follow_up(prediction, classifier.threshold, previous, combined, entities)
 
-    def _reply_stream(self, generator, conversation_id, text, decision, entities) -> Iterator[tuple[str, list[str]]]:
+    def _reply_stream(self, generator, history, text, decision, entities) -> Iterator[tuple[str, list[str]]]:
         if decision.route == Route.ANSWER:
-            history = self.store.history(conversation_id, self.config.history_turns)
             with self.queue.ticket() as ticket:
                 yield from self._queue_messages(ticket)
                 with closing(generator.stream(history=history, user_text=text, intent=decision.intent,

@@ -179,7 +179,7 @@ def test_replies_are_redacted_before_storing_but_the_company_profile_stays(tiny_
     assert "4111" not in turn.reply and "<CARD>" in turn.reply and turn.redacted == {"CARD": 1}
     assert router.profile["customer_support_phone_number"] in turn.reply
     assert chunks[-1].notice == "Note: we removed a card number from our record of this chat."
-    assert router.store.history(conversation, 2) == [("please refund my order", turn.reply)]
+    assert router.store.turn_context(conversation, 2).history == [("please refund my order", turn.reply)]
 
 
 def test_thumbs_toggle_on_the_chat_page_gives_one_current_rating_with_history(router):

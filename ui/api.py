@@ -254,7 +254,7 @@ def build_api(router: Router, config: ApiConfig) -> FastAPI:
         if who.key is None and not config.anonymous:
             raise error(401, "an X-API-Key is required")
         token, hashed = new_token()
-        return CreatedOut(conversation_id=store.new_conversation("api", who.key, hashed), token=token)
+        return CreatedOut(conversation_id=router.new_conversation("api", who.key, hashed), token=token)
 
     @api.get("/conversations/{conversation_id}", response_model=ConversationOut, summary="Read a conversation")
     def history(conversation_id: Conversation,

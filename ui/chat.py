@@ -141,7 +141,7 @@ class ChatHandlers:
         session = session or ChatSession()
         if session.conversation_id is None:
             session.token, hashed = new_token()
-            session.conversation_id = self.router.store.new_conversation("web", None, hashed)
+            session.conversation_id = self.router.new_conversation("web", None, hashed)
         return session
 
     def _rebuild(self, session: ChatSession) -> tuple[Any, ChatSession]:
