@@ -27,9 +27,10 @@ One call of :meth:`Router.respond` handles one customer message:
    reply replaces once it starts; a reply that repeats the system prompt is held back and
    replaced by the refusal :data:`NO_SAFE_REPLY` (:mod:`bot.guard`);
 5. the turn is completed in the store with prediction, decision, reply, missing slots, model
-   versions and latency (a handoff opens in the same write). The customer's text and the reply are stored redacted
-   (:mod:`bot.redaction`; the company profile's own values stay), and the last chunk carries a
-   :func:`notice` telling the customer what was removed from the log or their message.
+   versions and latency (a handoff opens in the same write). The customer's text and the reply
+   are stored redacted (:mod:`bot.redaction`; the company profile's own values stay), and the
+   last chunk carries a :func:`notice` telling the customer what was removed from the log or
+   their message.
 """
 
 from __future__ import annotations

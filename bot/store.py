@@ -520,14 +520,17 @@ class ConversationStore:
             "latency_ms": 0.0, "status": "complete", "started_at": now, "finished_at": now}).last_pk
         return turn_from_row(db["turns"].get(turn_id))
 
-    def _held(self, db: Database, conversation_id: str, agent: str, admin: bool) -> Handoff:
+    def _held(self, db: Database, conversation_id: str, agent: str, admin: bool = False,
+              taking: bool = False) -> Handoff:
+        """The conversation's open handoff, held by ``agent`` (any agent for an ``admin``; or
+        still waiting when ``taking``)."""
         handoff = self._open_handoff(db, conversation_id)
         if handoff is None:
             self._conversation_row(conversation_id, db)
             raise SupportbotError(f"conversation {conversation_id} is not waiting for a person")
-        if handoff.agent is None:
+        if handoff.agent is None and not taking:
             raise SupportbotError(f"conversation {conversation_id} is not taken yet: take it first")
-        if handoff.agent != agent and not admin:
+        if handoff.agent not in (None, agent) and not admin:
             raise SupportbotError(f"conversation {conversation_id} is held by {handoff.agent}")
         return handoff
 
@@ -539,14 +542,9 @@ class ConversationStore:
             SupportbotError: unknown conversation, no open handoff, or another agent holds it.
         """
         with self.writing() as db:
-            handoff = self._open_handoff(db, conversation_id)
-            if handoff is None:
-                self._conversation_row(conversation_id, db)
-                raise SupportbotError(f"conversation {conversation_id} is not waiting for a person")
+            handoff = self._held(db, conversation_id, agent, taking=True)
             if handoff.agent == agent:
                 return handoff
-            if handoff.agent is not None:
-                raise SupportbotError(f"conversation {conversation_id} is held by {handoff.agent}")
             db["handoffs"].update(handoff.id, {"agent": agent, "taken_at": utc_now()})
             self.staff_turn(conversation_id, Route.NOTICE, notice, f"taken by {agent}", agent, db)
             return Handoff(**db["handoffs"].get(handoff.id))
