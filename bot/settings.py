@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from bot.errors import SupportbotError
 from bot.redaction import PHONE_REGIONS
+from bot.text import MAX_CHARS
 
 try:
     import tomllib
@@ -195,14 +196,14 @@ class ApiConfig(BaseModel):
         key_rate: requests allowed per API key, as ``N/second|minute|hour`` (the ``limits``
             package's notation).
         address_rate: requests allowed per client address for callers without a key.
-        max_message_chars: longer messages are refused with 413.
+        max_message_chars: longer messages are refused with 413; at most :data:`bot.text.MAX_CHARS`.
     """
 
     keys: dict[str, str] = {}
     anonymous: bool = True
     key_rate: str = "120/minute"
     address_rate: str = "30/minute"
-    max_message_chars: int = Field(2000, ge=1, le=2000)
+    max_message_chars: int = Field(MAX_CHARS, ge=1, le=MAX_CHARS)
 
     model_config = {"extra": "forbid"}
 

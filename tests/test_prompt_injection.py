@@ -142,7 +142,7 @@ def test_the_next_turn_does_not_feed_the_echo_back_as_history(reciting_router):
     conversation = reciting_router.store.new_conversation()
     for message in INJECTIONS[:2]:
         list(reciting_router.respond(conversation, message))
-    history = reciting_router.store.history(conversation, 5)
+    history = reciting_router.store.turn_context(conversation, 5).history
     assert [reply for _, reply in history] == [refusal_of(reciting_router)] * 2
 
 

@@ -34,7 +34,8 @@ def test_rows(model: IntentClassifier, data_name: str, data_dir: Path | None = N
             knows nor held out on purpose (wrong data set for this model).
     """
     settings = load_settings(data_dir=data_dir)
-    seed = model.manifest.get("data", {}).get("split_seed", settings.seed)
+    seed = model.manifest.data.split_seed
+    seed = settings.seed if seed is None else seed
     rows = split(load(data_name, data_dir=settings.data_dir, home=settings.home), seed=seed).test
     if not rows:
         raise SupportbotError(f"{data_name}: no test rows (too few examples per intent)")
@@ -47,7 +48,7 @@ def test_rows(model: IntentClassifier, data_name: str, data_dir: Path | None = N
 
 def held_out(model: IntentClassifier) -> list[str]:
     """Intents left out of the model's training on purpose (manifest ``data.held_out_intents``)."""
-    return list(model.manifest.get("data", {}).get("held_out_intents", []))
+    return list(model.manifest.data.held_out_intents)
 
 
 def evaluate_intents(folder: Path, data_name: str, data_dir: Path | None = None, test_file: str | None = None,

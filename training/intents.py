@@ -45,9 +45,10 @@ from typing import Any
 from bot.classifier import OOS_METHODS, batched_logits, oos_scores
 from bot.device import pick_device
 from bot.errors import SupportbotError
+from bot.manifest import IntentManifest, save as save_manifest
 from bot.records import OUT_OF_SCOPE, is_small_talk
 from bot.settings import Settings, load_settings
-from training.artifacts import atomic_dir, new_version_dir, write_manifest
+from training.artifacts import atomic_dir, new_version_dir
 from training.augment import noisy, with_details
 from training.base_models import resolve
 from training.data import Example, LoadedData, load, split
@@ -816,14 +817,14 @@ def _write_version(target: Path, model, tokenizer, prepared: Prepared, config: I
     with atomic_dir(target) as scratch:
         model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
-        write_manifest(
-            scratch, kind="intents", method=config.method, base_model=settings.intent_base,
+        save_manifest(scratch, IntentManifest(
+            method=config.method, base_model=settings.intent_base,
             data={"name": prepared.name, "sha256": prepared.sha256, "split_seed": settings.seed,
                   "split_sizes": prepared.sizes(), "held_out_intents": prepared.held_out,
                   "test": config.test},
             labels=prepared.labels, hyperparameters={**hyper, "seed": settings.seed},
             metrics=summary["metrics"], oos=summary["oos"], training=training,
-        )
+        ))
     log.info("intent model written to %s (OOS threshold %.4f: %s)", target, summary["oos"]["threshold"],
              {k: round(v, 4) for k, v in summary["oos"].items() if isinstance(v, float)})
 

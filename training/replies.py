@@ -23,10 +23,11 @@ from pathlib import Path
 from bot.device import Device, pick_device
 from bot.errors import SupportbotError
 from bot.generator import MERGED, ReplyGenerator, ServingOptions
+from bot.manifest import ReplyManifest, save as save_manifest
 from bot.prompting import SYSTEM_PROMPT, build_messages
 from bot.settings import Settings
 from bot.speculative import write_drafts
-from training.artifacts import atomic_dir, new_version_dir, write_manifest
+from training.artifacts import atomic_dir, new_version_dir
 from training.base_models import resolve
 from training.data import LoadedData, load, split
 from training.reply_data import clean_reply, encode, slot_names, with_replies
@@ -224,12 +225,10 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
 
     Returns:
         The folder written atomically: ``adapter_config.json``, ``adapter_model.safetensors``,
-        tokenizer files, ``manifest.json`` (keys: kind, base_model, base_model_path, data,
-        data_sha256, split_seed, split_sizes, hyperparameters, device, metrics,
-        train_wall_seconds, prompt, slots: the training replies' placeholder names, which
-        serving allows and no other), ``drafts.json`` (per intent, the model's own replies to
-        ``draft_replies`` training requests, then training replies: the seed of speculative
-        decoding, :mod:`bot.speculative`) and, with ``merge``, ``merged/``.
+        tokenizer files, ``manifest.json`` and ``README.md`` (:mod:`bot.manifest`), ``drafts.json``
+        (per intent, the model's own replies to ``draft_replies`` training requests, then training
+        replies: the seed of speculative decoding, :mod:`bot.speculative`) and, with ``merge``,
+        ``merged/``.
 
     Raises:
         SupportbotError: bad data or option, unknown base model, or ``output`` exists.
@@ -260,14 +259,14 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
     wall = round(time.perf_counter() - started, 1)
     with atomic_dir(target) as scratch:
         _save(scratch, model, tokenizer, config.merge)
-        write_manifest(
-            scratch, kind="replies", base_model=settings.reply_base, base_model_path=str(base_dir),
-            data=loaded.name, data_sha256=loaded.sha256, split_seed=settings.seed,
-            split_sizes=parts.sizes(), train_examples=len(train),
+        save_manifest(scratch, ReplyManifest(
+            base_model=settings.reply_base, base_model_path=str(base_dir),
+            data={"name": loaded.name, "sha256": loaded.sha256, "split_seed": settings.seed,
+                  "split_sizes": parts.sizes()}, train_examples=len(train),
             hyperparameters=asdict(config), device=asdict(device), metrics=metrics,
             train_wall_seconds=wall, prompt={"system": SYSTEM_PROMPT}, merged=config.merge,
             slots=sorted(slot_names(clean_reply(e.reply or "") for e in all_train)),
-        )
+        ))
         own = own_replies(scratch, settings, all_train, config.draft_replies)
         write_drafts(scratch, [*own, *((e.intent, clean_reply(e.reply)) for e in all_train)])
     return target

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bot.device import pick_device
 from bot.generator import ReplyGenerator, ServingOptions
-from bot.manifest import read_manifest
+from bot.manifest import read
 from bot.prompting import SYSTEM_PROMPT, build_messages
 from bot.settings import Settings
 from training.base_models import resolve
@@ -139,12 +139,12 @@ def base_replies(base_dir: Path, rows: list[Example], options: EvalOptions, sett
 
 def _test_rows(adapter: Path, data: str | None, settings: Settings, limit: int | None):
     """(manifest, loaded data, training rows with replies, test rows with replies)."""
-    manifest = read_manifest(adapter)
-    name = data or manifest.get("data")
+    manifest = read(adapter, "replies")
+    name = data or manifest.data.name
     loaded = load(name, settings.data_dir, settings.home)
-    if manifest.get("data_sha256") not in (None, loaded.sha256):
+    if manifest.data.sha256 not in (None, loaded.sha256):
         log.warning("%s differs from the data the adapter was trained on: test rows may overlap", name)
-    parts = split(loaded, seed=manifest.get("split_seed", settings.seed))
+    parts = split(loaded, seed=settings.seed if manifest.data.split_seed is None else manifest.data.split_seed)
     test = with_replies(parts.test, loaded.name, "test")
     return manifest, loaded, with_replies(parts.train, loaded.name), test[:limit] if limit else test
 
@@ -176,7 +176,7 @@ def evaluate_replies(adapter: str | Path, settings: Settings, data: str | None =
     started = time.perf_counter()
     replies["retrieval"] = retrieve(encoder, train, [e.text for e in test])
     seconds["retrieval"] = round(time.perf_counter() - started, 1)
-    base_dir = resolve(manifest["base_model"], settings.cache)
+    base_dir = resolve(manifest.base_model, settings.cache)
     replies["base"], seconds["base"] = base_replies(base_dir, test, options, settings)
     tuned = ReplyGenerator.load(adapter, cache_dir=settings.cache, options=options.serving)
     if tuned.known_slots is None:  # versions trained before manifests listed their slots

@@ -213,7 +213,7 @@ def chat(
     from bot.runtime import load_router
 
     router = load_router(load_settings(), db, models)
-    conversation = router.store.new_conversation()
+    conversation = router.new_conversation()
     console.print(f"conversation {conversation}; an empty line ends it")
     while True:
         try:
@@ -351,13 +351,12 @@ def train_intents_command(
 
 
 def _print_manifest_summary(folder: Path) -> None:
-    from bot.manifest import read_manifest
+    from bot.manifest import read
 
-    manifest = read_manifest(folder)
-    oos = manifest.get("oos", {})
-    sizes = manifest.get("data", {}).get("split_sizes", {})
+    manifest = read(folder, "intents")
+    oos, sizes = manifest.oos.model_dump(), manifest.data.split_sizes
     console.print(f"rows: {', '.join(f'{k} {v}' for k, v in sizes.items())}", soft_wrap=True)
-    console.print(f"out-of-scope threshold {oos.get('threshold', float('nan')):.4f} ({oos.get('objective', '')}): "
+    console.print(f"out-of-scope threshold {oos['threshold']:.4f} ({oos.get('objective', '')}): "
                   f"in-scope answered {oos.get('in_scope_answered', float('nan')):.2%}, "
                   f"out-of-scope rejected {oos.get('oos_rejected', float('nan')):.2%}", soft_wrap=True)
 
@@ -510,7 +509,7 @@ def _registry():
 @models_app.command("list")
 def models_list() -> None:
     """Every version of both model kinds, marking production and candidates."""
-    from bot.manifest import read_manifest
+    from bot.manifest import read
     from bot.registry import KINDS
 
     registry = _registry()
@@ -518,27 +517,22 @@ def models_list() -> None:
     for kind in KINDS:
         state = registry.state(kind)
         for version in registry.versions(kind):
-            manifest = read_manifest(registry.folder(kind, version))
+            manifest = read(registry.folder(kind, version))
             status = "production" if version == state["production"] else (
                 "candidate" if version in state["candidates"] else "")
-            metrics = manifest.get("metrics", {})
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))[:60]
-            data = manifest.get("data", "")  # intents: {"name": ...}; replies: the name
-            data_name = data.get("name", "") if isinstance(data, dict) else str(data)
-            table.add_row(kind, version, status, str(manifest.get("base_model", "")), data_name, shown)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in manifest.metrics.items() if isinstance(v, float))[:60]
+            table.add_row(kind, version, status, manifest.base_model, manifest.data.name, shown)
     console.print(table)
 
 
 @models_app.command("show")
 def models_show(kind: str = KIND, version: Optional[str] = typer.Argument(None, help="default: production")) -> None:
     """A version's manifest, and the registry history of its kind."""
-    import json
-
-    from bot.manifest import read_manifest
+    from bot.manifest import read
 
     registry = _registry()
     folder = registry.folder(kind, version) if version else registry.production_folder(kind)
-    console.print_json(json.dumps(read_manifest(folder), default=str))
+    console.print_json(read(folder).model_dump_json())
     for event in registry.state(kind)["history"][-10:]:
         console.print(f"{event['time']} {event['action']}: {event.get('from') or ''} -> "
                       f"{event.get('to') or event.get('version')} {event.get('reason') or ''}")
