@@ -10,10 +10,11 @@ import pytest
 
 from bot.errors import SupportbotError
 from bot.generator import ReplyGenerator, ServingOptions
+from bot.placeholders import slot_names
 from bot.prompting import build_messages
 from bot.settings import load_settings
 from training.data import Example
-from training.reply_data import IGNORE_INDEX, clean_reply, encode, slot_names, with_replies
+from training.reply_data import IGNORE_INDEX, clean_reply, encode, with_replies
 from training.reply_eval import EvalOptions, evaluate_replies, invented_slots, retrieve, score
 
 EXAMPLE = Example("where is my parcel", "track_order", "Track it at {{Tracking Page}}.\r\nThanks!")

@@ -23,13 +23,14 @@ from pathlib import Path
 from bot.device import Device, pick_device
 from bot.errors import SupportbotError
 from bot.generator import MERGED, ReplyGenerator, ServingOptions
+from bot.placeholders import slot_names
 from bot.prompting import SYSTEM_PROMPT, build_messages
 from bot.settings import Settings
 from bot.speculative import write_drafts
 from training.artifacts import atomic_dir, new_version_dir, write_manifest
 from training.base_models import resolve
 from training.data import LoadedData, load, split
-from training.reply_data import clean_reply, encode, slot_names, with_replies
+from training.reply_data import clean_reply, encode, with_replies
 
 log = logging.getLogger(__name__)
 

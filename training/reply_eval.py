@@ -24,11 +24,12 @@ from pathlib import Path
 from bot.device import pick_device
 from bot.generator import ReplyGenerator, ServingOptions
 from bot.manifest import read_manifest
+from bot.placeholders import find_slots, slot_names
 from bot.prompting import SYSTEM_PROMPT, build_messages
 from bot.settings import Settings
 from training.base_models import resolve
 from training.data import Example, load, split
-from training.reply_data import PLACEHOLDER, clean_reply, slot_names, with_replies
+from training.reply_data import clean_reply, with_replies
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class EvalOptions:
 
 def invented_slots(reply: str, known: set[str]) -> list[str]:
     """Placeholder names in ``reply`` that are not in ``known``."""
-    return [name for name in PLACEHOLDER.findall(reply) if name not in known]
+    return [name for name in find_slots(reply) if name not in known]
 
 
 def _encoder(ref: str, settings: Settings):
