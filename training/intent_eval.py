@@ -20,6 +20,7 @@ from bot.records import OUT_OF_SCOPE, is_small_talk
 from bot.errors import SupportbotError
 from bot.settings import load_settings
 from training.data import Example, load, split
+from training.metrics import intent_scores
 
 MISCLASSIFIED_SHOWN = 50
 CONFUSED_PAIRS_SHOWN = 10
@@ -124,15 +125,14 @@ def open_set_report(rows: list[Example], predictions, model: IntentClassifier) -
 
 def intent_report(labels: list[str], rows: list[Example], predictions, threshold: float) -> dict[str, Any]:
     """The metrics of ``predictions`` (one per row of ``rows``) as a JSON-ready dict."""
-    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+    from sklearn.metrics import classification_report, confusion_matrix
 
     gold = [e.intent for e in rows]
     guessed = [p.intent for p in predictions]
     matrix = confusion_matrix(gold, guessed, labels=labels)
     return {
         "rows": len(rows),
-        "accuracy": float(accuracy_score(gold, guessed)),
-        "macro_f1": float(f1_score(gold, guessed, labels=labels, average="macro", zero_division=0)),
+        **intent_scores(gold, guessed, labels),
         "rejected_as_oos": float(sum(p.oos_score > threshold for p in predictions) / max(len(rows), 1)),
         "per_intent": classification_report(gold, guessed, labels=labels, output_dict=True, zero_division=0),
         "report_text": classification_report(gold, guessed, labels=labels, digits=3, zero_division=0),

@@ -4,8 +4,7 @@ Systems: ``base`` (the base model zero-shot, same prompt), ``retrieval`` (the tr
 request is nearest by sentence embedding), ``adapter`` (the fine-tuned version). Metrics against
 the reference reply:
 
-* ROUGE-L F1 (Lin 2004, https://aclanthology.org/W04-1013/; ``rouge-score`` with stemming),
-  mean over examples;
+* ROUGE-L F1, mean over examples (:func:`training.metrics.rouge_l`);
 * chrF (Popović 2015, https://aclanthology.org/W15-3049/; ``sacrebleu``), corpus level, 0-100;
 * embedding cosine similarity (MiniLM, ``sentence-transformers``), mean over examples;
 * invented slot rate: share of replies holding a ``{{Slot}}`` placeholder that appears in no
@@ -29,6 +28,7 @@ from bot.prompting import SYSTEM_PROMPT, build_messages
 from bot.settings import Settings
 from training.base_models import resolve
 from training.data import Example, load, split
+from training.metrics import rouge_l
 from training.reply_data import clean_reply, with_replies
 
 log = logging.getLogger(__name__)
@@ -93,15 +93,12 @@ def retrieve(encoder, train: list[Example], queries: list[str]) -> list[str]:
 
 def score(replies: list[str], references: list[str], encoder, known_slots: set[str]) -> dict[str, float]:
     """The metrics of :data:`METRICS` for one system (``replies[i]`` answers ``references[i]``)."""
-    from rouge_score import rouge_scorer
     from sacrebleu.metrics import CHRF
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    rouge = [scorer.score(ref, hyp)["rougeL"].fmeasure for hyp, ref in zip(replies, references)]
     cosine = (_embed(encoder, replies) * _embed(encoder, references)).sum(dim=1)
     invented = [bool(invented_slots(r, known_slots)) for r in replies]
     return {
-        "rouge_l": round(100 * sum(rouge) / len(rouge), 2),
+        "rouge_l": round(rouge_l(replies, references), 2),
         "chrf": round(CHRF().corpus_score(replies, [references]).score, 2),
         "cosine": round(float(cosine.mean()), 4),
         "invented_slot_rate": round(sum(invented) / len(invented), 4),

@@ -37,6 +37,7 @@ from bot.settings import Settings
 from bot.store import ConversationStore
 from training.data import Example, LoadedData, load, split
 from training.datasets import sha256_of
+from training.metrics import intent_scores, rouge_l
 
 log = logging.getLogger(__name__)
 
@@ -231,34 +232,29 @@ def _compare_and_gate(kind, old: Path, new: Path, material: TrainingSet, setting
 
 
 def _intent_scores(folder: Path, material: TrainingSet, settings, config) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score
-
     from bot.classifier import IntentClassifier
 
     classifier = IntentClassifier.load(folder)
-    gold = [e.intent for e in material.test]
-    guessed = [p.intent for p in classifier.predict([e.text for e in material.test])]
-    scores = {"accuracy": float(accuracy_score(gold, guessed)),
-              "macro_f1": float(f1_score(gold, guessed, average="macro", labels=sorted(set(gold)), zero_division=0))}
+
+    def scores(rows: list[Example]) -> dict[str, float]:
+        return intent_scores([e.intent for e in rows], [p.intent for p in classifier.predict([e.text for e in rows])])
+
+    result = scores(material.test)
     if material.slice:
-        fixed = classifier.predict([e.text for e in material.slice])
-        scores["slice_accuracy"] = sum(p.intent == e.intent for p, e in zip(fixed, material.slice)) / len(fixed)
-    return scores
+        result["slice_accuracy"] = scores(material.slice)["accuracy"]
+    return result
 
 
 def _reply_scores(folder: Path, material: TrainingSet, settings, config) -> dict[str, float]:
-    from rouge_score import rouge_scorer
-
     from bot.generator import ReplyGenerator
     from bot.prompting import build_messages
     from training.reply_eval import FULL_PRECISION
 
     generator = ReplyGenerator.load(folder, cache_dir=settings.cache, options=FULL_PRECISION)
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
     def rouge(rows: list[Example]) -> float:
         replies = generator.generate_batch([build_messages([], e.text, e.intent) for e in rows])
-        return 100 * sum(scorer.score(e.reply or "", r)["rougeL"].fmeasure for e, r in zip(rows, replies)) / len(rows)
+        return rouge_l(replies, [e.reply or "" for e in rows])
 
     scores = {"rouge_l": rouge(material.test[:config.reply_eval_rows])}
     if material.slice:
