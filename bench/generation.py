@@ -54,7 +54,7 @@ SERVING = {
 
 
 def _load(model: Path | None, settings, options: ServingOptions, merge: bool = True) -> ReplyGenerator:
-    from training.base_models import resolve
+    from bot.base_models import resolve
 
     if model is not None and ((model / "manifest.json").is_file() or model.name == "merged"):
         return ReplyGenerator.load(model, cache_dir=settings.cache, device="cpu", options=options, merge=merge)

@@ -23,11 +23,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.base_models import resolve
 from bot.device import Device, cpu_serving_dtype_name, pick_device
 from bot.errors import SupportbotError
 from bot.manifest import MANIFEST, read_manifest
 from bot.packing import pack_linears
 from bot.prompting import Turn, build_messages, drop_oldest_turn, prompt_ids, text_ids
+from bot.settings import Settings
 from bot.slot_decoding import KnownSlots
 from bot.speculative import DraftCandidates, DraftStore, drafting, enable_drafting, read_drafts
 
@@ -119,24 +121,20 @@ def _model_folder(folder: Path, merged: bool = True) -> tuple[Path, dict, str]:
 
 
 def _base_dir(manifest: dict, base: str | Path | None, cache_dir: Path | None, folder: Path) -> Path:
-    """Local base-model folder for an adapter: ``base``, else the manifest's ``base_model_path``,
-    else ``<cache_dir>/base-models/<name>``, else ``base_model`` when it is a local folder.
+    """Local base-model folder for an adapter: ``base``, else the manifest's ``base_model`` (the
+    hub id or path training was given, as in ``adapter_config.json``) resolved on this machine by
+    :func:`bot.base_models.resolve` (local path, the packaged copy, or the hub), so a version
+    copied to another machine's home loads there.
 
     Raises:
-        SupportbotError: none of these is a folder (the message says how to fix it).
+        SupportbotError: it cannot be resolved (the message says how to fix it).
     """
-    ref = str(manifest.get("base_model", ""))
-    candidates = [Path(base).expanduser()] if base else []
-    candidates += [Path(manifest["base_model_path"])] if manifest.get("base_model_path") else []
-    candidates += [Path(cache_dir) / "base-models" / ref.split("/")[-1]] if cache_dir and ref else []
-    candidates += [Path(ref).expanduser()] if ref else []
-    for candidate in candidates:
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise SupportbotError(
-        f"{folder}: base model '{ref}' of this adapter not found locally (tried "
-        f"{', '.join(map(str, candidates)) or 'nothing'}); pass base=<folder>, or train with --merge"
-    )
+    ref = str(base or manifest.get("base_model", ""))
+    try:
+        return resolve(ref, Path(cache_dir) if cache_dir else Settings.model_fields["home"].default / "cache")
+    except SupportbotError as exc:
+        raise SupportbotError(f"{folder}: base model of this adapter not found ({exc}); pass base=<folder>, "
+                              "or train with --merge") from None
 
 
 def _placement(device: str | Device | None, options: ServingOptions | None) -> tuple[Device, ServingOptions]:

@@ -51,7 +51,7 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from training.base_models import resolve
+    from bot.base_models import resolve
 
     folder = tmp_path_factory.mktemp("tiny-encoder")
     tokenizer = AutoTokenizer.from_pretrained(resolve("sentence-transformers/all-MiniLM-L6-v2", folder))
@@ -67,7 +67,7 @@ def _smollm2_tokenizer_dir() -> Path:
     """SmolLM2's tokenizer (read from the packaged GGUF once, ~10 s, then cached for all runs)."""
     from transformers import AutoTokenizer
 
-    from training.base_models import PACKAGED, _packaged_folder
+    from bot.base_models import PACKAGED, _packaged_folder
 
     cached = Path(os.environ["SUPPORTBOT_TEST_CACHE"]) / "smollm2-tokenizer"
     if not (cached / "tokenizer_config.json").is_file():

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bot.base_models import resolve
 from bot.classifier import OOS_METHODS, batched_logits, oos_scores
 from bot.device import pick_device
 from bot.errors import SupportbotError
@@ -49,7 +50,6 @@ from bot.records import OUT_OF_SCOPE, is_small_talk
 from bot.settings import Settings, load_settings
 from training.artifacts import atomic_dir, new_version_dir, write_manifest
 from training.augment import noisy, with_details
-from training.base_models import resolve
 from training.data import Example, LoadedData, load, split
 
 log = logging.getLogger(__name__)

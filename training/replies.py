@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bot.base_models import resolve
 from bot.device import Device, pick_device
 from bot.errors import SupportbotError
 from bot.generator import MERGED, ReplyGenerator, ServingOptions
@@ -28,7 +29,6 @@ from bot.prompting import SYSTEM_PROMPT, build_messages
 from bot.settings import Settings
 from bot.speculative import write_drafts
 from training.artifacts import atomic_dir, new_version_dir, write_manifest
-from training.base_models import resolve
 from training.data import LoadedData, load, split
 from training.reply_data import clean_reply, encode, with_replies
 
@@ -202,8 +202,13 @@ def _fit(model, tokenizer, train, validation, config: ReplyTrainConfig, device: 
     return metrics
 
 
-def _save(folder: Path, model, tokenizer, merge: bool) -> None:
-    """Adapter + tokenizer in ``folder``; with ``merge`` also the merged model in ``folder/merged``."""
+def _save(folder: Path, model, tokenizer, merge: bool, base_ref: str) -> None:
+    """Adapter + tokenizer in ``folder``; with ``merge`` also the merged model in ``folder/merged``.
+    ``adapter_config.json`` names ``base_ref`` (the hub id or path training was given, never the
+    local folder it resolved to), so the version is portable: the product resolves it again at
+    load time (:func:`bot.base_models.resolve`) and plain
+    ``peft.AutoPeftModelForCausalLM.from_pretrained(folder)`` works wherever the hub is reachable."""
+    model.peft_config["default"].base_model_name_or_path = base_ref
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     if merge:
@@ -260,7 +265,7 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
     metrics = _fit(model, tokenizer, train, validation, config, device, beside=target.parent)
     wall = round(time.perf_counter() - started, 1)
     with atomic_dir(target) as scratch:
-        _save(scratch, model, tokenizer, config.merge)
+        _save(scratch, model, tokenizer, config.merge, settings.reply_base)
         write_manifest(
             scratch, kind="replies", base_model=settings.reply_base, base_model_path=str(base_dir),
             data=loaded.name, data_sha256=loaded.sha256, split_seed=settings.seed,

@@ -20,13 +20,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.base_models import resolve
 from bot.device import pick_device
 from bot.generator import ReplyGenerator, ServingOptions
 from bot.manifest import read_manifest
 from bot.placeholders import find_slots, slot_names
 from bot.prompting import SYSTEM_PROMPT, build_messages
 from bot.settings import Settings
-from training.base_models import resolve
 from training.data import Example, load, split
 from training.metrics import rouge_l
 from training.reply_data import clean_reply, with_replies
