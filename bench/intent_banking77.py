@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.settings import load_settings  # noqa: E402
 from bot.base_models import resolve  # noqa: E402
+from bot.settings import load_settings  # noqa: E402
 from training.data import load, split  # noqa: E402
 from training.intent_eval import evaluate_intents  # noqa: E402
 from training.intents import IntentTrainConfig, train_intents  # noqa: E402

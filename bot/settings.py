@@ -114,11 +114,11 @@ class ServingConfig(BaseModel):
     Attributes:
         dtype: ``"auto"`` (bf16 on a GPU or on a CPU with native bf16, else float32),
             ``"float32"`` (the exact replies of plain greedy decoding) or ``"bfloat16"``.
-        draft_tokens: longest draft of speculative decoding (:mod:`bot.speculative`); 0 turns it
+        draft_tokens: longest draft of speculative decoding (:mod:`bot.generation.speculative`); 0 turns it
             off. In float32 only speed changes; in bf16 drafts come from the version's
-            ``drafts.json`` only (see :class:`bot.generator.ServingOptions`).
+            ``drafts.json`` only (see :class:`bot.generation.ServingOptions`).
         pack_weights: on CPU in bf16, pack the linear weights once for draft checks
-            (:mod:`bot.packing`).
+            (:mod:`bot.generation.packing`).
         int8: dynamic int8 quantisation on CPU: replies change and lose quality; no drafts
             (``bench/generation.py``).
     """
@@ -131,8 +131,8 @@ class ServingConfig(BaseModel):
     model_config = {"extra": "forbid"}
 
     def options(self):
-        """These settings as :class:`bot.generator.ServingOptions`."""
-        from bot.generator import ServingOptions
+        """These settings as :class:`bot.generation.ServingOptions`."""
+        from bot.generation import ServingOptions
 
         return ServingOptions(dtype_name=None if self.dtype == "auto" else self.dtype, int8=self.int8,
                               draft_tokens=self.draft_tokens, pack_weights=self.pack_weights)

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from bot.errors import SupportbotError
-from bot.generator import ReplyGenerator, ServingOptions
+from bot.generation import ReplyGenerator, ServingOptions
 from bot.placeholders import slot_names
 from bot.prompting import build_messages
 from bot.settings import load_settings
@@ -162,7 +162,7 @@ def test_time_budget_stops_training_after_the_step_that_crosses_it(reply_csv, ti
 
 
 def test_base_replies_are_cached_per_serving_path(tiny_lm_dir, tmp_path):
-    from bot.generator import ServingOptions
+    from bot.generation import ServingOptions
     from training.reply_eval import base_replies
 
     settings = load_settings(cache_dir=tmp_path)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, LogitsProcessor
 
-from bot.generator import ReplyGenerator
+from bot.generation import ReplyGenerator
 from bot.slot_decoding import KnownSlots, SlotGrammar
 from bot.placeholders import find_slots
 

@@ -23,11 +23,11 @@ from pathlib import Path
 from bot.base_models import resolve
 from bot.device import Device, pick_device
 from bot.errors import SupportbotError
-from bot.generator import MERGED, ReplyGenerator, ServingOptions
+from bot.generation import MERGED, ReplyGenerator, ServingOptions
 from bot.placeholders import slot_names
 from bot.prompting import SYSTEM_PROMPT, build_messages
 from bot.settings import Settings
-from bot.speculative import write_drafts
+from bot.generation.speculative import write_drafts
 from training.artifacts import atomic_dir, new_version_dir, write_manifest
 from training.data import LoadedData, load, split
 from training.reply_data import clean_reply, encode, with_replies
@@ -235,7 +235,7 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
         train_wall_seconds, prompt, slots: the training replies' placeholder names, which
         serving allows and no other), ``drafts.json`` (per intent, the model's own replies to
         ``draft_replies`` training requests, then training replies: the seed of speculative
-        decoding, :mod:`bot.speculative`) and, with ``merge``, ``merged/``.
+        decoding, :mod:`bot.generation.speculative`) and, with ``merge``, ``merged/``.
 
     Raises:
         SupportbotError: bad data or option, unknown base model, or ``output`` exists.
@@ -282,7 +282,7 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
 def own_replies(folder: Path, settings: Settings, examples: list, per_intent: int) -> list[tuple[str, str]]:
     """``(intent, reply)`` pairs: the replies version in ``folder`` answering the first
     ``per_intent`` of ``examples`` of each intent, as served (greedy, slot names constrained,
-    :meth:`bot.generator.ReplyGenerator.generate_batch`, with a progress bar). [] when
+    :meth:`bot.generation.ReplyGenerator.generate_batch`, with a progress bar). [] when
     ``per_intent`` is 0."""
     picked, counts = [], {}
     for example in examples:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bot.base_models import resolve
 from bot.device import pick_device
-from bot.generator import ReplyGenerator, ServingOptions
+from bot.generation import ReplyGenerator, ServingOptions
 from bot.manifest import read_manifest
 from bot.placeholders import find_slots, slot_names
 from bot.prompting import SYSTEM_PROMPT, build_messages

@@ -246,7 +246,7 @@ def _intent_scores(folder: Path, material: TrainingSet, settings, config) -> dic
 
 
 def _reply_scores(folder: Path, material: TrainingSet, settings, config) -> dict[str, float]:
-    from bot.generator import ReplyGenerator
+    from bot.generation import ReplyGenerator
     from bot.prompting import build_messages
     from training.reply_eval import FULL_PRECISION
 
