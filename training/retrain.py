@@ -164,7 +164,7 @@ def _train(kind: str, data: LoadedData, recipe: dict[str, Any], settings: Settin
     """Train ``kind`` on ``data`` (its test rows: the frozen split) with the production version's
     recipe (its manifest's base model and hyper-parameters), so only the data changes."""
     options = dict(recipe["hyperparameters"])
-    same_base = settings.model_copy(update={f"{kind[:-1]}_base": recipe["base_model"]})
+    same_base = settings.model_copy(update={{"intents": "intent_base", "replies": "reply_base"}[kind]: recipe["base_model"]})
     if kind == "intents":
         from dataclasses import fields
 
