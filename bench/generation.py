@@ -16,10 +16,10 @@ Paths:
 * ``baseline``: plain ``model.generate`` in float32 of the model as trained: base model plus
   LoRA adapter, unmerged, as ``peft`` loads it (for a plain model folder: that model).
 * ``merged``: the same call on the merged model.
-* ``serve (default)``: :meth:`bot.generator.ReplyGenerator.stream`, the bot's path with default
+* ``serve (default)``: :meth:`bot.generation.ReplyGenerator.stream`, the bot's path with default
   settings: merged; bf16 when the CPU computes it natively, else float32
   (:func:`bot.device.cpu_serving_dtype_name`; printed) with, in bf16, linear weights packed once
-  by oneDNN (:mod:`bot.packing`); retrieval-based speculative decoding (:mod:`bot.speculative`)
+  by oneDNN (:mod:`bot.generation.packing`); retrieval-based speculative decoding (:mod:`bot.generation.speculative`)
   from the version's ``drafts.json``. In float32 the datastore also holds the path's replies to
   ``--warm`` other test requests answered first (never the measured requests themselves).
 * ``serve float32``: the same in float32 (``[serving] dtype = "float32"``: the exact replies of
@@ -41,7 +41,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.generator import ReplyGenerator, ServingOptions, run_in_worker  # noqa: E402
+from bot.generation import ReplyGenerator, ServingOptions  # noqa: E402
+from bot.generation.streaming import run_in_worker  # noqa: E402
 from bot.prompting import build_messages  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 
@@ -54,7 +55,7 @@ SERVING = {
 
 
 def _load(model: Path | None, settings, options: ServingOptions, merge: bool = True) -> ReplyGenerator:
-    from training.base_models import resolve
+    from bot.base_models import resolve
 
     if model is not None and ((model / "manifest.json").is_file() or model.name == "merged"):
         return ReplyGenerator.load(model, cache_dir=settings.cache, device="cpu", options=options, merge=merge)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bot.base_models import resolve  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
-from training.base_models import resolve  # noqa: E402
 from training.data import load, split  # noqa: E402
 from training.intent_eval import evaluate_intents  # noqa: E402
 from training.intents import IntentTrainConfig, train_intents  # noqa: E402
@@ -62,12 +62,13 @@ def shortcut(base: str, seed: int) -> dict:
 def ours(args: argparse.Namespace) -> dict:
     """Train (unless ``--model``) and evaluate our classifier on test.csv."""
     folder = args.model
+    settings = load_settings(seed=args.seed)
     if folder is None:
-        folder = train_intents(IntentTrainConfig(
-            data="banking77", method=args.method, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        folder = train_intents("banking77", settings, IntentTrainConfig(
+            method=args.method, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
             max_length=args.max_length, label_smoothing=args.label_smoothing, layer_decay=args.layer_decay,
-            head_c=args.head_c, patience=args.patience, seed=args.seed))
-    report = evaluate_intents(folder, "banking77")
+            head_c=args.head_c, patience=args.patience))
+    report = evaluate_intents(folder, "banking77", settings)
     manifest = json.loads((Path(folder) / "manifest.json").read_text())
     return {"model": str(folder), "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
             "hyperparameters": manifest["hyperparameters"], "training": {

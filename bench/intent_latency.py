@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.classifier import IntentClassifier  # noqa: E402
+from bot.settings import load_settings  # noqa: E402
 from training.intent_eval import test_rows  # noqa: E402
 
 
@@ -63,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ours = IntentClassifier.load(args.model, device="cpu")
-    texts = [e.text for e in test_rows(ours, args.data)]
+    texts = [e.text for e in test_rows(ours, args.data, load_settings())]
     baseline = pipeline("text-classification", model=str(args.model), device="cpu")
     results = [
         measure("IntentClassifier.predict", ours.predict,

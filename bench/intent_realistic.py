@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot.classifier import IntentClassifier  # noqa: E402
 from bot.records import OUT_OF_SCOPE, is_small_talk  # noqa: E402
+from bot.settings import load_settings  # noqa: E402
 from training.data import load  # noqa: E402
 from training.intent_eval import test_rows  # noqa: E402
 
@@ -57,7 +58,7 @@ def evaluate(folder: Path, data: str) -> dict[str, float]:
         row[f"{name} small talk right"] = share([g == e.intent for g, e in zip(got, rows) if is_small_talk(e.intent)])
     hwu = load("hwu64").test or []
     row["HWU64 test rejected"] = share([g not in shop for g in outcomes(classifier, [e.text for e in hwu])])
-    own = test_rows(classifier, data)
+    own = test_rows(classifier, data, load_settings())
     row[f"{data} test right"] = share([g == e.intent for g, e in zip(outcomes(classifier, [e.text for e in own]), own)])
     return row
 

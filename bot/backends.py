@@ -1,6 +1,6 @@
 """Which generator answers for a replies version: the ``[serving] backend`` switch.
 
-* ``local`` (default): :class:`bot.generator.ReplyGenerator` in this process (transformers; the
+* ``local`` (default): :class:`bot.generation.ReplyGenerator` in this process (transformers; the
   reference path, which evaluation uses too);
 * ``ort``: :class:`bot.ort_backend.OrtGenerator`, ONNX Runtime GenAI in this process;
 * ``openai``: :class:`bot.openai_backend.OpenAIGenerator`, replies streamed from an
@@ -30,7 +30,7 @@ def generator_loader(serving, cache_dir: Path) -> Callable[[Path], Any]:
 
         return lambda folder: OrtGenerator.load(folder, cache_dir=cache_dir, precision=serving.ort_precision,
                                                 options=serving.options())
-    from bot.generator import ReplyGenerator
+    from bot.generation import ReplyGenerator
 
     options = serving.options()
     return lambda folder: ReplyGenerator.load(folder, cache_dir=cache_dir, options=options)

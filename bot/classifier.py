@@ -19,11 +19,10 @@ the best in-scope intent (reviewers see what it would have answered).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from bot.device import pick_device
 from bot.errors import SupportbotError
-from bot.manifest import read_manifest
+from bot.manifest import IntentManifest, read
 from bot.records import OUT_OF_SCOPE, Prediction
 from bot.text import MAX_CHARS  # characters kept before tokenising (bounds tokenizer time)
 
@@ -106,16 +105,16 @@ class IntentClassifier:
         threshold: OOS threshold from the manifest (scale of ``oos_method``).
         oos_method: ``"msp"`` or ``"energy"``.
         max_length: token limit per utterance (from the manifest).
-        manifest: the whole manifest dict.
+        manifest: the version's :class:`bot.manifest.IntentManifest`.
     """
 
-    def __init__(self, model, tokenizer, manifest: dict[str, Any], folder: Path, device: str):
+    def __init__(self, model, tokenizer, manifest: IntentManifest, folder: Path, device: str):
         self.model, self.tokenizer, self.manifest = model, tokenizer, manifest
         self.folder, self.device = Path(folder), device
         self.version = self.folder.name
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self.oos_method, self.threshold = _oos_settings(manifest, self.folder)
-        self.max_length = int(manifest.get("hyperparameters", {}).get("max_length", 128))
+        self.max_length = int(manifest.hyperparameters.get("max_length", 128))
 
     @classmethod
     def load(cls, folder: Path | str, device: str | None = None) -> IntentClassifier:
@@ -132,7 +131,7 @@ class IntentClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         folder = Path(folder)
-        manifest = read_manifest(folder)
+        manifest = read(folder, "intents")
         _oos_settings(manifest, folder)  # a broken manifest fails before the slow model load
         try:
             chosen = pick_device(device)
@@ -191,17 +190,14 @@ class IntentClassifier:
         return prediction.oos_score > self.threshold
 
 
-def _oos_settings(manifest: dict[str, Any], folder: Path) -> tuple[str, float]:
+def _oos_settings(manifest: IntentManifest, folder: Path) -> tuple[str, float]:
     """``(oos.method, oos.threshold)`` of a manifest.
 
     Raises:
-        SupportbotError: a field is missing or the method is unknown (names the file and field).
+        SupportbotError: the method is unknown (names the file and field).
     """
-    oos = manifest.get("oos")
-    for key in ("method", "threshold"):
-        if not isinstance(oos, dict) or key not in oos:
-            raise SupportbotError(f"{folder / 'manifest.json'}: missing field 'oos.{key}'")
-    if oos["method"] not in OOS_METHODS:
-        raise SupportbotError(f"{folder / 'manifest.json'}: field 'oos.method' is '{oos['method']}', "
+    oos = manifest.oos
+    if oos.method not in OOS_METHODS:
+        raise SupportbotError(f"{folder / 'manifest.json'}: field 'oos.method' is '{oos.method}', "
                               f"expected one of {', '.join(OOS_METHODS)}")
-    return oos["method"], float(oos["threshold"])
+    return oos.method, oos.threshold

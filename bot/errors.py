@@ -24,6 +24,19 @@ class DataError(SupportbotError):
         super().__init__(one_line(f"{where}: {problem}"))
 
 
+class SettingError(SupportbotError):
+    """A setting or option out of range, named by its field (``epochs``, ``oos_method``); the
+    command line names the matching flag (``--epochs``) instead when the command has one.
+
+    Attributes:
+        field: the setting's field name; problem: what is wrong, e.g. ``"must be > 0"``.
+    """
+
+    def __init__(self, field: str, problem: str):
+        self.field, self.problem = field, problem
+        super().__init__(f"{field} {problem}")
+
+
 def one_line(text: str) -> str:
     """``text`` with line breaks and other unprintable characters written as escapes (``\\n``,
     ``\\x00``), so that a message quoting a file's content stays one line."""

@@ -30,13 +30,7 @@ def _clean(value: Any) -> Any:
 
 def conversation_rows(store: ConversationStore) -> list[dict[str, Any]]:
     """Every turn, oldest first, with its current rating (view ``current_feedback``); text fields redacted."""
-    rows = store.db.query("""
-        SELECT t.conversation_id, t.idx, t.started_at, t.finished_at, t.user_text, t.intent, t.confidence,
-               t.oos_score, t.route, t.reason, t.reply, t.classifier_version, t.generator_version,
-               t.latency_ms, t.status, t.agent,
-               (SELECT COALESCE(MAX(rating), 0) FROM current_feedback f WHERE f.turn_id = t.id) AS feedback
-        FROM turns t ORDER BY t.started_at, t.id""")
-    return [{k: _clean(v) for k, v in row.items()} for row in rows]
+    return [{k: _clean(v) for k, v in row.items()} for row in store.export_rows()]
 
 
 def example_rows(store: ConversationStore) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.interfaces import Classifier, Generator
 from bot.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -19,10 +20,10 @@ log = logging.getLogger(__name__)
 class FixedModels:
     """Always the same classifier and generator (tests, one-off scripts)."""
 
-    classifier: Any
-    generator: Any
+    classifier: Classifier
+    generator: Generator
 
-    def current(self) -> tuple[Any, Any]:
+    def current(self) -> tuple[Classifier, Generator]:
         """``(classifier, generator)``."""
         return self.classifier, self.generator
 
@@ -37,9 +38,9 @@ class LiveModels:
     Args:
         registry: the model registry.
         cache_dir: where converted base models are kept (the generator's base).
-        serving: the generator's :class:`bot.generator.ServingOptions` (default: its defaults).
+        serving: the generator's :class:`bot.generation.ServingOptions` (default: its defaults).
         load_generator: ``folder -> generator`` for a replies version (default: an in-process
-            :class:`bot.generator.ReplyGenerator` with ``serving``); see :func:`bot.backends.generator_loader`.
+            :class:`bot.generation.ReplyGenerator` with ``serving``); see :func:`bot.backends.generator_loader`.
     """
 
     def __init__(self, registry: Registry, cache_dir: Path, serving: Any = None,
@@ -56,7 +57,7 @@ class LiveModels:
         path = self.registry.path
         return path.stat().st_mtime_ns if path.exists() else None
 
-    def current(self) -> tuple[Any, Any]:
+    def current(self) -> tuple[Classifier, Generator]:
         """``(classifier, generator)`` of the production versions now."""
         stamp = self._registry_stamp()
         if stamp != self._stamp:
@@ -68,7 +69,7 @@ class LiveModels:
 
     def _reload(self) -> None:
         from bot.classifier import IntentClassifier
-        from bot.generator import ReplyGenerator
+        from bot.generation import ReplyGenerator
 
         loaders = {"intents": IntentClassifier.load,
                    "replies": self.load_generator or (lambda folder: ReplyGenerator.load(

@@ -2,7 +2,7 @@
 
 ``[serving] backend = "openai"`` makes the router's generator an :class:`OpenAIGenerator`: the
 same ``stream(history=, user_text=, intent=, max_new_tokens=)`` call as
-:class:`bot.generator.ReplyGenerator`, the same prompt (:func:`bot.prompting.build_messages`), sent
+:class:`bot.generation.ReplyGenerator`, the same prompt (:func:`bot.prompting.build_messages`), sent
 as ``POST <base_url>/chat/completions`` with ``"stream": true``; the reply arrives as Server-Sent
 Events (``data: {json chunk}`` lines, ``data: [DONE]`` at the end), the format of the OpenAI
 chat completions API (https://platform.openai.com/docs/api-reference/chat-streaming), which vLLM
@@ -85,7 +85,7 @@ class OpenAIGenerator:
     def stream(self, messages: list[dict[str, str]] | None = None, *, history: Sequence[Turn] | None = None,
                user_text: str | None = None, intent: str | None = None,
                max_new_tokens: int | None = None) -> Iterator[str]:
-        """Stream the reply as text pieces (same arguments as :meth:`bot.generator.ReplyGenerator.stream`).
+        """Stream the reply as text pieces (same arguments as :meth:`bot.generation.ReplyGenerator.stream`).
 
         Raises:
             GenerationFailed: the server could not be reached, was too slow, answered with an

@@ -2,13 +2,13 @@
 
 A replies version is converted once, on first load, to an ONNX model beside it
 (``<version>/onnx-<precision>/``): its LoRA adapter merged into the base weights (``peft``'s
-``merge_and_unload``, as :meth:`bot.generator.ReplyGenerator.load` does), then exported by
+``merge_and_unload``, as :meth:`bot.generation.ReplyGenerator.load` does), then exported by
 ``onnxruntime-genai``'s model builder (``python -m onnxruntime_genai.models.builder -p int8 -e
 cpu``; https://onnxruntime.ai/docs/genai/howto/build-model.html), in a scratch folder renamed when
 complete, under a file lock. ``int8`` stores the linear weights in 8 bits (``MatMulNBits``) and
 computes in float32; measured by ``bench/engines.py`` against plain float32 ``generate``.
 
-:class:`OrtGenerator` is a :class:`bot.generator.ReplyGenerator` (same prompt, prompt cap, stop
+:class:`OrtGenerator` is a :class:`bot.generation.ReplyGenerator` (same prompt, prompt cap, stop
 tokens, slot names, ``stream``/``generate``/``generate_batch`` calls) whose tokens come from an
 ``og.Generator``, one per stream, greedy. The slot constraint is the same code as in-process
 (:mod:`bot.slot_decoding`): each step's logits are read (``get_logits``), masked by
@@ -33,7 +33,8 @@ from pathlib import Path
 
 from bot.device import pick_device
 from bot.errors import SupportbotError
-from bot.generator import MERGED, ReplyGenerator, ServingOptions, _model_folder
+from bot.generation import MERGED, ReplyGenerator, ServingOptions
+from bot.generation.loading import model_folder
 from bot.manifest import MANIFEST
 from bot.prompting import Turn
 
@@ -86,7 +87,7 @@ def _merged_weights(folder: Path, cache_dir: Path | None, scratch: Path) -> Path
     """A transformers folder with the adapter merged: the version's ``merged/`` when present, the
     folder itself for a plain model, else the merge saved to ``scratch``."""
     if (folder / MERGED / "config.json").is_file() or not (folder / "adapter_config.json").is_file():
-        return _model_folder(folder)[0]
+        return model_folder(folder)[0]
     plain = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0, pack_weights=False)
     generator = ReplyGenerator.load(folder, cache_dir=cache_dir, device="cpu", options=plain)
     generator.model.save_pretrained(scratch)
@@ -130,7 +131,7 @@ class OrtGenerator(ReplyGenerator):
         from transformers import AutoTokenizer
 
         folder = Path(folder).expanduser()
-        _, manifest, version = _model_folder(folder)
+        _, manifest, version = model_folder(folder)
         onnx_dir = onnx_folder(folder, precision, cache_dir and Path(cache_dir))
         options = ServingOptions(max_prompt_tokens=(options or ServingOptions()).max_prompt_tokens,
                                  max_new_tokens=(options or ServingOptions()).max_new_tokens,
@@ -140,7 +141,7 @@ class OrtGenerator(ReplyGenerator):
     def stream(self, messages=None, *, history: Sequence[Turn] | None = None, user_text: str | None = None,
                intent: str | None = None, max_new_tokens: int | None = None) -> Iterator[str]:
         """Stream the reply as text chunks, greedy; same contract as
-        :meth:`bot.generator.ReplyGenerator.stream` (stops at ``<|im_end|>`` or after
+        :meth:`bot.generation.ReplyGenerator.stream` (stops at ``<|im_end|>`` or after
         ``max_new_tokens``; closing the iterator stops generation)."""
         ids = self.prompt_ids(self.messages_for(messages, history, user_text, intent))
         tokens: list[int] = []

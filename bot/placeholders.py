@@ -24,7 +24,7 @@ removed, so the output never holds a double brace.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +35,13 @@ except ModuleNotFoundError:  # Python 3.10
 
 from bot.errors import SupportbotError
 
+OPEN, CLOSE = "{{", "}}"
+"""The braces around a slot name."""
+
 SLOT = re.compile(r"\{\{([^{}\n]{0,120})\}\}")
-"""A well-formed slot; group 1 is its name."""
+"""A well-formed slot; group 1 is its name (untrimmed, may be empty). The one slot pattern of the
+project: :mod:`bot.slot_decoding`, :mod:`training.reply_data` and the evaluation use it through
+:func:`find_slots` / :func:`slot_names`."""
 
 ENTITY_SLOTS = {
     "order_number": "order_number", "order_id": "order_number", "purchase_id": "order_number",
@@ -100,6 +105,16 @@ class Filled:
     text: str
     missing_slots: list[str] = field(default_factory=list)
     needs_fallback: bool = False
+
+
+def find_slots(text: str) -> list[str]:
+    """The slot names in ``text``, trimmed, in order (``"see {{ Order Number }}"`` -> ``["Order Number"]``)."""
+    return [name for name in (raw.strip() for raw in SLOT.findall(text)) if name]
+
+
+def slot_names(texts: Iterable[str]) -> set[str]:
+    """Every slot name found in ``texts`` (e.g. ``{"Order Number"}``)."""
+    return {name for text in texts for name in find_slots(text)}
 
 
 def slot_key(name: str) -> str:

@@ -1,6 +1,6 @@
 """The reply generator's prompt: one function shared by training and serving.
 
-Training (``training/reply_data.py``) and serving (``bot/generator.py``) both call
+Training (``training/reply_data.py``) and serving (``bot/generation/``) both call
 :func:`build_messages`, then :func:`prompt_ids`, which renders the tokenizer's chat template
 (https://huggingface.co/docs/transformers/chat_templating), so the fine-tuned model sees at
 serving time exactly the prompt it was trained on.

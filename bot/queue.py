@@ -26,12 +26,6 @@ class Ticket:
     def __init__(self, queue: "GenerationQueue"):
         self._queue = queue
 
-    @property
-    def position(self) -> int:
-        """1-based place in line while waiting; 0 once this ticket holds a generation slot."""
-        with self._queue._changed:
-            return self._queue._place(self)
-
     def positions(self, every_s: float = 2.0) -> Iterator[int]:
         """Block until this ticket holds a slot, yielding its place in line meanwhile.
 

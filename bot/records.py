@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,65 @@ def is_small_talk(intent: str | None) -> bool:
     return bool(intent) and intent.startswith(SMALL_TALK_PREFIX)
 
 
-ROUTES = ("answer", "rephrase", "fallback", "handoff", "template", "smalltalk", "human", "agent", "notice")
-"""The routes a :class:`Decision` can take: ``answer`` (generate a reply), ``rephrase``
-(out-of-scope fallback asking the customer to rephrase), ``handoff`` (a person takes over),
-``template`` (a fixed reply from configuration), ``smalltalk`` (greeting, thanks, goodbye, ...:
-a short templated reply); and, once a conversation waits for or is held by a person
-(:mod:`bot.handoff`): ``human`` (a customer message left for the agent, no bot reply), ``agent``
-(an agent's reply) and ``notice`` (a status message: an agent joined, left, no agent is free, ...)."""
+class Route(str, Enum):
+    """The routes a :class:`Decision` can take; a ``str`` so it is stored and compared as its value.
+
+    ``answer`` (generate a reply), ``rephrase`` (unsure: ask the customer to rephrase),
+    ``fallback`` (plainly out of scope: say what the bot can do), ``handoff`` (a person takes
+    over), ``template`` (a fixed reply from configuration), ``smalltalk`` (greeting, thanks,
+    goodbye, ...: a short templated reply); and, once a conversation waits for or is held by a
+    person (:mod:`bot.handoff`): ``human`` (a customer message left for the agent, no bot reply),
+    ``agent`` (an agent's reply) and ``notice`` (a status message: an agent joined, left, ...).
+    """
+
+    ANSWER = "answer"
+    REPHRASE = "rephrase"
+    FALLBACK = "fallback"
+    HANDOFF = "handoff"
+    TEMPLATE = "template"
+    SMALLTALK = "smalltalk"
+    HUMAN = "human"
+    AGENT = "agent"
+    NOTICE = "notice"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ROUTES = tuple(Route)
+BOT_ROUTES = (Route.ANSWER, Route.REPHRASE, Route.FALLBACK, Route.HANDOFF, Route.TEMPLATE, Route.SMALLTALK)
+"""Routes of the bot's own replies: the ones a customer may rate."""
+STAFF_ROUTES = (Route.AGENT, Route.NOTICE)
+"""Turns written by people or the handoff (:mod:`bot.handoff`), not by the bot: never reviewed,
+left out of the rates."""
+FALLBACK_ROUTES = (Route.REPHRASE, Route.FALLBACK)
+"""Routes counted as fallbacks (the dashboard's fallback rate)."""
+NOT_ANSWERED_ROUTES = (*FALLBACK_ROUTES, Route.HANDOFF)
+"""Routes on which the bot did not act on an intent: reviewing ``approve`` without an intent
+means the utterance is out of scope."""
+CLASSIFIED_ROUTES = (Route.ANSWER, Route.TEMPLATE, Route.SMALLTALK)
+"""Routes that acted on the predicted intent."""
+
+
+class Reason(str, Enum):
+    """Why a :class:`Decision` took its route, for code (the decision's ``reason`` says it in words)."""
+
+    EMPTY = "empty"
+    ASKED_FOR_PERSON = "asked_for_person"
+    PRESSED_HUMAN = "pressed_human"
+    OUT_OF_SCOPE_CLASS = "out_of_scope_class"
+    OUT_OF_SCOPE = "out_of_scope"
+    OUT_OF_SCOPE_AGAIN = "out_of_scope_again"
+    SMALL_TALK = "small_talk"
+    HANDOFF_INTENT = "handoff_intent"
+    TEMPLATE_INTENT = "template_intent"
+    INTENT = "intent"
+    WAITING_FOR_AGENT = "waiting_for_agent"
+    HELD_BY_AGENT = "held_by_agent"
+
+    def __str__(self) -> str:
+        return self.value
+
 
 TURN_STATUSES = ("complete", "incomplete")
 """A turn is ``incomplete`` from the moment it is logged until its reply is stored."""
@@ -59,27 +112,33 @@ class Decision:
     """What the router chose to do with one message, and why.
 
     Attributes:
-        route: one of :data:`ROUTES`.
+        route: a :class:`Route` (its value is accepted too).
         reason: why, in words (shown to reviewers), e.g. ``"out of scope: score 0.91 > 0.80"``.
         intent: the intent the route acts on (None when there is none, e.g. an empty message).
         threshold: the out-of-scope threshold in force, on the scale of the classifier's
             ``oos_score``; None when no classifier was consulted.
         context: how the previous turn decided this one, in words (e.g. ``"classified with the
             previous message"``); None when the message alone decided.
+        code: the reason as a :class:`Reason`; None for a decision not made by the router
+            (a staff turn) or stored before codes were.
 
     Raises:
-        ValueError: ``route`` is not one of :data:`ROUTES`.
+        ValueError: ``route`` is not a :class:`Route` (or ``code`` not a :class:`Reason`).
     """
 
-    route: str
+    route: Route
     reason: str
     intent: str | None = None
     threshold: float | None = None
     context: str | None = None
+    code: Reason | None = None
 
     def __post_init__(self) -> None:
         if self.route not in ROUTES:
             raise ValueError(f"route must be one of {', '.join(ROUTES)}, not {self.route!r}")
+        object.__setattr__(self, "route", Route(self.route))
+        if self.code is not None:
+            object.__setattr__(self, "code", Reason(self.code))
 
 
 @dataclass(frozen=True)

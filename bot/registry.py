@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import SupportbotError
-from bot.manifest import MANIFEST, read_manifest
+from bot.manifest import MANIFEST, read
 
 KINDS = ("intents", "replies")
 
@@ -74,7 +74,7 @@ class Registry:
         _check_kind(kind)
         folder = self.models / kind / version
         if (folder / MANIFEST).is_file():
-            read_manifest(folder)  # a damaged manifest is refused here, not at serving time
+            read(folder, kind)  # a damaged manifest is refused here, not at serving time
         else:
             known = ", ".join(self.versions(kind)) or "none"
             raise SupportbotError(f"no {kind} version '{version}' in {self.models / kind} (known: {known})")

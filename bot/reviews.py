@@ -1,8 +1,8 @@
 """Reviewers' work on the conversation log: the review queue, review actions, corrections.
 
-Actions are rows of the ``reviews`` table (migrations ``0002_reviews`` and ``0003_...`` in
-:mod:`bot.store`); a turn is never edited, nor is a review: ``undo`` adds a row that supersedes
-the review it undoes (view ``effective_reviews``). The queue puts first what most needs a person:
+Actions are rows of the ``reviews`` table (written and read by :mod:`bot.store`); a turn is never
+edited, nor is a review: ``undo`` adds a row that supersedes the review it undoes (view
+``effective_reviews``). The queue puts first what most needs a person:
 
 0. turns whose current rating (view ``current_feedback``) is a thumbs-down,
 1. interrupted turns (the server died before the reply was stored),
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import SupportbotError
-from bot.records import OUT_OF_SCOPE, Turn
-from bot.store import ConversationStore, turn_from_row, utc_now
+from bot.records import CLASSIFIED_ROUTES, NOT_ANSWERED_ROUTES, OUT_OF_SCOPE, Route, Turn
+from bot.store import ConversationStore
 
 ACTIONS = ("relabel", "rewrite", "approve", "skip")
 """``relabel``: set the correct intent; ``rewrite``: give the reply the bot should have given
@@ -29,23 +29,9 @@ ACTIONS = ("relabel", "rewrite", "approve", "skip")
 out of scope was right, unless an intent is given); ``skip``: look later. :meth:`ReviewLog.undo`
 adds the fifth, ``undo``."""
 
-FALLBACK_ROUTES = ("rephrase", "fallback", "handoff")
-"""Routes on which ``approve`` without an intent means the utterance is out of scope."""
-
-STAFF_ROUTES = ("agent", "notice")
-"""Turns written by people or the handoff (:mod:`bot.handoff`), not by the bot: never reviewed."""
-
 LOW_CONFIDENCE = 0.7
 BUCKETS = ("thumbs-down", "interrupted", "fallback or handoff", "low confidence", "quality sample")
-
-_PRIORITY = f"""CASE
-  WHEN EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id AND f.rating < 0) THEN 0
-  WHEN t.status != 'complete' THEN 1
-  WHEN t.route IN ('rephrase', 'fallback', 'handoff') THEN 2
-  WHEN t.confidence < {LOW_CONFIDENCE} THEN 3
-  ELSE 4 END"""
-_LOW = 3
-"""The priority of the low-confidence bucket (ordered by confidence)."""
+"""The queue's buckets, most urgent first (:meth:`bot.store.ConversationStore.review_queue`)."""
 
 
 @dataclass(frozen=True)
@@ -58,28 +44,6 @@ class ReviewFilter:
     intent: str | None = None
     route: str | None = None
     feedback: str | None = None
-
-    def sql(self) -> tuple[str, list[Any]]:
-        """``WHERE`` clauses over ``turns t`` and their parameters."""
-        clauses = ["(t.status = 'complete' OR t.interrupted_at IS NOT NULL)",  # interrupted turns are reviewed too
-                   f"(t.route IS NULL OR t.route NOT IN {STAFF_ROUTES})"]
-        params: list = []
-        if self.since:
-            clauses.append("t.started_at >= ?")
-            params.append(self.since)
-        if self.until:
-            clauses.append("t.started_at < date(?, '+1 day')")
-            params.append(self.until)
-        for column, value in (("t.intent", self.intent), ("t.route", self.route)):
-            if value:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        rated = {"down": "f.rating < 0", "up": "f.rating > 0"}
-        if self.feedback in rated:
-            clauses.append(f"EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id AND {rated[self.feedback]})")
-        elif self.feedback == "none":
-            clauses.append("NOT EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id)")
-        return " AND ".join(clauses), params
 
 
 @dataclass(frozen=True)
@@ -119,27 +83,12 @@ class ReviewLog:
 
     def queue(self, filters: ReviewFilter = ReviewFilter(), limit: int = 20) -> list[QueueItem]:
         """The turns to review next, most useful first (see the module docstring)."""
-        where, params = filters.sql()
-        sql = f"""SELECT t.*, {_PRIORITY} AS priority,
-              (SELECT COALESCE(MAX(rating), 0) FROM current_feedback f WHERE f.turn_id = t.id) AS rating,
-              (SELECT COUNT(*) FROM effective_reviews r WHERE r.turn_id = t.id AND r.action = 'skip') AS skips
-            FROM turns t
-            WHERE {where} AND NOT EXISTS
-              (SELECT 1 FROM effective_reviews r WHERE r.turn_id = t.id AND r.action != 'skip')
-            ORDER BY skips, priority, CASE WHEN priority = {_LOW} THEN t.confidence END,
-              (t.id * 2654435761) % 4294967296
-            LIMIT ?"""
-        rows = self.store.db.query(sql, params + [limit])
-        return [QueueItem(turn_from_row(row), BUCKETS[row["priority"]], row["rating"]) for row in rows]
+        return [QueueItem(turn, BUCKETS[bucket], rating)
+                for turn, bucket, rating in self.store.review_queue(filters, LOW_CONFIDENCE, limit)]
 
     def counts(self, filters: ReviewFilter = ReviewFilter()) -> dict[str, int]:
         """How many turns are left in each bucket of the queue (all of :data:`BUCKETS`)."""
-        where, params = filters.sql()
-        sql = f"""SELECT {_PRIORITY} AS priority, COUNT(*) AS n FROM turns t
-            WHERE {where} AND NOT EXISTS
-              (SELECT 1 FROM effective_reviews r WHERE r.turn_id = t.id AND r.action != 'skip')
-            GROUP BY priority"""
-        found = {row["priority"]: row["n"] for row in self.store.db.query(sql, params)}
+        found = self.store.review_counts(filters, LOW_CONFIDENCE)
         return {bucket: found.get(i, 0) for i, bucket in enumerate(BUCKETS)}
 
     def record(self, turn_id: int, reviewer: str, action: str, intent: str | None = None,
@@ -159,11 +108,7 @@ class ReviewLog:
             raise SupportbotError("'relabel' needs the correct intent")
         if action == "rewrite" and reply is None:
             raise SupportbotError("'rewrite' needs the reply the bot should have given")
-        self.store.turn(turn_id)
-        row = {"turn_id": turn_id, "reviewer": reviewer.strip(), "action": action, "intent": intent,
-               "reply": reply, "note": note, "created_at": utc_now()}
-        with self.store.writing() as db:
-            return db["reviews"].insert(row).last_pk
+        return self.store.add_review(turn_id, reviewer.strip(), action, intent, reply, note)
 
     def undo(self, reviewer: str, turn_id: int | None = None, note: str | None = None) -> tuple[int, int]:
         """Undo the latest effective review of a turn, or (``turn_id`` None) the latest effective
@@ -184,14 +129,12 @@ class ReviewLog:
         if undone is None:
             whose = f"turn {turn_id}" if turn_id is not None else f"reviewer {reviewer.strip()}"
             raise SupportbotError(f"nothing to undo: {whose} has no review in effect")
-        row = {"turn_id": undone["turn_id"], "reviewer": reviewer.strip(), "action": "undo",
-               "note": note, "created_at": utc_now(), "supersedes": undone["id"]}
-        with self.store.writing() as db:
-            return db["reviews"].insert(row).last_pk, undone["turn_id"]
+        undo_id = self.store.add_review(undone["turn_id"], reviewer.strip(), "undo", note=note, supersedes=undone["id"])
+        return undo_id, undone["turn_id"]
 
     def actions(self, turn_id: int) -> list[dict[str, Any]]:
         """The review rows of a turn (undos included), oldest first."""
-        return list(self.store.db["reviews"].rows_where("turn_id = ?", [turn_id], order_by="id"))
+        return self.store.reviews_of(turn_id)
 
     def corrections(self) -> list[Correction]:
         """The latest effective settling review (not ``skip``, not undone) of every reviewed turn,
@@ -205,21 +148,14 @@ class ReviewLog:
         learned from without a correction, and fallback or handoff messages are never learned
         as replies.
         """
-        sql = """SELECT r.id AS review_id, r.action, r.intent AS fixed_intent, r.reply AS fixed_reply,
-              t.id AS turn_id, t.user_text, t.intent, t.reply, t.route,
-              EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id AND f.rating < 0) AS disliked
-            FROM effective_reviews r JOIN turns t ON t.id = r.turn_id
-            WHERE r.id = (SELECT MAX(id) FROM effective_reviews r2 WHERE r2.turn_id = r.turn_id AND r2.action != 'skip')
-              AND t.user_text != ''
-            ORDER BY r.id"""
-        return [_correction(row) for row in self.store.db.query(sql)]
+        return [_correction(row) for row in self.store.settled_reviews()]
 
 
 def _correction(row: dict[str, Any]) -> Correction:
     approved = row["action"] == "approve"
-    answered = row["route"] in ("answer", "template")
-    classified = answered or row["route"] == "smalltalk"       # the predicted intent was acted on
-    predicted = row["intent"] if classified else OUT_OF_SCOPE if row["route"] in FALLBACK_ROUTES else None
+    answered = row["route"] in (Route.ANSWER, Route.TEMPLATE)
+    predicted = (row["intent"] if row["route"] in CLASSIFIED_ROUTES
+                 else OUT_OF_SCOPE if row["route"] in NOT_ANSWERED_ROUTES else None)
     intent = row["fixed_intent"] or (predicted if approved else None)
     reply = row["fixed_reply"] or (row["reply"] if approved and answered and not row["disliked"] else None)
     return Correction(row["turn_id"], row["user_text"], intent, reply, row["review_id"])

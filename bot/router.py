@@ -4,7 +4,10 @@ One call of :meth:`Router.respond` handles one customer message:
 
 0. the text is normalised once (:func:`bot.text.normalise`: lone surrogates, control and
    bidi characters, length), so no text can fail a later step;
-1. the turn is written to the store as *incomplete* before any model runs (a crash leaves it so);
+1. the turn is written to the store as *incomplete* before any model runs (a crash leaves it so),
+   and what the turn needs of the conversation is read in one call
+   (:meth:`bot.store.ConversationStore.turn_context`: open handoff, fallbacks in a row, previous
+   turn, history); no other store read happens until the turn is finished;
 2. the classifier predicts the intent (:class:`bot.records.Prediction`);
 3. :func:`decide` picks a route, with its reason: ``answer`` (generate), ``template`` (a fixed
    reply from config), ``smalltalk`` (greeting, thanks, "are you a bot?", ...: a configured
@@ -26,9 +29,10 @@ One call of :meth:`Router.respond` handles one customer message:
    when generation fails (:class:`bot.errors.GenerationFailed`, e.g. a remote backend down or
    sending garbage), the reason added to the decision's;
 5. the turn is completed in the store with prediction, decision, reply, missing slots, model
-   versions and latency. The customer's text and the reply are stored redacted
-   (:mod:`bot.redaction`; the company profile's own values stay), and the last chunk carries a
-   :func:`notice` telling the customer what was removed from the log or their message.
+   versions and latency (a handoff opens in the same write). The customer's text and the reply
+   are stored redacted (:mod:`bot.redaction`; the company profile's own values stay), and the
+   last chunk carries a :func:`notice` telling the customer what was removed from the log or
+   their message.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from bot.guard import echoes_system_prompt, guarded, may_show_partial
 from bot.handoff import Inbox, WorkingHours
 from bot.placeholders import extract_entities, fill
 from bot.queue import GenerationQueue, Ticket
-from bot.records import Decision, Prediction, Turn, is_small_talk
+from bot.records import Decision, Prediction, Reason, Route, Turn, is_small_talk
 from bot.redaction import PHONE_REGIONS, redact
 from bot.settings import HandoffConfig, RouterConfig
 from bot.text import MAX_CHARS, normalise
@@ -123,31 +127,34 @@ def decide(
         config: routing policy.
 
     Returns:
-        A :class:`Decision` whose ``reason`` says in words why.
+        A :class:`Decision` whose ``code`` says why and ``reason`` says it in words.
     """
     if prediction is None:
-        return Decision("rephrase", "empty message", None, threshold)
-    intent = prediction.intent
+        return Decision(Route.REPHRASE, "empty message", None, threshold, code=Reason.EMPTY)
+    intent, score = prediction.intent, prediction.oos_score
+
+    def decision(route: Route, code: Reason, reason: str) -> Decision:
+        return Decision(route, reason, intent, threshold, code=code)
+
     if re.search(config.human_request, text, flags=re.IGNORECASE):
-        return Decision("handoff", "customer asked for a person", intent, threshold)
-    if prediction.oos_score > threshold and prediction.oos_class:
-        reason = f"out of scope: the out-of-scope class wins (score {prediction.oos_score:.3f} > {threshold:.3f})"
-        return Decision("fallback", reason, intent, threshold)
-    if prediction.oos_score > threshold:
+        return decision(Route.HANDOFF, Reason.ASKED_FOR_PERSON, "customer asked for a person")
+    if score > threshold and prediction.oos_class:
+        return decision(Route.FALLBACK, Reason.OUT_OF_SCOPE_CLASS,
+                        f"out of scope: the out-of-scope class wins (score {score:.3f} > {threshold:.3f})")
+    if score > threshold:
         if fallbacks_in_a_row + 1 >= config.rephrase_limit:
-            reason = f"out of scope again ({fallbacks_in_a_row + 1} fallbacks in a row)"
-            return Decision("handoff", reason, intent, threshold)
-        reason = f"out of scope: score {prediction.oos_score:.3f} > threshold {threshold:.3f}"
-        return Decision("rephrase", reason, intent, threshold)
+            return decision(Route.HANDOFF, Reason.OUT_OF_SCOPE_AGAIN,
+                            f"out of scope again ({fallbacks_in_a_row + 1} fallbacks in a row)")
+        return decision(Route.REPHRASE, Reason.OUT_OF_SCOPE,
+                        f"out of scope: score {score:.3f} > threshold {threshold:.3f}")
     if is_small_talk(intent):
-        return Decision("smalltalk", f"small talk '{intent}' with confidence {prediction.confidence:.2f}",
-                        intent, threshold)
+        return decision(Route.SMALLTALK, Reason.SMALL_TALK,
+                        f"small talk '{intent}' with confidence {prediction.confidence:.2f}")
     if intent in config.handoff_intents:
-        return Decision("handoff", f"intent '{intent}' is handed off by configuration", intent, threshold)
+        return decision(Route.HANDOFF, Reason.HANDOFF_INTENT, f"intent '{intent}' is handed off by configuration")
     if intent in config.templates:
-        return Decision("template", f"intent '{intent}' has a fixed reply", intent, threshold)
-    reason = f"intent '{intent}' with confidence {prediction.confidence:.2f}"
-    return Decision("answer", reason, intent, threshold)
+        return decision(Route.TEMPLATE, Reason.TEMPLATE_INTENT, f"intent '{intent}' has a fixed reply")
+    return decision(Route.ANSWER, Reason.INTENT, f"intent '{intent}' with confidence {prediction.confidence:.2f}")
 
 
 AFFIRM = "smalltalk_affirm"
@@ -175,7 +182,7 @@ def follow_up(prediction: Prediction, threshold: float, previous: Turn | None, c
         entities: from :func:`bot.placeholders.extract_entities` of this message.
     """
     unclear = prediction.oos_score > threshold or prediction.intent == AFFIRM
-    answered = previous is not None and previous.decision is not None and previous.decision.route == "answer"
+    answered = previous is not None and previous.decision is not None and previous.decision.route == Route.ANSWER
     if not (unclear and answered and previous.decision.intent):
         return None
     if combined is not None and combined.oos_score <= threshold and not is_small_talk(combined.intent):
@@ -222,6 +229,11 @@ class Router:
         self.max_chars = max_chars
         self.queue = GenerationQueue(config.max_concurrent_generations)
         self.inbox = Inbox(store, profile, (handoff or HandoffConfig()).wait_minutes, hours, redact)
+
+    def new_conversation(self, channel: str | None = None, client: str | None = None,
+                         token_hash: str | None = None) -> str:
+        """Start a conversation; returns its id (see :meth:`bot.store.ConversationStore.new_conversation`)."""
+        return self.store.new_conversation(channel, client, token_hash)
 
     def respond(self, conversation_id: str, text: str) -> Iterator[ReplyChunk]:
         """Handle one customer message; yields the growing reply, the last chunk with its Turn.
@@ -274,32 +286,35 @@ class Router:
         text = normal.text
         stored, redacted = self._stored(text)
         turn = self.store.start_turn(conversation_id, stored, normal.changes, redacted)
+        known = self.store.turn_context(conversation_id, self.config.history_turns)  # the turn's only read
         classifier, generator = self.models.current()
         prediction = classifier.predict([text])[0] if text.strip() else None
         entities = extract_entities(text)
-        held = self.store.open_handoff(conversation_id)
+        held = known.handoff
         if held is not None:  # a person has it: never answer, log the message for the agent
-            reason = f"held by agent {held.agent}" if held.agent else "waiting for an agent"
-            decision = Decision("human", reason, prediction.intent if prediction else None, classifier.threshold)
+            code, reason = ((Reason.HELD_BY_AGENT, f"held by agent {held.agent}") if held.agent
+                            else (Reason.WAITING_FOR_AGENT, "waiting for an agent"))
+            decision = Decision(Route.HUMAN, reason, prediction.intent if prediction else None, classifier.threshold,
+                                code=code)
         elif requested_human:
-            decision = Decision("handoff", "customer pressed 'talk to a human'", None, classifier.threshold)
+            decision = Decision(Route.HANDOFF, "customer pressed 'talk to a human'", None, classifier.threshold,
+                                code=Reason.PRESSED_HUMAN)
         else:
             decided_on, context = prediction, None
             if prediction is not None and self.config.use_context:
-                found = self._follow_up(classifier, conversation_id, text, prediction, entities)
+                found = self._follow_up(classifier, known.previous, text, prediction, entities)
                 if found is not None:
                     decided_on, context = found
-            decision = decide(text, decided_on, classifier.threshold,
-                              self.store.fallbacks_in_a_row(conversation_id), self.config)
+            decision = decide(text, decided_on, classifier.threshold, known.fallbacks_in_a_row, self.config)
             if context is not None:
                 decision = replace(decision, reason=f"{decision.reason} ({context})", context=context)
         reply, missing = "", []
         told_off_hours = False
-        if decision.route == "handoff":
+        if decision.route == Route.HANDOFF:
             handoff_reply, told_off_hours = self.inbox.handoff_reply()
             stream = (pair for pair in [(handoff_reply, [])])
         else:
-            stream = self._reply_stream(generator, conversation_id, text, decision, entities)
+            stream = self._reply_stream(generator, known.history, text, decision, entities)
         try:
             for reply, missing in stream:
                 if echoes_system_prompt(reply):  # bot/guard.py: never show or store the system prompt
@@ -316,48 +331,44 @@ class Router:
             stream.close()
             self.store.interrupt_turn(turn.id)
             raise
-        if decision.route == "handoff":
-            self.store.mark_handoff(conversation_id, decision.reason, notified=told_off_hours)
         stored_reply, reply_redacted = self._stored(reply, allowed=tuple(self.profile.values()))
         redacted = {tag: redacted.get(tag, 0) + reply_redacted.get(tag, 0) for tag in {**redacted, **reply_redacted}}
         finished = replace(
             turn, prediction=prediction, decision=decision, reply=stored_reply, missing_slots=missing,
             classifier_version=classifier.version,
-            generator_version=generator.version if decision.route == "answer" else None,
+            generator_version=generator.version if decision.route == Route.ANSWER else None,
             latency_ms=(time.perf_counter() - started) * 1000.0, status="complete", redacted=redacted,
         )
-        stored_turn = self.store.finish_turn(finished)
+        stored_turn = self.store.finish_turn(finished, hand_off=decision.route == Route.HANDOFF, notified=told_off_hours)
         yield ReplyChunk(reply, stored_turn, notice(stored_turn, self.max_chars))
 
-    def _follow_up(self, classifier, conversation_id: str, text: str, prediction: Prediction,
+    def _follow_up(self, classifier, previous: Turn | None, text: str, prediction: Prediction,
                    entities: dict[str, str]) -> tuple[Prediction, str] | None:
-        """:func:`follow_up` with the previous turn from the store (read only for an unclear
-        message) and the combined prediction."""
+        """:func:`follow_up` with the combined prediction (the classifier runs again only for an
+        unclear message after an answered turn)."""
         if not (prediction.oos_score > classifier.threshold or prediction.intent == AFFIRM):
             return None
-        previous = self.store.previous_turn(conversation_id)
-        if previous is None or previous.decision is None or previous.decision.route != "answer":
+        if previous is None or previous.decision is None or previous.decision.route != Route.ANSWER:
             return None
         combined = classifier.predict([f"{previous.user_text} {text}"])[0]
         return follow_up(prediction, classifier.threshold, previous, combined, entities)
 
-    def _reply_stream(self, generator, conversation_id, text, decision, entities) -> Iterator[tuple[str, list[str]]]:
-        if decision.route == "answer":
-            history = self.store.history(conversation_id, self.config.history_turns)
+    def _reply_stream(self, generator, history, text, decision, entities) -> Iterator[tuple[str, list[str]]]:
+        if decision.route == Route.ANSWER:
             with self.queue.ticket() as ticket:
                 yield from self._queue_messages(ticket)
                 with closing(generator.stream(history=history, user_text=text, intent=decision.intent,
                                               max_new_tokens=self.config.max_new_tokens)) as pieces:
                     yield from self._filled_stream(pieces, entities)
             return
-        if decision.route == "human":
+        if decision.route == Route.HUMAN:
             yield "", []
             return
         fixed = {
-            "rephrase": EMPTY_REPLY if decision.reason == "empty message" else REPHRASE_REPLY,
-            "template": self.config.templates.get(decision.intent or "", ""),
-            "fallback": self.config.out_of_scope_reply,
-            "smalltalk": self.config.small_talk.get(decision.intent or "", self.config.small_talk.get("smalltalk_other", "")),
+            Route.REPHRASE: EMPTY_REPLY if decision.code == Reason.EMPTY else REPHRASE_REPLY,
+            Route.TEMPLATE: self.config.templates.get(decision.intent or "", ""),
+            Route.FALLBACK: self.config.out_of_scope_reply,
+            Route.SMALLTALK: self.config.small_talk.get(decision.intent or "", self.config.small_talk.get("smalltalk_other", "")),
         }[decision.route]
         yield self._fill(fixed, entities)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,8 +23,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bot.device import Device
 from bot.errors import SupportbotError
 from bot.redaction import PHONE_REGIONS
+from bot.text import MAX_CHARS
 
 try:
     import tomllib
@@ -148,14 +151,14 @@ class ServingConfig(BaseModel):
     Attributes:
         dtype: ``"auto"`` (bf16 on a GPU or on a CPU with native bf16, else float32),
             ``"float32"`` (the exact replies of plain greedy decoding) or ``"bfloat16"``.
-        draft_tokens: longest draft of speculative decoding (:mod:`bot.speculative`); 0 turns it
+        draft_tokens: longest draft of speculative decoding (:mod:`bot.generation.speculative`); 0 turns it
             off. In float32 only speed changes; in bf16 drafts come from the version's
-            ``drafts.json`` only (see :class:`bot.generator.ServingOptions`).
+            ``drafts.json`` only (see :class:`bot.generation.ServingOptions`).
         pack_weights: on CPU in bf16, pack the linear weights once for draft checks
-            (:mod:`bot.packing`).
+            (:mod:`bot.generation.packing`).
         int8: dynamic int8 quantisation on CPU: replies change and lose quality; no drafts
             (``bench/generation.py``).
-        backend: ``"local"`` (generate in this process with transformers, :mod:`bot.generator`),
+        backend: ``"local"`` (generate in this process with transformers, :mod:`bot.generation`),
             ``"ort"`` (in this process with ONNX Runtime GenAI, :mod:`bot.ort_backend`; needs the
             ``ort`` extra; each version converted once on first load) or ``"openai"`` (stream
             replies from an OpenAI-compatible server such as vLLM or TGI, see
@@ -176,8 +179,8 @@ class ServingConfig(BaseModel):
     model_config = {"extra": "forbid"}
 
     def options(self):
-        """These settings as :class:`bot.generator.ServingOptions`."""
-        from bot.generator import ServingOptions
+        """These settings as :class:`bot.generation.ServingOptions`."""
+        from bot.generation import ServingOptions
 
         return ServingOptions(dtype_name=None if self.dtype == "auto" else self.dtype, int8=self.int8,
                               draft_tokens=self.draft_tokens, pack_weights=self.pack_weights)
@@ -240,14 +243,14 @@ class ApiConfig(BaseModel):
         key_rate: requests allowed per API key, as ``N/second|minute|hour`` (the ``limits``
             package's notation).
         address_rate: requests allowed per client address for callers without a key.
-        max_message_chars: longer messages are refused with 413.
+        max_message_chars: longer messages are refused with 413; at most :data:`bot.text.MAX_CHARS`.
     """
 
     keys: dict[str, str] = {}
     anonymous: bool = True
     key_rate: str = "120/minute"
     address_rate: str = "30/minute"
-    max_message_chars: int = Field(2000, ge=1, le=2000)
+    max_message_chars: int = Field(MAX_CHARS, ge=1, le=MAX_CHARS)
 
     model_config = {"extra": "forbid"}
 
@@ -270,6 +273,81 @@ class ApiConfig(BaseModel):
         except ValueError:
             raise ValueError(f"{rate!r} is not a rate such as '30/minute'") from None
         return rate
+
+
+def option(default: Any, help: str, **cli: Any) -> Any:
+    """A field of a config dataclass whose default and help text the command line takes as they
+    are (``ui/cli.py`` ``config_options``), so each exists once.
+
+    Args:
+        cli: ``cli_type`` and ``cli_default`` when the command line reads the value in another
+            form, with ``parse`` turning it back (e.g. a comma-separated list).
+    """
+    return field(default=default, metadata={"help": help, **cli})
+
+
+LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Attention and MLP projections of Llama-family models (SmolLM2): the default LoRA targets."""
+
+
+@dataclass
+class ReplyTrainConfig:
+    """Hyper-parameters of one fine-tuning run (``supportbot train replies``; each field's help
+    text is its ``metadata["help"]``); ``None`` means "chosen from the device".
+
+    ``draft_replies``: the model's own replies agree with it more often than training replies
+    (~2.0 vs ~1.8 tokens per forward pass in a simulation on 48 test replies); generating 54
+    Bitext replies takes minutes on 2 cores, hence fewer on CPU.
+    """
+
+    lora_r: int = option(16, "LoRA rank (Hu et al. 2021)")
+    lora_alpha: int = option(32, "LoRA scale numerator (scale = alpha / r)")
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = option(LLAMA_PROJECTIONS, "comma-separated module names that get an adapter",
+                                              cli_default=",".join(LLAMA_PROJECTIONS), cli_type=str,
+                                              parse=lambda text: tuple(m.strip() for m in text.split(",") if m.strip()))
+    epochs: float = option(1.0, "passes over the training examples (cut short by max_steps)")
+    max_steps: int | None = option(None, "optimizer steps (default: 40 on CPU, the ~10-minute demo budget; "
+                                          "no cap on GPU; 0 = no cap)")
+    max_train_examples: int | None = option(None, "use at most this many training examples (random, fixed by seed)")
+    max_length: int = option(256, "tokens of prompt + reply; longer replies are cut at the end")
+    lr: float = option(2e-4, "peak learning rate (AdamW, linear warm-up over 5 % of the steps, cosine decay)")
+    batch_size: int | None = option(None, "examples per step (default: 8 on CPU, 16 on GPU)")
+    validation_examples: int = 32
+    merge: bool = option(False, "also write merged/: the base model with the adapter folded in")
+    max_minutes: float | None = option(None, "wall-clock budget in minutes; training stops after the step that "
+                                              "crosses it (default: 10 on CPU, none on GPU; 0 = none)")
+    draft_replies: int | None = option(None, "per intent, the model's own replies to this many training requests "
+                                              "seed speculative decoding (drafts.json; default: 2 on CPU, 4 on GPU; "
+                                              "0 = training replies only)")
+    seed: int = 42
+
+    def for_device(self, device: Device) -> "ReplyTrainConfig":
+        """A copy with ``max_steps``, ``batch_size``, ``max_minutes`` and ``draft_replies``
+        filled in for ``device``."""
+        steps = self.max_steps if self.max_steps is not None else (-1 if device.is_gpu else 40)
+        batch = self.batch_size or (16 if device.is_gpu else 8)
+        minutes = self.max_minutes if self.max_minutes is not None else (None if device.is_gpu else 10.0)
+        drafts = self.draft_replies if self.draft_replies is not None else (4 if device.is_gpu else 2)
+        return ReplyTrainConfig(**{**asdict(self), "max_steps": steps if steps > 0 else -1, "batch_size": batch,
+                                   "max_minutes": minutes if minutes and minutes > 0 else None,
+                                   "draft_replies": drafts})
+
+
+@dataclass
+class RetrainConfig:
+    """Options of one retraining (``supportbot retrain``; each help text is the field's
+    ``metadata["help"]``)."""
+
+    what: Literal["intents", "replies", "both"] = option("both", "intents, replies or both")
+    data: str = option("bitext", "the original data set the corrections are added to")
+    reply_max_steps: int | None = option(None, "LoRA steps (default: as for the production version)")
+    macro_f1_tolerance: float = option(0.005, "largest accepted macro-F1 drop on the frozen test split "
+                                              "(0.005 = 0.5 points)")
+    rouge_tolerance: float = option(1.0, "largest accepted ROUGE-L drop (points, 0-100 scale) on the frozen "
+                                         "test split")
+    reply_eval_rows: int = 40
+    """Frozen-split rows generated for the replies comparison (CPU cost)."""
 
 
 class Settings(BaseSettings):

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 from transformers import LogitsProcessor
 
-OPEN, CLOSE = "{{", "}}"
+from bot.placeholders import CLOSE, OPEN
 
 
 class SlotGrammar:

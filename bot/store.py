@@ -28,20 +28,20 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 from sqlite_utils.migrations import Migrations
 
 from bot.errors import SupportbotError
-from bot.records import Decision, Prediction, Turn
+from bot.records import FALLBACK_ROUTES, NOT_ANSWERED_ROUTES, STAFF_ROUTES, Decision, Prediction, Route, Turn
 
 BUSY_TIMEOUT_S = 30.0
 """How long a write waits for another process's write to finish, in seconds."""
 
-FALLBACK_ROUTE = "rephrase"
-"""The route counted by :meth:`ConversationStore.fallbacks_in_a_row`."""
+if TYPE_CHECKING:
+    from bot.reviews import ReviewFilter
 
 MIGRATIONS = Migrations("supportbot.conversations")
 """The schema's history; the names of the applied ones are stored in the database file."""
@@ -134,6 +134,17 @@ def _record_changes_undo_and_current_feedback(db: Database) -> None:
         WHERE r.action != 'undo' AND NOT EXISTS (SELECT 1 FROM reviews u WHERE u.supersedes = r.id)""")
 
 
+@MIGRATIONS(name="0006_reason_code")
+def _add_reason_code(db: Database) -> None:
+    """Turns record the decision's reason as a code too (:class:`bot.records.Reason`)."""
+    db["turns"].add_column("reason_code", str)
+
+
+def sql_routes(routes) -> str:
+    """``routes`` (:class:`bot.records.Route` values) as an SQL list, e.g. ``('agent', 'notice')``."""
+    return "(" + ", ".join(f"'{Route(route).value}'" for route in routes) + ")"
+
+
 _STALE_CONVERSATIONS = """
 SELECT c.id FROM conversations c
 WHERE max(c.started_at,
@@ -211,6 +222,26 @@ class Owner:
 
 
 @dataclass(frozen=True)
+class TurnContext:
+    """A conversation as the router sees it when a message comes in
+    (:meth:`ConversationStore.turn_context`).
+
+    Attributes:
+        handoff: the handoff that waits for or is held by a person, else None.
+        fallbacks_in_a_row: how many of the latest completed turns, counting back from the
+            newest, were ``rephrase`` fallbacks (0 when the newest was not).
+        previous: the last completed turn, or None.
+        history: the last completed exchanges with a customer text and a reply, oldest first,
+            as ``(customer text, reply)`` pairs (the generator's context).
+    """
+
+    handoff: Handoff | None
+    fallbacks_in_a_row: int
+    previous: Turn | None
+    history: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
 class Feedback:
     """A customer's rating of one turn.
 
@@ -238,7 +269,7 @@ def turn_from_row(row: dict[str, Any]) -> Turn:
     decision = None
     if row["route"] is not None:
         decision = Decision(row["route"], row["reason"] or "", row["decision_intent"], row["threshold"],
-                            row.get("context"))
+                            row.get("context"), row.get("reason_code"))
     return Turn(
         conversation_id=row["conversation_id"], index=row["idx"], user_text=row["user_text"],
         prediction=prediction, decision=decision, reply=row["reply"],
@@ -261,6 +292,7 @@ def _outcome_columns(turn: Turn) -> dict[str, Any]:
         "oos_score": prediction.oos_score if prediction else None,
         "route": decision.route if decision else None,
         "reason": decision.reason if decision else None,
+        "reason_code": decision.code if decision else None,
         "decision_intent": decision.intent if decision else None,
         "threshold": decision.threshold if decision else None,
         "context": decision.context if decision else None,
@@ -342,7 +374,7 @@ class ConversationStore:
 
     @contextmanager
     def writing(self) -> Iterator[Database]:
-        """One write transaction (also for modules that add tables, e.g. :mod:`bot.reviews`): the process lock, then ``BEGIN IMMEDIATE``; rolled back on error."""
+        """One write transaction: the process lock, then ``BEGIN IMMEDIATE``; rolled back on error."""
         db = self.db
         with self._write_lock:
             db.execute("BEGIN IMMEDIATE")
@@ -439,15 +471,16 @@ class ConversationStore:
             SupportbotError: unknown conversation id.
         """
         with self.writing() as db:
-            row = self._conversation_row(conversation_id, db)
-            now = utc_now()
-            if not row["needs_human"]:
-                db["conversations"].update(
-                    conversation_id, {"needs_human": 1, "handoff_reason": reason, "handoff_at": now}
-                )
-            if self._open_handoff(db, conversation_id) is None:
-                db["handoffs"].insert({"conversation_id": conversation_id, "reason": reason, "requested_at": now,
-                                       "notified_at": now if notified else None})
+            self._mark_handoff(db, conversation_id, reason, notified)
+
+    def _mark_handoff(self, db: Database, conversation_id: str, reason: str, notified: bool) -> None:
+        row = self._conversation_row(conversation_id, db)
+        now = utc_now()
+        if not row["needs_human"]:
+            db["conversations"].update(conversation_id, {"needs_human": 1, "handoff_reason": reason, "handoff_at": now})
+        if self._open_handoff(db, conversation_id) is None:
+            db["handoffs"].insert({"conversation_id": conversation_id, "reason": reason, "requested_at": now,
+                                   "notified_at": now if notified else None})
 
     @staticmethod
     def _open_handoff(db: Database, conversation_id: str) -> Handoff | None:
@@ -467,7 +500,7 @@ class ConversationStore:
     def staff_turn(self, conversation_id: str, route: str, reply: str, reason: str, agent: str | None,
                    db: Database | None = None) -> Turn:
         """Log a complete turn that has no customer text: an agent's reply (route ``agent``) or a
-        status notice (route ``notice``). No model versions, no prediction.
+        status notice (route ``notice``), ``route`` a :class:`~bot.records.Route`. No model versions, no prediction.
 
         Args:
             db: a connection inside an open :meth:`writing` transaction; default: one of its own.
@@ -487,14 +520,17 @@ class ConversationStore:
             "latency_ms": 0.0, "status": "complete", "started_at": now, "finished_at": now}).last_pk
         return turn_from_row(db["turns"].get(turn_id))
 
-    def _held(self, db: Database, conversation_id: str, agent: str, admin: bool) -> Handoff:
+    def _held(self, db: Database, conversation_id: str, agent: str, admin: bool = False,
+              taking: bool = False) -> Handoff:
+        """The conversation's open handoff, held by ``agent`` (any agent for an ``admin``; or
+        still waiting when ``taking``)."""
         handoff = self._open_handoff(db, conversation_id)
         if handoff is None:
             self._conversation_row(conversation_id, db)
             raise SupportbotError(f"conversation {conversation_id} is not waiting for a person")
-        if handoff.agent is None:
+        if handoff.agent is None and not taking:
             raise SupportbotError(f"conversation {conversation_id} is not taken yet: take it first")
-        if handoff.agent != agent and not admin:
+        if handoff.agent not in (None, agent) and not admin:
             raise SupportbotError(f"conversation {conversation_id} is held by {handoff.agent}")
         return handoff
 
@@ -506,16 +542,11 @@ class ConversationStore:
             SupportbotError: unknown conversation, no open handoff, or another agent holds it.
         """
         with self.writing() as db:
-            handoff = self._open_handoff(db, conversation_id)
-            if handoff is None:
-                self._conversation_row(conversation_id, db)
-                raise SupportbotError(f"conversation {conversation_id} is not waiting for a person")
+            handoff = self._held(db, conversation_id, agent, taking=True)
             if handoff.agent == agent:
                 return handoff
-            if handoff.agent is not None:
-                raise SupportbotError(f"conversation {conversation_id} is held by {handoff.agent}")
             db["handoffs"].update(handoff.id, {"agent": agent, "taken_at": utc_now()})
-            self.staff_turn(conversation_id, "notice", notice, f"taken by {agent}", agent, db)
+            self.staff_turn(conversation_id, Route.NOTICE, notice, f"taken by {agent}", agent, db)
             return Handoff(**db["handoffs"].get(handoff.id))
 
     def agent_reply(self, conversation_id: str, agent: str, text: str, admin: bool = False) -> Turn:
@@ -529,7 +560,7 @@ class ConversationStore:
         """
         with self.writing() as db:
             handoff = self._held(db, conversation_id, agent, admin)
-            turn = self.staff_turn(conversation_id, "agent", text, f"reply by agent {agent}", agent, db)
+            turn = self.staff_turn(conversation_id, Route.AGENT, text, f"reply by agent {agent}", agent, db)
             if handoff.first_reply_at is None:
                 db["handoffs"].update(handoff.id, {"first_reply_at": turn.finished_at})
             return turn
@@ -549,7 +580,7 @@ class ConversationStore:
             handoff = self._held(db, conversation_id, agent, admin)
             db["handoffs"].update(handoff.id, {"ended_at": utc_now(), "ended_by": agent, "outcome": outcome})
             db["conversations"].update(conversation_id, {"needs_human": 0})
-            self.staff_turn(conversation_id, "notice", notice, f"{outcome} by {agent}", agent, db)
+            self.staff_turn(conversation_id, Route.NOTICE, notice, f"{outcome} by {agent}", agent, db)
             return Handoff(**db["handoffs"].get(handoff.id))
 
     def notify_waiting(self, handoff_id: int, notice: str, requested_before: str) -> Turn | None:
@@ -567,7 +598,7 @@ class ConversationStore:
                 [handoff_id, requested_before]))
             if not rows:
                 return None
-            turn = self.staff_turn(rows[0]["conversation_id"], "notice", notice, "no agent took it in time", None, db)
+            turn = self.staff_turn(rows[0]["conversation_id"], Route.NOTICE, notice, "no agent took it in time", None, db)
             db["handoffs"].update(handoff_id, {"notified_at": turn.finished_at})
             return turn
 
@@ -578,14 +609,6 @@ class ConversationStore:
             SupportbotError: unknown conversation id.
         """
         return bool(self._conversation_row(conversation_id)["needs_human"])
-
-    def handoff_reason(self, conversation_id: str) -> str | None:
-        """Why the conversation was handed to a person, or None when it was not.
-
-        Raises:
-            SupportbotError: unknown conversation id.
-        """
-        return self._conversation_row(conversation_id)["handoff_reason"]
 
     def ratings(self, conversation_id: str) -> dict[int, int]:
         """Turn id -> the customer's latest rating (+1 or -1) of the conversation's rated turns.
@@ -598,53 +621,26 @@ class ConversationStore:
                                 WHERE t.conversation_id = ? ORDER BY f.id""", [conversation_id])
         return {row["turn_id"]: row["rating"] for row in rows}
 
-    def recent_routes(self, conversation_id: str, n: int) -> list[str]:
-        """Routes of the last ``n`` completed turns, newest first.
+    def turn_context(self, conversation_id: str, history_turns: int) -> TurnContext:
+        """What the router needs to know of a conversation for its next turn, in one read
+        (see :class:`TurnContext`).
+
+        Args:
+            history_turns: how many exchanges ``history`` holds at most.
 
         Raises:
             SupportbotError: unknown conversation id.
         """
         self._conversation_row(conversation_id)
-        turns = self._turns("conversation_id = ? AND status = 'complete'", [conversation_id], "idx DESC", n)
-        return [turn.decision.route for turn in turns if turn.decision is not None]
-
-    def fallbacks_in_a_row(self, conversation_id: str) -> int:
-        """How many of the latest completed turns, counting back from the newest, were
-        ``rephrase`` fallbacks (0 when the newest was not).
-
-        Raises:
-            SupportbotError: unknown conversation id.
-        """
-        count = 0
-        for route in self.recent_routes(conversation_id, 1000):
-            if route != FALLBACK_ROUTE:
-                break
-            count += 1
-        return count
-
-    def previous_turn(self, conversation_id: str) -> Turn | None:
-        """The conversation's last completed turn, or None.
-
-        Raises:
-            SupportbotError: unknown conversation id.
-        """
-        self._conversation_row(conversation_id)
-        turns = self._turns("conversation_id = ? AND status = 'complete'", [conversation_id], "idx DESC", 1)
-        return turns[0] if turns else None
-
-    def history(self, conversation_id: str, n: int) -> list[tuple[str, str]]:
-        """The last ``n`` completed exchanges with a customer text and a reply, oldest first,
-        as ``(customer text, bot reply)`` pairs (the generator's context).
-
-        Raises:
-            SupportbotError: unknown conversation id.
-        """
-        self._conversation_row(conversation_id)
-        if n <= 0:
-            return []
-        where = "conversation_id = ? AND status = 'complete' AND user_text != '' AND reply != ''"
-        turns = self._turns(where, [conversation_id], "idx DESC", n)
-        return [(turn.user_text, turn.reply or "") for turn in reversed(turns)]
+        done = "conversation_id = ? AND status = 'complete'"
+        fallbacks = self.db.execute(f"""SELECT COUNT(*) FROM turns WHERE {done} AND route = '{Route.REPHRASE}'
+            AND idx > COALESCE((SELECT MAX(idx) FROM turns WHERE {done} AND route != '{Route.REPHRASE}'), -1)""",
+                                    [conversation_id, conversation_id]).fetchone()[0]
+        previous = self._turns(done, [conversation_id], "idx DESC", 1)
+        exchanges = self._turns(f"{done} AND user_text != '' AND reply != ''", [conversation_id], "idx DESC",
+                                history_turns) if history_turns > 0 else []
+        return TurnContext(self.open_handoff(conversation_id), fallbacks, previous[0] if previous else None,
+                           [(turn.user_text, turn.reply or "") for turn in reversed(exchanges)])
 
     # -- turns -------------------------------------------------------------------------------
 
@@ -677,13 +673,15 @@ class ConversationStore:
         return Turn(conversation_id, row["idx"], user_text, started_at=row["started_at"], id=turn_id,
                     text_changes=tuple(text_changes), redacted=dict(redacted or {}))
 
-    def finish_turn(self, turn: Turn) -> Turn:
+    def finish_turn(self, turn: Turn, hand_off: bool = False, notified: bool = False) -> Turn:
         """Store the outcome of a turn started with :meth:`start_turn` and mark it ``complete``.
 
         Written from ``turn``: prediction, decision, reply, missing slots, model versions,
         redaction counts (of the user text and the reply together) and latency (milliseconds;
         when None, the time since ``started_at``). Its id, conversation,
-        index, user text and start time are the stored ones.
+        index, user text and start time are the stored ones. With ``hand_off``, in the same
+        transaction, the conversation is handed to a person for the decision's reason
+        (:meth:`mark_handoff`, with ``notified``).
 
         Returns:
             The completed turn as stored.
@@ -704,6 +702,8 @@ class ConversationStore:
                 elapsed = datetime.fromisoformat(values["finished_at"]) - datetime.fromisoformat(row["started_at"])
                 values["latency_ms"] = elapsed.total_seconds() * 1000.0
             db["turns"].update(turn.id, values)
+            if hand_off:
+                self._mark_handoff(db, row["conversation_id"], turn.decision.reason if turn.decision else "", notified)
             return turn_from_row(db["turns"].get(turn.id))
 
     def interrupt_turn(self, turn_id: int) -> bool:
@@ -736,25 +736,6 @@ class ConversationStore:
             for turn_id in ids:
                 db["turns"].update(turn_id, {"interrupted_at": now})
         return ids
-
-    def incomplete_turns(self, interrupted_only: bool = False) -> list[Turn]:
-        """Turns without a stored reply, oldest first: in progress now, or interrupted by a crash.
-
-        Args:
-            interrupted_only: only those found by :meth:`mark_interrupted`.
-        """
-        where = "status = 'incomplete'" + (" AND interrupted_at IS NOT NULL" if interrupted_only else "")
-        return self._turns(where, [], "id")
-
-    def recent_turns(self, limit: int = 50, route: str | None = None, intent: str | None = None) -> list[Turn]:
-        """The newest completed turns, newest first, optionally of one route and/or intent
-        (a review query; served by the ``started_at``, ``route`` and ``intent`` indexes)."""
-        clauses, params = ["status = 'complete'"], []
-        for column, value in (("route", route), ("intent", intent)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        return self._turns(" AND ".join(clauses), params, "started_at DESC", limit)
 
     # -- retention ---------------------------------------------------------------------------
 
@@ -846,6 +827,143 @@ class ConversationStore:
         self._row(self.db, "turns", turn_id, "turn")
         row = self.db.execute("SELECT rating FROM current_feedback WHERE turn_id = ?", [turn_id]).fetchone()
         return row[0] if row else 0
+
+
+    # -- reviews -----------------------------------------------------------------------------
+
+    def review_queue(self, filters: ReviewFilter, low_confidence: float,
+                     limit: int | None = None) -> list[tuple[Turn, int, int]]:
+        """The turns not settled by a review (none in effect but ``skip``s) under ``filters``,
+        as ``(turn, bucket, current rating)``; ``bucket`` as in :mod:`bot.reviews` (0 thumbs-down,
+        1 interrupted, 2 not answered, 3 confidence below ``low_confidence``, 4 the rest). Order:
+        fewest skips, bucket, rising confidence in bucket 3, then a fixed pseudo-random order."""
+        where, params = _review_where(filters)
+        rows = self.db.query(f"""SELECT t.*, {_bucket(low_confidence)} AS bucket,
+              (SELECT COALESCE(MAX(rating), 0) FROM current_feedback f WHERE f.turn_id = t.id) AS rating,
+              (SELECT COUNT(*) FROM effective_reviews r WHERE r.turn_id = t.id AND r.action = 'skip') AS skips
+            FROM turns t WHERE {where}
+            ORDER BY skips, bucket, CASE WHEN bucket = 3 THEN t.confidence END, (t.id * 2654435761) % 4294967296
+            LIMIT ?""", params + [-1 if limit is None else limit])
+        return [(turn_from_row(row), row["bucket"], row["rating"]) for row in rows]
+
+    def review_counts(self, filters: ReviewFilter, low_confidence: float) -> dict[int, int]:
+        """Bucket -> how many turns of :meth:`review_queue` are in it (buckets without turns left out)."""
+        where, params = _review_where(filters)
+        rows = self.db.query(f"SELECT {_bucket(low_confidence)} AS bucket, COUNT(*) AS n FROM turns t "
+                             f"WHERE {where} GROUP BY bucket", params)
+        return {row["bucket"]: row["n"] for row in rows}
+
+    def add_review(self, turn_id: int, reviewer: str, action: str, intent: str | None = None,
+                   reply: str | None = None, note: str | None = None, supersedes: int | None = None) -> int:
+        """Store one review row (checked by :mod:`bot.reviews`); returns its id.
+
+        Raises:
+            SupportbotError: unknown turn id.
+        """
+        with self.writing() as db:
+            self._row(db, "turns", turn_id, "turn")
+            return db["reviews"].insert({"turn_id": turn_id, "reviewer": reviewer, "action": action,
+                                         "intent": intent, "reply": reply, "note": note,
+                                         "created_at": utc_now(), "supersedes": supersedes}).last_pk
+
+    def reviews_of(self, turn_id: int) -> list[dict[str, Any]]:
+        """The review rows of a turn (undos included), oldest first."""
+        return list(self.db["reviews"].rows_where("turn_id = ?", [turn_id], order_by="id"))
+
+    def settled_reviews(self) -> list[dict[str, Any]]:
+        """For each turn with a customer text and a settling review in effect (not ``skip``),
+        its latest one, oldest first: ``review_id``, ``action``, ``fixed_intent``,
+        ``fixed_reply``, the turn's ``turn_id``, ``user_text``, ``intent``, ``reply``, ``route``
+        and ``disliked`` (its current rating is a thumbs-down)."""
+        return list(self.db.query("""SELECT r.id AS review_id, r.action, r.intent AS fixed_intent,
+              r.reply AS fixed_reply, t.id AS turn_id, t.user_text, t.intent, t.reply, t.route,
+              EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id AND f.rating < 0) AS disliked
+            FROM effective_reviews r JOIN turns t ON t.id = r.turn_id
+            WHERE r.id = (SELECT MAX(id) FROM effective_reviews r2 WHERE r2.turn_id = r.turn_id AND r2.action != 'skip')
+              AND t.user_text != ''
+            ORDER BY r.id"""))
+
+    # -- reports -----------------------------------------------------------------------------
+
+    def turn_figures(self, by_day: bool = False) -> list[dict[str, Any]]:
+        """Over the completed customer turns (no :data:`~bot.records.STAFF_ROUTES`): ``turns``,
+        ``conversations``, ``fallback_rate`` (:data:`~bot.records.FALLBACK_ROUTES`) and
+        ``handoff_rate`` (shares 0-1, None without turns); one row for the whole log, or with
+        ``by_day`` one per UTC day with its ``day`` (YYYY-MM-DD), oldest first."""
+        day = "substr(started_at, 1, 10) AS day, " if by_day else ""
+        return list(self.db.query(f"""
+            SELECT {day}COUNT(*) AS turns, COUNT(DISTINCT conversation_id) AS conversations,
+                   AVG(route IN {sql_routes(FALLBACK_ROUTES)}) AS fallback_rate,
+                   AVG(route = '{Route.HANDOFF}') AS handoff_rate
+            FROM turns WHERE status = 'complete' AND route NOT IN {sql_routes(STAFF_ROUTES)}
+            {"GROUP BY day ORDER BY day" if by_day else ""}"""))
+
+    def rating_figures(self) -> dict[str, Any]:
+        """``ratings`` (turns with a current rating) and ``up`` (the share of them that is +1, None without)."""
+        return next(self.db.query("SELECT COUNT(*) AS ratings, AVG(rating > 0) AS up FROM current_feedback"))
+
+    def intent_counts(self, limit: int, corrected: bool = False) -> list[tuple[str | None, int]]:
+        """The most frequent predicted intents of completed turns, with their counts, most first;
+        with ``corrected``, of the turns a review gave another intent (counted once per turn)."""
+        if corrected:
+            sql = """SELECT t.intent AS intent, COUNT(DISTINCT t.id) AS n FROM reviews r JOIN turns t ON t.id = r.turn_id
+                     WHERE r.intent IS NOT NULL AND r.intent != COALESCE(t.intent, '')"""
+        else:
+            sql = "SELECT intent, COUNT(*) AS n FROM turns t WHERE status = 'complete' AND intent IS NOT NULL"
+        rows = self.db.query(f"{sql} GROUP BY t.intent ORDER BY n DESC, t.intent LIMIT ?", [limit])
+        return [(row["intent"], row["n"]) for row in rows]
+
+    def handoff_figures(self) -> dict[str, Any]:
+        """``waiting`` and ``held`` handoffs now, ``reply_seconds`` (per handoff with an agent's
+        reply, seconds from the request to the first one) and ``closed_by_agents`` (conversations)."""
+        figures = next(self.db.query("""
+            SELECT COALESCE(SUM(agent IS NULL AND ended_at IS NULL), 0) AS waiting,
+                   COALESCE(SUM(agent IS NOT NULL AND ended_at IS NULL), 0) AS held,
+                   COUNT(DISTINCT CASE WHEN outcome = 'closed' THEN conversation_id END) AS closed_by_agents
+            FROM handoffs"""))
+        figures["reply_seconds"] = [row[0] for row in self.db.execute(
+            "SELECT (julianday(first_reply_at) - julianday(requested_at)) * 86400.0 FROM handoffs "
+            "WHERE first_reply_at IS NOT NULL")]
+        return figures
+
+    def export_rows(self) -> list[dict[str, Any]]:
+        """Every turn, oldest first, as stored, with ``feedback``: its current rating (+1, -1, 0)."""
+        return list(self.db.query("""
+            SELECT t.conversation_id, t.idx, t.started_at, t.finished_at, t.user_text, t.intent, t.confidence,
+                   t.oos_score, t.route, t.reason, t.reply, t.classifier_version, t.generator_version,
+                   t.latency_ms, t.status, t.agent,
+                   (SELECT COALESCE(MAX(rating), 0) FROM current_feedback f WHERE f.turn_id = t.id) AS feedback
+            FROM turns t ORDER BY t.started_at, t.id"""))
+
+
+def _bucket(low_confidence: float) -> str:
+    """SQL over ``turns t``: the turn's review bucket (see :meth:`ConversationStore.review_queue`)."""
+    return f"""CASE
+      WHEN EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id AND f.rating < 0) THEN 0
+      WHEN t.status != 'complete' THEN 1
+      WHEN t.route IN {sql_routes(NOT_ANSWERED_ROUTES)} THEN 2
+      WHEN t.confidence < {float(low_confidence)!r} THEN 3
+      ELSE 4 END"""
+
+
+def _review_where(filters: ReviewFilter) -> tuple[str, list[Any]]:
+    """``WHERE`` clauses over ``turns t`` and their parameters: the turns left to review under
+    ``filters`` (:class:`bot.reviews.ReviewFilter`)."""
+    clauses = ["(t.status = 'complete' OR t.interrupted_at IS NOT NULL)",  # interrupted turns are reviewed too
+               f"(t.route IS NULL OR t.route NOT IN {sql_routes(STAFF_ROUTES)})",
+               "NOT EXISTS (SELECT 1 FROM effective_reviews r WHERE r.turn_id = t.id AND r.action != 'skip')"]
+    params: list[Any] = []
+    for clause, value in (("t.started_at >= ?", filters.since), ("t.started_at < date(?, '+1 day')", filters.until),
+                          ("t.intent = ?", filters.intent), ("t.route = ?", filters.route)):
+        if value:
+            clauses.append(clause)
+            params.append(value)
+    rated = {"down": "EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id AND f.rating < 0)",
+             "up": "EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id AND f.rating > 0)",
+             "none": "NOT EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id)"}
+    if filters.feedback in rated:
+        clauses.append(rated[filters.feedback])
+    return " AND ".join(clauses), params
 
 
 def _cutoff(older_than_days: float, now: datetime | None) -> str:

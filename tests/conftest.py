@@ -51,7 +51,7 @@ def tiny_encoder_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from training.base_models import resolve
+    from bot.base_models import resolve
 
     folder = tmp_path_factory.mktemp("tiny-encoder")
     tokenizer = AutoTokenizer.from_pretrained(resolve("sentence-transformers/all-MiniLM-L6-v2", folder))
@@ -67,7 +67,7 @@ def _smollm2_tokenizer_dir() -> Path:
     """SmolLM2's tokenizer (read from the packaged GGUF once, ~10 s, then cached for all runs)."""
     from transformers import AutoTokenizer
 
-    from training.base_models import PACKAGED, _packaged_folder
+    from bot.base_models import PACKAGED, _packaged_folder
 
     cached = Path(os.environ["SUPPORTBOT_TEST_CACHE"]) / "smollm2-tokenizer"
     if not (cached / "tokenizer_config.json").is_file():
@@ -177,13 +177,14 @@ def tiny_home_template(tmp_path_factory, tiny_encoder_dir, tiny_intents_csv, tin
     import shutil
 
     from bot.registry import Registry
+    from bot.settings import load_settings
     from training.intents import IntentTrainConfig, train_intents
 
     home = tmp_path_factory.mktemp("tiny-home")
     # The tiny encoder cannot tell small talk or out-of-scope rows apart: its own 4 intents only.
-    train_intents(IntentTrainConfig(data=str(tiny_intents_csv), base=str(tiny_encoder_dir), method="head",
-                                    head_c=100.0, home=home, output=home / "models" / "intents" / "v1",
-                                    small_talk=False, background="none"))
+    train_intents(str(tiny_intents_csv), load_settings(home=home, intent_base=str(tiny_encoder_dir)),
+                  IntentTrainConfig(method="head", head_c=100.0, small_talk=False, background="none"),
+                  home / "models" / "intents" / "v1")
     shutil.copytree(tiny_replies_version, home / "models" / "replies" / "v1")
     registry = Registry(home)
     registry.register("intents", "v1")

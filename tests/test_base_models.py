@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bot.errors import SupportbotError
-from training import base_models
-from training.base_models import PackagedModel, resolve
+from bot import base_models
+from bot.base_models import PackagedModel, resolve
 
 
 def test_local_directory_is_used_as_is(tmp_path):

@@ -10,6 +10,7 @@ import torch
 
 from bot.classifier import MAX_CHARS, IntentClassifier, oos_scores
 from bot.errors import SupportbotError
+from bot.settings import load_settings
 from training.intents import IntentTrainConfig, choose_threshold, train_intents
 
 
@@ -17,9 +18,8 @@ from training.intents import IntentTrainConfig, choose_threshold, train_intents
 def head_model(tiny_encoder_dir, tiny_intents_csv, tmp_path_factory):
     """A ``--method head`` model of the tiny encoder on the tiny CSV (a few seconds)."""
     home = tmp_path_factory.mktemp("home")
-    return train_intents(IntentTrainConfig(data=str(tiny_intents_csv), base=str(tiny_encoder_dir),
-                                           method="head", head_c=100.0, home=home,
-                                           output=home / "models" / "intents" / "v1"))
+    return train_intents(str(tiny_intents_csv), load_settings(home=home, intent_base=str(tiny_encoder_dir)),
+                         IntentTrainConfig(method="head", head_c=100.0), home / "models" / "intents" / "v1")
 
 
 def test_load_exposes_version_labels_threshold(head_model):

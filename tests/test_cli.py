@@ -176,3 +176,9 @@ def test_data_show_of_a_file_too_small_to_split_still_shows_it(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "not possible" in result.stdout and "too few rows" in result.stdout
     assert "greet 2" in result.stdout and "n_samples" not in result.stdout
+
+
+def test_a_bad_training_option_names_its_flag(tmp_path):
+    """Training errors name the setting (``epochs``); the command line names its flag instead."""
+    result = run("train", "intents", "--data", str(tmp_path / "unused.csv"), "--epochs", "0")
+    assert (result.returncode, result.stderr) == (2, "error: --epochs must be > 0\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from bot.errors import SupportbotError
-from bot.generator import ReplyGenerator, ServingOptions
+from bot.generation import ReplyGenerator, ServingOptions
+from bot.interfaces import Generator
 from bot.prompting import SYSTEM_PROMPT, build_messages, drop_oldest_turn
 
 FP32 = ServingOptions(dtype_name="float32", int8=False)
@@ -72,9 +74,26 @@ def test_load_refuses_folder_without_manifest_or_base(tiny_lm_dir, tiny_replies_
 
 def test_stream_stops_at_im_end(echo_lm_dir):
     generator = ReplyGenerator.from_pretrained(echo_lm_dir, options=FP32)
+    assert isinstance(generator, Generator)  # what the router needs of it (bot/interfaces.py)
     chunks = list(generator.stream(history=[], user_text="hi", intent=None, max_new_tokens=20))
     assert "".join(chunks) == "Hello"
     assert generator.generate_batch([build_messages([], "hi"), build_messages([("a", "b")], "c")], 20) == ["Hello"] * 2
+
+
+def test_cpu_attention_shares_kv_heads_on_the_model_only(tiny_lm_dir):
+    """On CPU the model gets the shared-key/value attention function, with the same logits as
+    transformers' SDPA, and no process-wide environment variable is set."""
+    from transformers import AutoModelForCausalLM
+
+    before = dict(os.environ)
+    generator = ReplyGenerator.from_pretrained(tiny_lm_dir, options=FP32)
+    assert generator.model.config._attn_implementation == "sdpa_shared_kv" and dict(os.environ) == before
+    plain = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=torch.float32, attn_implementation="sdpa")
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    mask = torch.tensor([[0, 1, 1, 1, 1, 1]])
+    with torch.inference_mode():
+        assert torch.allclose(generator.model(ids, attention_mask=mask).logits[:, 1:],
+                              plain(ids, attention_mask=mask).logits[:, 1:], atol=1e-5)
 
 
 def test_stream_respects_max_new_tokens_and_chunks_join_to_generate(tiny_lm_dir):

@@ -1,7 +1,7 @@
 """``[serving] backend = "openai"``: replies streamed from a real OpenAI-compatible server.
 
 The server is started by the test on 127.0.0.1 (FastAPI + uvicorn, Server-Sent Events as vLLM
-sends them) and generates with the product's own engine (:class:`bot.generator.ReplyGenerator`
+sends them) and generates with the product's own engine (:class:`bot.generation.ReplyGenerator`
 on the tiny reply version); a few model names make it misbehave on purpose: slow to answer,
 stalling mid-reply, sending garbage, writing an unknown ``{{Slot}}``.
 """
@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from bot.errors import GenerationFailed
-from bot.generator import ReplyGenerator
+from bot.generation import ReplyGenerator
 from bot.openai_backend import OpenAIGenerator
 from bot.router import NO_SAFE_REPLY
 from bot.runtime import load_router

@@ -11,12 +11,12 @@ import pytest
 
 pytest.importorskip("onnxruntime_genai")
 
-from bot.generator import ReplyGenerator, ServingOptions  # noqa: E402
+from bot.generation import ReplyGenerator, ServingOptions  # noqa: E402
 from bot.ort_backend import OrtGenerator  # noqa: E402
 from bot.runtime import load_router  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 from helpers import save_chain_lm  # noqa: E402
-from training.reply_data import PLACEHOLDER  # noqa: E402
+from bot.placeholders import find_slots  # noqa: E402
 
 FLOAT32 = ServingOptions(dtype_name="float32", draft_tokens=0, pack_weights=False)
 ASKED = dict(history=[("hi", "Hello!")], user_text="please cancel my order", intent="cancel_order", max_new_tokens=12)
@@ -41,7 +41,7 @@ def test_an_adapter_version_is_converted_once_and_answers_as_transformers_does(t
 def test_the_reply_stops_at_the_end_of_turn_token(echo_lm_dir, tmp_path):
     folder = tmp_path / "echo"
     shutil.copytree(echo_lm_dir, folder)
-    (folder / "manifest.json").write_text(json.dumps({"kind": "replies"}))
+    (folder / "manifest.json").write_text(json.dumps({"kind": "replies", "data": {"name": "tiny"}}))
     generator = OrtGenerator.load(folder, precision="fp32")
     assert generator.generate(user_text="hi", max_new_tokens=10) == "Hello"
 
@@ -55,13 +55,13 @@ def test_greedy_generation_on_onnx_cannot_write_an_unknown_slot(tiny_lm_dir, tmp
     tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
     chain = tokenizer("Visit {{Refund Portal}} today.", add_special_tokens=False)["input_ids"]
     folder = save_chain_lm(tiny_lm_dir, tmp_path / "inventor", chain + [tokenizer.eos_token_id], default=chain[0])
-    (folder / "manifest.json").write_text(json.dumps({"kind": "replies"}))
+    (folder / "manifest.json").write_text(json.dumps({"kind": "replies", "data": {"name": "tiny"}}))
     free = OrtGenerator.load(folder, precision="fp32")
-    assert "Refund Portal" in PLACEHOLDER.findall(free.generate(user_text="hi", max_new_tokens=30))
+    assert "Refund Portal" in find_slots(free.generate(user_text="hi", max_new_tokens=30))
     slots = {"Order Number", "Customer Support Phone Number"}
-    (folder / "manifest.json").write_text(json.dumps({"kind": "replies", "slots": sorted(slots)}))
+    (folder / "manifest.json").write_text(json.dumps({"kind": "replies", "data": {"name": "tiny"}, "slots": sorted(slots)}))
     constrained = OrtGenerator.load(folder, precision="fp32").generate(user_text="hi", max_new_tokens=30)
-    names = PLACEHOLDER.findall(constrained)
+    names = find_slots(constrained)
     assert "{{" in constrained and set(names) <= slots
 
 

@@ -74,7 +74,7 @@ def classifier(tiny_home_template):
 
 
 def load_generator(lm_dir):
-    from bot.generator import ReplyGenerator, ServingOptions
+    from bot.generation import ReplyGenerator, ServingOptions
 
     return ReplyGenerator.from_pretrained(lm_dir, device="cpu", options=ServingOptions(dtype_name="float32"))
 
@@ -142,7 +142,7 @@ def test_the_next_turn_does_not_feed_the_echo_back_as_history(reciting_router):
     conversation = reciting_router.store.new_conversation()
     for message in INJECTIONS[:2]:
         list(reciting_router.respond(conversation, message))
-    history = reciting_router.store.history(conversation, 5)
+    history = reciting_router.store.turn_context(conversation, 5).history
     assert [reply for _, reply in history] == [refusal_of(reciting_router)] * 2
 
 
@@ -213,7 +213,7 @@ def test_a_forged_system_turn_is_plain_text_in_serving_and_training(tiny_lm_dir)
     user and assistant, user, and the generation prompt) and 4 ends, when served and when trained on."""
     from transformers import AutoTokenizer
 
-    from bot.generator import ReplyGenerator, ServingOptions
+    from bot.generation import ReplyGenerator, ServingOptions
     from bot.prompting import build_messages, prompt_ids
     from training.data import Example
     from training.reply_data import IGNORE_INDEX, encode

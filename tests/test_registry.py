@@ -13,7 +13,7 @@ from bot.registry import Registry
 def make_version(home, kind, version):
     folder = home / "models" / kind / version
     folder.mkdir(parents=True)
-    (folder / "manifest.json").write_text(json.dumps({"version": version}))
+    (folder / "manifest.json").write_text(json.dumps({"kind": kind, "data": {"name": "x"}, "oos": {"method": "msp", "threshold": 0.5}}))
 
 
 def test_promote_rollback_history(tmp_path):

@@ -9,11 +9,12 @@ import subprocess
 import pytest
 
 from bot.errors import SupportbotError
-from bot.generator import ReplyGenerator, ServingOptions
+from bot.generation import ReplyGenerator, ServingOptions
+from bot.placeholders import slot_names
 from bot.prompting import build_messages
 from bot.settings import load_settings
 from training.data import Example
-from training.reply_data import IGNORE_INDEX, clean_reply, encode, slot_names, with_replies
+from training.reply_data import IGNORE_INDEX, clean_reply, encode, with_replies
 from training.reply_eval import EvalOptions, evaluate_replies, invented_slots, retrieve, score
 
 EXAMPLE = Example("where is my parcel", "track_order", "Track it at {{Tracking Page}}.\r\nThanks!")
@@ -72,12 +73,32 @@ def test_trained_version_holds_adapter_manifest_and_merged_model(tiny_replies_ve
     manifest = json.loads((tiny_replies_version / "manifest.json").read_text())
     assert manifest["kind"] == "replies" and manifest["base_model"] == str(tiny_lm_dir)
     assert manifest["hyperparameters"]["lora_r"] == 4 and manifest["metrics"]["steps"] == 2
-    assert manifest["train_examples"] == 24 and len(manifest["data_sha256"]) == 64
+    assert manifest["train_examples"] == 24 and len(manifest["data"]["sha256"]) == 64
     assert manifest["metrics"]["train_loss"] > 0 and "validation_loss" in manifest["metrics"]
     assert manifest["train_wall_seconds"] > 0
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm_dir), tiny_replies_version)
     assert any("lora_A" in name for name, _ in model.named_parameters())
     assert (tiny_replies_version / "merged" / "model.safetensors").is_file()
+
+
+def test_a_version_copied_to_another_home_loads_there(tiny_lm_dir, reply_csv, tmp_path):
+    """adapter_config.json names the hub id, not this machine's folder; at load time the id
+    resolves to the other home's converted packaged copy (here the tiny stand-in), offline."""
+    from training.replies import ReplyTrainConfig, train_replies
+
+    hub_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    here, there = (load_settings(home=tmp_path / name, cache_dir=tmp_path / name / "cache") for name in ("here", "there"))
+    for settings in (here, there):
+        shutil.copytree(tiny_lm_dir, settings.cache / "base-models" / hub_id.split("/")[-1])
+    config = ReplyTrainConfig(max_steps=1, batch_size=2, max_length=64, validation_examples=2, merge=False,
+                              lora_r=4, lora_alpha=8, draft_replies=0)
+    version = train_replies(reply_csv, here.model_copy(update={"reply_base": hub_id}), config,
+                            output=here.home / "models" / "replies" / "v1")
+    assert json.loads((version / "adapter_config.json").read_text())["base_model_name_or_path"] == hub_id
+    copied = shutil.copytree(version, there.home / "models" / "replies" / "v1")
+    shutil.rmtree(here.home)
+    generator = ReplyGenerator.load(copied, cache_dir=there.cache, options=ServingOptions(dtype_name="float32"))
+    assert generator.version == "v1" and isinstance(generator.generate(user_text="hi", max_new_tokens=3), str)
 
 
 def test_training_refuses_existing_output_and_bad_options(tiny_replies_version, reply_csv, tiny_lm_dir):
@@ -141,7 +162,7 @@ def test_time_budget_stops_training_after_the_step_that_crosses_it(reply_csv, ti
 
 
 def test_base_replies_are_cached_per_serving_path(tiny_lm_dir, tmp_path):
-    from bot.generator import ServingOptions
+    from bot.generation import ServingOptions
     from training.reply_eval import base_replies
 
     settings = load_settings(cache_dir=tmp_path)

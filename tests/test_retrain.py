@@ -121,6 +121,14 @@ def test_interrupted_job_is_marked_failed_and_scratch_removed(tmp_path):
     assert not scratch.exists()
 
 
+def test_background_retrain_is_a_training_job(env, tiny_intents_csv):
+    """The Retrain page's job runs training.jobs in its own process (no command line involved)."""
+    process = jobs.start_background(env, "nothing-such")
+    assert process.wait(timeout=300) != 0
+    state = jobs.status(jobs.latest(env))
+    assert state["state"] == "failed" and state["error"] == "what must be intents, replies or both, not 'nothing-such'"
+
+
 def test_failed_retrain_says_why_in_its_job_log(isolated_home, tmp_path):
     """A background retraining's console output is discarded: its job log must say why it failed."""
     missing = tmp_path / "missing.csv"

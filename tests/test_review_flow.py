@@ -51,7 +51,7 @@ def test_review_sequences_give_the_training_set_the_reviewer_chose(server, tiny_
     converse(url, ["please cancel the purchase"])
     converse(url, ["can you track my parcel"])
     with ConversationStore(home / "conversations.db") as store:
-        turns = {t.user_text: t for t in store.recent_turns()}
+        turns = {turn.user_text: turn for turn in map(store.turn, (1, 2, 3))}  # one message per conversation
     handoff, cancel, track = (turns[text] for text in ("I want to talk to a human about my refund",
                                                        "please cancel the purchase", "can you track my parcel"))
     assert handoff.decision.route == "handoff" and handoff.prediction is not None

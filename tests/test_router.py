@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from bot.records import Reason
 from bot.router import QUEUE_MESSAGE
 from bot.runtime import load_router
 from bot.settings import RouterConfig, load_settings
@@ -43,7 +44,8 @@ def test_answer_is_logged_with_provenance(router, tiny_home):
 def test_empty_message_human_request_and_redaction(router):
     conversation = router.store.new_conversation()
     empty = run(router, conversation, "   ")[-1].turn
-    assert (empty.decision.route, empty.decision.reason) == ("rephrase", "empty message")
+    assert (empty.decision.route, empty.decision.reason, empty.decision.code) == ("rephrase", "empty message", "empty")
+    assert router.store.turn(empty.id).decision.code == Reason.EMPTY  # the code is stored with the turn
     human = run(router, conversation, "Can I talk to a human? my email is jo@example.com")[-1].turn
     assert human.decision.route == "handoff"
     assert human.user_text == "Can I talk to a human? my email is <EMAIL>"
@@ -177,7 +179,7 @@ def test_replies_are_redacted_before_storing_but_the_company_profile_stays(tiny_
     assert "4111" not in turn.reply and "<CARD>" in turn.reply and turn.redacted == {"CARD": 1}
     assert router.profile["customer_support_phone_number"] in turn.reply
     assert chunks[-1].notice == "Note: we removed a card number from our record of this chat."
-    assert router.store.history(conversation, 2) == [("please refund my order", turn.reply)]
+    assert router.store.turn_context(conversation, 2).history == [("please refund my order", turn.reply)]
 
 
 def test_thumbs_toggle_on_the_chat_page_gives_one_current_rating_with_history(router):

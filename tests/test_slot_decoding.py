@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, LogitsProcessor
 
-from bot.generator import ReplyGenerator
+from bot.generation import ReplyGenerator
 from bot.slot_decoding import KnownSlots, SlotGrammar
-from training.reply_data import PLACEHOLDER
+from bot.placeholders import find_slots
 
 SLOTS = {"Order Number", "Customer Support Phone Number", "Website URL"}
 
@@ -78,7 +78,7 @@ def test_greedy_generation_cannot_write_an_unknown_slot(tiny_lm_dir, tokenizer):
         processors += [known.processor(prompt.shape[1])] if constrained else []
         out = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=30,
                              logits_processor=processors, pad_token_id=tokenizer.pad_token_id)
-        return PLACEHOLDER.findall(tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True))
+        return find_slots(tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True))
 
     assert "Refund Portal" in names(constrained=False)
     constrained = names(constrained=True)

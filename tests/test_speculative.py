@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from bot.errors import SupportbotError
-from bot.generator import ReplyGenerator, ServingOptions
-from bot.packing import PackedLinear, pack_linears, packing_available
-from bot.speculative import DRAFTS_FILE, DraftCandidates, DraftStore, read_drafts
+from bot.generation import ReplyGenerator, ServingOptions
+from bot.generation.packing import PackedLinear, pack_linears, packing_available
+from bot.generation.speculative import DRAFTS_FILE, DraftCandidates, DraftStore, read_drafts
 
 SEP = 0
 PLAIN = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0, pack_weights=False)
@@ -185,12 +185,12 @@ def test_packing_replaces_the_weights_except_the_output_embedding(tiny_lm_dir):
 
 
 def test_a_cpu_that_cannot_pack_keeps_the_plain_weights(tiny_lm_dir, monkeypatch, caplog):
-    import bot.packing
+    import bot.generation.packing
 
     def no_kernel(*args):
         raise RuntimeError("mkldnn_reorder_linear_weight: bf16 path needs the cpu support avx512bw\nmore")
 
-    monkeypatch.setattr(bot.packing.PackedLinear, "__init__", no_kernel)
+    monkeypatch.setattr(bot.generation.packing.PackedLinear, "__init__", no_kernel)
     generator = ReplyGenerator.from_pretrained(tiny_lm_dir, device="cpu", options=PACKED)
     assert not any(isinstance(m, PackedLinear) for m in generator.model.modules())
     assert "weights not packed (mkldnn_reorder_linear_weight" in caplog.text

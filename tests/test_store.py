@@ -98,10 +98,9 @@ def test_incomplete_turn_survives_reopen_and_is_marked_interrupted(tmp_path):
         left = crashed.start_turn(conversation, "where is my parcel?")
     with ConversationStore(path) as restarted:
         current = restarted.start_turn(conversation, "hello?")
-        assert [t.id for t in restarted.incomplete_turns()] == [left.id, current.id]
         assert restarted.mark_interrupted() == [left.id]
         assert restarted.mark_interrupted() == []
-        assert [t.id for t in restarted.incomplete_turns(interrupted_only=True)] == [left.id]
+        assert [restarted.turn(t.id).interrupted for t in (left, current)] == [True, False]
         kept = restarted.turn(left.id)
     assert (kept.status, kept.finished_at, kept.user_text) == ("incomplete", None, "where is my parcel?")
 
@@ -181,8 +180,7 @@ def test_an_incomplete_turn_cannot_be_rated(store):
     lambda s: s.conversation("nope"),
     lambda s: s.mark_handoff("nope", "why"),
     lambda s: s.needs_human("nope"),
-    lambda s: s.fallbacks_in_a_row("nope"),
-    lambda s: s.history("nope", 2),
+    lambda s: s.turn_context("nope", 2),
     lambda s: s.turn(999),
     lambda s: s.add_feedback(999, 1),
     lambda s: s.feedback_for(999),
@@ -202,16 +200,15 @@ def test_routes_fallbacks_and_history(store):
     conversation = store.new_conversation()
     _complete(store, conversation, "hi", route="answer", reply="Hello!")
     _complete(store, conversation, "blah", route="rephrase", reply="Rephrase?")
-    assert store.fallbacks_in_a_row(conversation) == 1
+    assert store.turn_context(conversation, 2).fallbacks_in_a_row == 1
     _complete(store, conversation, "blah blah", route="rephrase", reply="Rephrase?")
     store.start_turn(conversation, "still typing")
-    assert store.recent_routes(conversation, 2) == ["rephrase", "rephrase"]
-    assert store.fallbacks_in_a_row(conversation) == 2
-    assert store.history(conversation, 2) == [("blah", "Rephrase?"), ("blah blah", "Rephrase?")]
-    assert store.history(conversation, 0) == []
+    context = store.turn_context(conversation, 2)
+    assert (context.fallbacks_in_a_row, context.previous.user_text, context.handoff) == (2, "blah blah", None)
+    assert context.history == [("blah", "Rephrase?"), ("blah blah", "Rephrase?")]
+    assert store.turn_context(conversation, 0).history == []
     _complete(store, conversation, "cancel", route="answer")
-    assert store.fallbacks_in_a_row(conversation) == 0
-    assert [t.user_text for t in store.recent_turns(route="rephrase")] == ["blah blah", "blah"]
+    assert store.turn_context(conversation, 2).fallbacks_in_a_row == 0
 
 
 def test_handoff_flags_the_conversation_and_keeps_the_first_reason(store):
@@ -220,7 +217,7 @@ def test_handoff_flags_the_conversation_and_keeps_the_first_reason(store):
     store.mark_handoff(conversation, "customer asked for a person")
     store.mark_handoff(conversation, "later reason")
     assert store.needs_human(conversation)
-    assert store.handoff_reason(conversation) == "customer asked for a person"
+    assert store.open_handoff(conversation).reason == "customer asked for a person"
 
 
 def test_concurrent_writes_from_threads_and_a_second_store(tmp_path):
@@ -247,7 +244,7 @@ def test_concurrent_writes_from_threads_and_a_second_store(tmp_path):
     turns = shared.conversation(conversation)
     assert [t.index for t in turns] == list(range(60))
     assert all(t.status == "complete" for t in turns)
-    assert len(other.incomplete_turns()) == 60
+    assert sum(row["status"] == "incomplete" for row in other.export_rows()) == 60
     shared.close()
     other.close()
 
@@ -364,11 +361,11 @@ def test_a_very_long_period_deletes_nothing(store):
 
 def test_the_context_that_decided_a_turn_is_stored_and_the_previous_turn_read_back(store):
     conversation = store.new_conversation()
-    assert store.previous_turn(conversation) is None
+    assert store.turn_context(conversation, 0).previous is None
     first = store.finish_turn(replace(store.start_turn(conversation, "cancel my order"), reply="Which order?",
                                       decision=Decision("answer", "intent 'cancel_order'", "cancel_order", 0.5)))
     store.start_turn(conversation, "still typing")  # incomplete: never the previous turn
-    assert store.previous_turn(conversation) == first
+    assert store.turn_context(conversation, 0).previous == first
     decision = Decision("answer", "intent 'cancel_order' (kept)", "cancel_order", 0.5, context="kept the intent of turn 0")
     second = store.finish_turn(replace(store.start_turn(conversation, "it's 4471"), reply="Done.", decision=decision))
-    assert second.decision.context == "kept the intent of turn 0" and store.previous_turn(conversation) == second
+    assert second.decision.context == "kept the intent of turn 0" and store.turn_context(conversation, 0).previous == second

@@ -1,4 +1,4 @@
-"""Atomic artifact folders and their ``manifest.json``.
+"""Atomic artifact folders (a version's ``manifest.json`` and model card: :mod:`bot.manifest`).
 
 A model version is built in a temporary sibling folder and renamed into place, so a crash never
 leaves a half-written version where a reader would look.
@@ -6,17 +6,12 @@ leaves a half-written version where a reader would look.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-from bot.manifest import MANIFEST, read_manifest  # noqa: F401  (re-exported)
 
 
 @contextmanager
@@ -37,25 +32,6 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         os.replace(scratch, target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def write_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
-    """Write ``folder/manifest.json`` with ``fields`` plus ``created`` (UTC ISO time) and versions
-    of python, torch and transformers. Returns the dict written."""
-    import torch
-    import transformers
-
-    manifest = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **fields,
-        "software": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
-    }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    return manifest
 
 
 def new_version_dir(home: Path, kind: str) -> Path:

@@ -28,7 +28,7 @@ def ensure_models(settings: Settings, data: str = "bitext") -> Iterator[tuple[st
 
     registry = Registry(settings.home)
     trainers = {
-        "intents": lambda: train_intents(IntentTrainConfig(data=data, home=settings.home, **DEMO_INTENT)),
+        "intents": lambda: train_intents(data, settings, IntentTrainConfig(**DEMO_INTENT)),
         "replies": lambda: train_replies(data, settings),
     }
     for kind, train in trainers.items():

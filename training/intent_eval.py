@@ -18,14 +18,15 @@ from typing import Any
 from bot.classifier import OOS_METHODS, IntentClassifier, oos_scores
 from bot.records import OUT_OF_SCOPE, is_small_talk
 from bot.errors import SupportbotError
-from bot.settings import load_settings
+from bot.settings import Settings
 from training.data import Example, load, split
+from training.metrics import intent_scores
 
 MISCLASSIFIED_SHOWN = 50
 CONFUSED_PAIRS_SHOWN = 10
 
 
-def test_rows(model: IntentClassifier, data_name: str, data_dir: Path | None = None) -> list[Example]:
+def test_rows(model: IntentClassifier, data_name: str, settings: Settings) -> list[Example]:
     """The test part of ``data_name`` split with the seed in the model's manifest (the data
     set's official test file when it has one).
 
@@ -33,8 +34,8 @@ def test_rows(model: IntentClassifier, data_name: str, data_dir: Path | None = N
         SupportbotError: the data has no test rows, or holds intents that the model neither
             knows nor held out on purpose (wrong data set for this model).
     """
-    settings = load_settings(data_dir=data_dir)
-    seed = model.manifest.get("data", {}).get("split_seed", settings.seed)
+    seed = model.manifest.data.split_seed
+    seed = settings.seed if seed is None else seed
     rows = split(load(data_name, data_dir=settings.data_dir, home=settings.home), seed=seed).test
     if not rows:
         raise SupportbotError(f"{data_name}: no test rows (too few examples per intent)")
@@ -47,10 +48,10 @@ def test_rows(model: IntentClassifier, data_name: str, data_dir: Path | None = N
 
 def held_out(model: IntentClassifier) -> list[str]:
     """Intents left out of the model's training on purpose (manifest ``data.held_out_intents``)."""
-    return list(model.manifest.get("data", {}).get("held_out_intents", []))
+    return list(model.manifest.data.held_out_intents)
 
 
-def evaluate_intents(folder: Path, data_name: str, data_dir: Path | None = None, test_file: str | None = None,
+def evaluate_intents(folder: Path, data_name: str, settings: Settings, test_file: str | None = None,
                      **load_options) -> dict[str, Any]:
     """Accuracy, macro-F1, per-intent report, confusion matrix, most confused pairs and
     misclassified examples of the model in ``folder`` on its test rows; with out-of-scope rows
@@ -59,7 +60,7 @@ def evaluate_intents(folder: Path, data_name: str, data_dir: Path | None = None,
     Args:
         folder: the model folder.
         data_name: the data set the model was trained on (its test split is used).
-        data_dir: folder searched first for built-in data sets.
+        settings: ``data_dir``, ``home`` and ``seed`` are used.
         test_file: a test file of the user's instead (may hold out-of-scope rows).
         load_options: ``text_column``, ``intent_column``, ``oos_labels`` for ``test_file``
             (:func:`training.data.load`).
@@ -73,14 +74,13 @@ def evaluate_intents(folder: Path, data_name: str, data_dir: Path | None = None,
     """
     model = IntentClassifier.load(folder)
     if test_file:
-        settings = load_settings(data_dir=data_dir)
         every = load(test_file, data_dir=settings.data_dir, home=settings.home, **load_options).examples
         foreign = sorted({e.intent for e in every} - set(model.labels) - {OUT_OF_SCOPE})
         if foreign:
             raise SupportbotError(f"{test_file}, field 'intent': intents unknown to model {model.version}: "
                                   f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}")
     else:
-        every = [e for e in test_rows(model, data_name, data_dir) if e.intent in model.labels]
+        every = [e for e in test_rows(model, data_name, settings) if e.intent in model.labels]
     predictions = model.predict([e.text for e in every], top_k=1)
     in_scope = [(e, p) for e, p in zip(every, predictions) if e.intent != OUT_OF_SCOPE]
     report = intent_report(model.labels, [e for e, _ in in_scope], [p for _, p in in_scope], model.threshold)
@@ -124,15 +124,14 @@ def open_set_report(rows: list[Example], predictions, model: IntentClassifier) -
 
 def intent_report(labels: list[str], rows: list[Example], predictions, threshold: float) -> dict[str, Any]:
     """The metrics of ``predictions`` (one per row of ``rows``) as a JSON-ready dict."""
-    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+    from sklearn.metrics import classification_report, confusion_matrix
 
     gold = [e.intent for e in rows]
     guessed = [p.intent for p in predictions]
     matrix = confusion_matrix(gold, guessed, labels=labels)
     return {
         "rows": len(rows),
-        "accuracy": float(accuracy_score(gold, guessed)),
-        "macro_f1": float(f1_score(gold, guessed, labels=labels, average="macro", zero_division=0)),
+        **intent_scores(gold, guessed, labels),
         "rejected_as_oos": float(sum(p.oos_score > threshold for p in predictions) / max(len(rows), 1)),
         "per_intent": classification_report(gold, guessed, labels=labels, output_dict=True, zero_division=0),
         "report_text": classification_report(gold, guessed, labels=labels, digits=3, zero_division=0),
@@ -190,13 +189,15 @@ def markdown_report(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_oos(folder: Path, data_name: str, data_dir: Path | None = None) -> dict[str, Any]:
+def evaluate_oos(folder: Path, data_name: str, settings: Settings) -> dict[str, Any]:
     """Out-of-scope detection on intents the model never saw.
 
     Positives are the test utterances of the manifest's ``held_out_intents``, negatives the
     in-scope test utterances. Reports ``roc_auc_score`` of every score in
     :data:`bot.classifier.OOS_METHODS`, and for the manifest's method and threshold: OOS recall
-    (held-out utterances rejected) and the in-scope rejection rate. Writes
+    (held-out utterances rejected) and the in-scope rejection rate, and the OOS recall at the
+    threshold that answers 95 % of the in-scope rows. Scores are the product's: over the in-scope
+    columns of the model's labels (:func:`bot.classifier.oos_scores`). Writes
     ``folder/eval/oos.json``.
 
     Raises:
@@ -208,17 +209,21 @@ def evaluate_oos(folder: Path, data_name: str, data_dir: Path | None = None) -> 
     model = IntentClassifier.load(folder)
     unseen = set(held_out(model))
     if not unseen:
-        raise SupportbotError(f"{folder}: trained on every intent; train with --holdout K for an OOS evaluation")
-    rows = test_rows(model, data_name, data_dir)
+        raise SupportbotError(f"{folder}: trained on every intent; train with holdout K for an OOS evaluation")
+    rows = test_rows(model, data_name, settings)
     logits = model.logits([e.text for e in rows])
     is_oos = np.array([e.intent in unseen for e in rows])
-    auroc = {m: float(roc_auc_score(is_oos, oos_scores(logits, m).numpy())) for m in OOS_METHODS}
-    rejected = oos_scores(logits, model.oos_method, model.labels).numpy() > model.threshold
+    scores = {m: oos_scores(logits, m, model.labels).numpy() for m in OOS_METHODS}
+    auroc = {m: float(roc_auc_score(is_oos, s)) for m, s in scores.items()}
+    score = scores[model.oos_method]
+    rejected = score > model.threshold
+    at_95 = score > np.quantile(score[~is_oos], 0.95)  # the threshold that answers 95 % of in-scope rows
     result = {
         "model": str(folder), "data": data_name, "held_out_intents": sorted(unseen),
         "oos_rows": int(is_oos.sum()), "in_scope_rows": int((~is_oos).sum()), "auroc": auroc,
         "method": model.oos_method, "threshold": model.threshold,
         "oos_recall": float(rejected[is_oos].mean()), "in_scope_rejected": float(rejected[~is_oos].mean()),
+        "oos_recall_at_95_in_scope": float(at_95[is_oos].mean()),
     }
     out = Path(folder) / "eval"
     out.mkdir(exist_ok=True)

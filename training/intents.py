@@ -42,14 +42,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bot.base_models import resolve
 from bot.classifier import OOS_METHODS, batched_logits, oos_scores
 from bot.device import pick_device
-from bot.errors import SupportbotError
+from bot.errors import SettingError, SupportbotError
+from bot.manifest import IntentManifest, save as save_manifest
 from bot.records import OUT_OF_SCOPE, is_small_talk
-from bot.settings import Settings, load_settings
-from training.artifacts import atomic_dir, new_version_dir, write_manifest
+from bot.settings import Settings
+from training.artifacts import atomic_dir, new_version_dir
 from training.augment import noisy, with_details
-from training.base_models import resolve
 from training.data import Example, LoadedData, load, split
 
 log = logging.getLogger(__name__)
@@ -68,19 +69,15 @@ of training to choose the threshold."""
 
 @dataclass
 class IntentTrainConfig:
-    """Options of ``supportbot train intents`` (``None`` = take it from the settings).
+    """Options of ``supportbot train intents``; the data, base encoder (``settings.intent_base``),
+    seed, home and output are arguments of :func:`train_intents`, as of :func:`training.replies.train_replies`.
 
     Attributes:
-        data: built-in data set name, a CSV/JSONL/nlu.yml path, or loaded data (its own
-            ``test`` rows, when set, are the test split).
-        base: base encoder (hub id or folder); default ``settings.intent_base``.
         method: ``finetune`` or ``head`` (frozen encoder + logistic regression).
         epochs: maximum training epochs (``finetune``); early stopping may end sooner.
         lr: peak learning rate of AdamW.
         batch_size: examples per device per step.
         max_length: token limit per utterance (training and inference).
-        seed: split and training seed; default ``settings.seed``.
-        output: version folder to create; default ``<home>/models/intents/<UTC time>``.
         label_smoothing: label smoothing of the cross-entropy loss. Default 0: it compresses
             confidences, and the out-of-scope class now does the rejecting.
         warmup: fraction of steps with linear warm-up.
@@ -106,18 +103,13 @@ class IntentTrainConfig:
             :func:`training.data.load`).
         test: a test file of the user's (may hold out-of-scope rows); default: the data's own
             test split.
-        data_dir, home: overrides of the settings of that name.
     """
 
-    data: str | LoadedData
-    base: str | None = None
     method: str = "finetune"
     epochs: float = 4.0
     lr: float = 5e-5
     batch_size: int = 32
     max_length: int = 64
-    seed: int | None = None
-    output: Path | None = None
     label_smoothing: float = 0.0
     warmup: float = 0.1
     weight_decay: float = 0.01
@@ -137,31 +129,29 @@ class IntentTrainConfig:
     intent_column: str | None = None
     oos_labels: list[str] = field(default_factory=list)
     test: str | None = None
-    data_dir: Path | None = None
-    home: Path | None = None
 
     def check(self) -> None:
-        """Raises SupportbotError naming the first option out of range."""
+        """Raises SettingError naming the first option out of range."""
         rules = [
-            (self.method in METHODS, f"--method must be one of {', '.join(METHODS)}"),
-            (self.oos_method in OOS_METHODS, f"--oos-method must be one of {', '.join(OOS_METHODS)}"),
-            (self.epochs > 0, "--epochs must be > 0"),
-            (self.lr > 0, "--lr must be > 0"),
-            (self.batch_size >= 1, "--batch-size must be >= 1"),
-            (8 <= self.max_length <= 512, "--max-length must be in [8, 512]"),
-            (0 < self.layer_decay <= 1, "--layer-decay must be in (0, 1]"),
-            (self.holdout >= 0, "--holdout must be >= 0"),
-            (self.head_c > 0, "--head-c must be > 0"),
-            (self.patience >= 1, "--patience must be >= 1"),
-            (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
-            (self.background_rows >= 0, "--background-rows must be >= 0"),
-            (0 <= self.augment <= 1, "--augment must be in [0, 1]"),
-            (0 <= self.details <= 1, "--details must be in [0, 1]"),
-            (self.cv_folds >= 2, "--cv-folds must be >= 2"),
+            (self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}"),
+            (self.oos_method in OOS_METHODS, "oos_method", f"must be one of {', '.join(OOS_METHODS)}"),
+            (self.epochs > 0, "epochs", "must be > 0"),
+            (self.lr > 0, "lr", "must be > 0"),
+            (self.batch_size >= 1, "batch_size", "must be >= 1"),
+            (8 <= self.max_length <= 512, "max_length", "must be in [8, 512]"),
+            (0 < self.layer_decay <= 1, "layer_decay", "must be in (0, 1]"),
+            (self.holdout >= 0, "holdout", "must be >= 0"),
+            (self.head_c > 0, "head_c", "must be > 0"),
+            (self.patience >= 1, "patience", "must be >= 1"),
+            (0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)"),
+            (self.background_rows >= 0, "background_rows", "must be >= 0"),
+            (0 <= self.augment <= 1, "augment", "must be in [0, 1]"),
+            (0 <= self.details <= 1, "details", "must be in [0, 1]"),
+            (self.cv_folds >= 2, "cv_folds", "must be >= 2"),
         ]
-        for ok, message in rules:
+        for ok, name, problem in rules:
             if not ok:
-                raise SupportbotError(message)
+                raise SettingError(name, problem)
 
     def load_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`training.data.load` for the user's files."""
@@ -219,11 +209,11 @@ def holdout_intents(intents: list[str], k: int, seed: int) -> list[str]:
         SupportbotError: fewer than ``k + 2`` intents (training needs two left).
     """
     if k > len(intents) - 2:
-        raise SupportbotError(f"--holdout {k}: the data has {len(intents)} intents; at least 2 must stay")
+        raise SettingError("holdout", f"{k}: the data has {len(intents)} intents; at least 2 must stay")
     return sorted(random.Random(seed).sample(sorted(intents), k))
 
 
-def prepare(config: IntentTrainConfig, settings: Settings, encoder=None) -> Prepared:
+def prepare(data: str | LoadedData, config: IntentTrainConfig, settings: Settings, encoder=None) -> Prepared:
     """Load and split the data, add small talk and out-of-scope negatives.
 
     In-scope rows are split train/validation/test (:func:`training.data.split`), or, below
@@ -232,6 +222,8 @@ def prepare(config: IntentTrainConfig, settings: Settings, encoder=None) -> Prep
     (:data:`CALIBRATION_SHARE`; background by whole intents).
 
     Args:
+        data: built-in data set name, a CSV/JSONL/nlu.yml path, or loaded data (its own
+            ``test`` rows, when set, are the test split).
         encoder: ``(model, tokenizer)`` of the base encoder, used to drop background rows near
             an in-scope utterance (:data:`NEAR_IN_SCOPE`); None skips that filter.
 
@@ -239,8 +231,8 @@ def prepare(config: IntentTrainConfig, settings: Settings, encoder=None) -> Prep
         SupportbotError / DataError: unreadable data, fewer than two intents (out-of-scope
             rows do not count), an empty background set, or an intent without training rows.
     """
-    data = config.data if isinstance(config.data, LoadedData) else load(
-        config.data, data_dir=settings.data_dir, home=settings.home, **config.load_options())
+    data = data if isinstance(data, LoadedData) else load(
+        data, data_dir=settings.data_dir, home=settings.home, **config.load_options())
     if len(data.intents) < 2:
         only = " (every other row is out of scope)" if data.out_of_scope else ""
         raise SupportbotError(f"{data.name}, field 'intent': a classifier needs at least 2 in-scope intents, "
@@ -503,23 +495,30 @@ def weights_sha256(model) -> str:
     return digest.hexdigest()
 
 
-def train_intents(config: IntentTrainConfig) -> Path:
+def train_intents(data: str | LoadedData, settings: Settings, config: IntentTrainConfig | None = None,
+                  output: Path | None = None) -> Path:
     """Train, calibrate the OOS threshold and write a new version folder; returns its path (on
     every rank under DDP).
 
+    Args:
+        data: a built-in data set name, a file path, or already loaded data (see :func:`prepare`).
+        settings: ``intent_base``, ``cache``, ``home``, ``seed`` and ``data_dir`` are used.
+        config: options; defaults of :class:`IntentTrainConfig` when None.
+        output: target folder (must not exist); default ``<home>/models/intents/<UTC time>``.
+
     Raises:
-        SupportbotError: bad options, unusable data or base model, or ``output`` exists.
+        SupportbotError: bad options (:class:`bot.errors.SettingError`), unusable data or base
+            model, or ``output`` exists.
     """
+    config = config or IntentTrainConfig()
     config.check()
     started = time.perf_counter()
-    settings = load_settings(home=config.home, data_dir=config.data_dir, seed=config.seed,
-                             intent_base=config.base)
     base_dir = resolve(settings.intent_base, settings.cache)
     probe = build_model(base_dir, ["a", "b"], settings.seed)
-    prepared = prepare(config, settings, encoder=(probe[1], probe[0]))
+    prepared = prepare(data, config, settings, encoder=(probe[1], probe[0]))
     del probe
     args = training_args(config, settings)
-    target = _shared_target(config, settings, args)
+    target = _shared_target(output, settings, args)
     history: dict[str, Any] = {}
     calibration = None
     if prepared.cross_validated:
@@ -791,7 +790,8 @@ def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrain
         threshold, rates = _calibrate(logits, rows, labels, config.oos_method)
         rates["in_scope_answered_clean_validation"] = float(np.mean(
             (oos_scores(logits[:n], config.oos_method, labels).numpy() <= threshold) & (predicted == np.array(gold))))
-        objective = ("balanced accuracy: in-scope validation rows (clean + one noisy copy each) answered with "
+        objective = ("balanced accuracy: in-scope validation rows (clean + one noisy copy each, with details at "
+                     f"rate {config.details}) answered with "
                      "the right intent, and held-out out-of-scope rows rejected")
         counts = {"in_scope_rows": 2 * n, "negative_rows": len(prepared.negatives)}
     else:
@@ -808,37 +808,36 @@ def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrain
 def _write_version(target: Path, model, tokenizer, prepared: Prepared, config: IntentTrainConfig,
                    settings: Settings, training: dict[str, Any], calibration: dict[str, Any] | None = None) -> None:
     summary = validation_summary(model, tokenizer, prepared, config, calibration)
-    hyper = {f.name: getattr(config, f.name) for f in fields(config)
-             if f.name not in ("data", "base", "output", "data_dir", "home")}
+    hyper = {f.name: getattr(config, f.name) for f in fields(config)}
     # The threshold travels in config.json too, so a plain transformers pipeline can reject.
     model.config.update({"oos_threshold": summary["oos"]["threshold"], "oos_method": config.oos_method})
     with atomic_dir(target) as scratch:
         model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
-        write_manifest(
-            scratch, kind="intents", method=config.method, base_model=settings.intent_base,
+        save_manifest(scratch, IntentManifest(
+            method=config.method, base_model=settings.intent_base,
             data={"name": prepared.name, "sha256": prepared.sha256, "split_seed": settings.seed,
                   "split_sizes": prepared.sizes(), "held_out_intents": prepared.held_out,
                   "test": config.test},
             labels=prepared.labels, hyperparameters={**hyper, "seed": settings.seed},
             metrics=summary["metrics"], oos=summary["oos"], training=training,
-        )
+        ))
     log.info("intent model written to %s (OOS threshold %.4f: %s)", target, summary["oos"]["threshold"],
              {k: round(v, 4) for k, v in summary["oos"].items() if isinstance(v, float)})
 
 
-def _shared_target(config: IntentTrainConfig, settings: Settings, args) -> Path:
-    """The version folder: ``config.output`` or a new one, decided on rank 0 and broadcast so
+def _shared_target(output: Path | None, settings: Settings, args) -> Path:
+    """The version folder: ``output`` or a new one, decided on rank 0 and broadcast so
     every rank agrees (two ranks may start in different seconds)."""
-    target = Path(config.output) if config.output else new_version_dir(settings.home, "intents")
+    target = Path(output) if output else new_version_dir(settings.home, "intents")
     if args.world_size > 1:
         import torch.distributed as dist
 
         box = [str(target)]
         dist.broadcast_object_list(box, src=0)
         target = Path(box[0])
-    if config.output is not None and target.exists():
-        raise SupportbotError(f"--output {target} already exists; versions are never overwritten")
+    if output is not None and target.exists():
+        raise SettingError("output", f"{target} already exists; versions are never overwritten")
     return target
 
 

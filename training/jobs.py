@@ -7,6 +7,7 @@ restarted) is found by :func:`recover` and marked ``failed``; its half-written m
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -14,7 +15,11 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+    from training.retrain import RetrainConfig
 
 
 def _now() -> str:
@@ -94,10 +99,41 @@ def recover(home: Path) -> list[str]:
     return failed
 
 
+def run(settings: Settings, config: RetrainConfig) -> dict[str, Any]:
+    """Run one retraining (:func:`training.retrain.retrain`) as a job: jobs left by dead processes
+    are recovered first, the job's log gets the progress, its status ``done`` with each kind's
+    decision, or ``failed`` with the error (then re-raised). Returns the reports."""
+    from training.retrain import retrain
+
+    recover(settings.home)
+    job = new_job(settings.home)
+    handler = logging.FileHandler(job / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.getLogger().addHandler(handler)
+    try:
+        reports = retrain(settings, config, job)
+    except BaseException as exc:
+        fail(job, str(exc) or type(exc).__name__)
+        raise
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    write_status(job, state="done", decisions={kind: r["decision"] for kind, r in reports.items()})
+    return reports
+
+
 def start_background(home: Path, what: str) -> subprocess.Popen:
-    """Start ``supportbot retrain --what WHAT`` as a separate process (the server keeps serving);
-    its output goes to the job's ``log.txt``."""
+    """Start :func:`run` for ``what`` (``intents``, ``replies`` or ``both``) in a separate process
+    in its own session (``python -m training.jobs WHAT``), so the server keeps serving and the job
+    outlives a server restart; its output goes to the job's ``log.txt``."""
     env = {**os.environ, "SUPPORTBOT_HOME": str(home)}
-    command = [sys.executable, "-m", "ui.cli", "retrain", "--what", what]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen([sys.executable, "-m", "training.jobs", what], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+if __name__ == "__main__":
+    from bot.settings import load_settings
+    from training.retrain import RetrainConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    run(load_settings(), RetrainConfig(what=sys.argv[1]))

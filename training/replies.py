@@ -17,78 +17,23 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
+from bot.base_models import resolve
 from bot.device import Device, pick_device
-from bot.errors import SupportbotError
-from bot.generator import MERGED, ReplyGenerator, ServingOptions
+from bot.errors import SettingError, SupportbotError
+from bot.generation import MERGED, ReplyGenerator, ServingOptions
+from bot.generation.speculative import write_drafts
+from bot.manifest import ReplyManifest, save as save_manifest
+from bot.placeholders import slot_names
 from bot.prompting import SYSTEM_PROMPT, build_messages
-from bot.settings import Settings
-from bot.speculative import write_drafts
-from training.artifacts import atomic_dir, new_version_dir, write_manifest
-from training.base_models import resolve
+from bot.settings import ReplyTrainConfig, Settings
+from training.artifacts import atomic_dir, new_version_dir
 from training.data import LoadedData, load, split
-from training.reply_data import clean_reply, encode, slot_names, with_replies
+from training.reply_data import clean_reply, encode, with_replies
 
 log = logging.getLogger(__name__)
-
-LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-"""Attention and MLP projections of Llama-family models (SmolLM2): the default LoRA targets."""
-
-
-@dataclass
-class ReplyTrainConfig:
-    """Hyper-parameters of one fine-tuning run; ``None`` means "chosen from the device".
-
-    Attributes:
-        lora_r, lora_alpha, lora_dropout: LoRA rank, scale numerator and dropout (Hu et al. 2021).
-        target_modules: module names that get an adapter.
-        epochs: passes over the training examples (cut short by ``max_steps``).
-        max_steps: optimizer steps; ``None``: 40 on CPU (the ~10-minute demo budget),
-            unlimited on GPU. ``0`` or less: no cap.
-        max_train_examples: keep at most this many training examples (random, fixed by seed).
-        max_length: tokens of prompt + reply; longer replies are cut at the end.
-        lr: peak learning rate (AdamW, linear warm-up over 5 % of the steps, cosine decay).
-        batch_size: examples per step; ``None``: 8 on CPU, 16 on GPU.
-        validation_examples: validation rows scored for the manifest's validation loss.
-        merge: also write ``merged/``.
-        max_minutes: wall-clock budget of the optimizer loop; training stops after the step
-            that crosses it. ``None``: 10 on CPU, none on GPU; ``0`` or less: no budget.
-        draft_replies: per intent, the trained model's own greedy replies to this many training
-            requests are put in ``drafts.json`` first (:func:`own_replies`): drafts the model
-            agrees with more often than training replies (~2.0 vs ~1.8 tokens per forward pass
-            in a simulation on 48 test replies). ``None``: 4 on GPU, 2 on CPU (generating 54
-            Bitext replies takes minutes on 2 cores); 0: training replies only.
-    """
-
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = LLAMA_PROJECTIONS
-    epochs: float = 1.0
-    max_steps: int | None = None
-    max_train_examples: int | None = None
-    max_length: int = 256
-    lr: float = 2e-4
-    batch_size: int | None = None
-    validation_examples: int = 32
-    merge: bool = False
-    max_minutes: float | None = None
-    draft_replies: int | None = None
-    seed: int = 42
-
-    def for_device(self, device: Device) -> "ReplyTrainConfig":
-        """A copy with ``max_steps``, ``batch_size``, ``max_minutes`` and ``draft_replies``
-        filled in for ``device``."""
-        steps = self.max_steps if self.max_steps is not None else (-1 if device.is_gpu else 40)
-        batch = self.batch_size or (16 if device.is_gpu else 8)
-        minutes = self.max_minutes if self.max_minutes is not None else (None if device.is_gpu else 10.0)
-        drafts = self.draft_replies if self.draft_replies is not None else (4 if device.is_gpu else 2)
-        return ReplyTrainConfig(**{**asdict(self), "max_steps": steps if steps > 0 else -1, "batch_size": batch,
-                                   "max_minutes": minutes if minutes and minutes > 0 else None,
-                                   "draft_replies": drafts})
-
 
 def _check(config: ReplyTrainConfig) -> None:
     """Raises SupportbotError for a hyper-parameter outside its range."""
@@ -201,8 +146,13 @@ def _fit(model, tokenizer, train, validation, config: ReplyTrainConfig, device: 
     return metrics
 
 
-def _save(folder: Path, model, tokenizer, merge: bool) -> None:
-    """Adapter + tokenizer in ``folder``; with ``merge`` also the merged model in ``folder/merged``."""
+def _save(folder: Path, model, tokenizer, merge: bool, base_ref: str) -> None:
+    """Adapter + tokenizer in ``folder``; with ``merge`` also the merged model in ``folder/merged``.
+    ``adapter_config.json`` names ``base_ref`` (the hub id or path training was given, never the
+    local folder it resolved to), so the version is portable: the product resolves it again at
+    load time (:func:`bot.base_models.resolve`) and plain
+    ``peft.AutoPeftModelForCausalLM.from_pretrained(folder)`` works wherever the hub is reachable."""
+    model.peft_config["default"].base_model_name_or_path = base_ref
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     if merge:
@@ -224,12 +174,10 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
 
     Returns:
         The folder written atomically: ``adapter_config.json``, ``adapter_model.safetensors``,
-        tokenizer files, ``manifest.json`` (keys: kind, base_model, base_model_path, data,
-        data_sha256, split_seed, split_sizes, hyperparameters, device, metrics,
-        train_wall_seconds, prompt, slots: the training replies' placeholder names, which
-        serving allows and no other), ``drafts.json`` (per intent, the model's own replies to
-        ``draft_replies`` training requests, then training replies: the seed of speculative
-        decoding, :mod:`bot.speculative`) and, with ``merge``, ``merged/``.
+        tokenizer files, ``manifest.json`` and ``README.md`` (:mod:`bot.manifest`), ``drafts.json``
+        (per intent, the model's own replies to ``draft_replies`` training requests, then training
+        replies: the seed of speculative decoding, :mod:`bot.generation.speculative`) and, with
+        ``merge``, ``merged/``.
 
     Raises:
         SupportbotError: bad data or option, unknown base model, or ``output`` exists.
@@ -247,7 +195,7 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
     val_rows = _sample([e for e in parts.validation if e.reply], config.validation_examples, config.seed)
     target = Path(output) if output else new_version_dir(settings.home, "replies")
     if target.exists():
-        raise SupportbotError(f"{target} already exists; choose another --output")
+        raise SettingError("output", f"{target} already exists; choose another")
     base_dir = resolve(settings.reply_base, settings.cache)
     torch.manual_seed(config.seed)
     tokenizer, model = _load_lm(base_dir, device)
@@ -259,15 +207,15 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
     metrics = _fit(model, tokenizer, train, validation, config, device, beside=target.parent)
     wall = round(time.perf_counter() - started, 1)
     with atomic_dir(target) as scratch:
-        _save(scratch, model, tokenizer, config.merge)
-        write_manifest(
-            scratch, kind="replies", base_model=settings.reply_base, base_model_path=str(base_dir),
-            data=loaded.name, data_sha256=loaded.sha256, split_seed=settings.seed,
-            split_sizes=parts.sizes(), train_examples=len(train),
+        _save(scratch, model, tokenizer, config.merge, settings.reply_base)
+        save_manifest(scratch, ReplyManifest(
+            base_model=settings.reply_base, base_model_path=str(base_dir),
+            data={"name": loaded.name, "sha256": loaded.sha256, "split_seed": settings.seed,
+                  "split_sizes": parts.sizes()}, train_examples=len(train),
             hyperparameters=asdict(config), device=asdict(device), metrics=metrics,
             train_wall_seconds=wall, prompt={"system": SYSTEM_PROMPT}, merged=config.merge,
             slots=sorted(slot_names(clean_reply(e.reply or "") for e in all_train)),
-        )
+        ))
         own = own_replies(scratch, settings, all_train, config.draft_replies)
         write_drafts(scratch, [*own, *((e.intent, clean_reply(e.reply)) for e in all_train)])
     return target
@@ -276,7 +224,7 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
 def own_replies(folder: Path, settings: Settings, examples: list, per_intent: int) -> list[tuple[str, str]]:
     """``(intent, reply)`` pairs: the replies version in ``folder`` answering the first
     ``per_intent`` of ``examples`` of each intent, as served (greedy, slot names constrained,
-    :meth:`bot.generator.ReplyGenerator.generate_batch`, with a progress bar). [] when
+    :meth:`bot.generation.ReplyGenerator.generate_batch`, with a progress bar). [] when
     ``per_intent`` is 0."""
     picked, counts = [], {}
     for example in examples:

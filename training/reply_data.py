@@ -10,7 +10,6 @@ reply followed by the end-of-turn token, so the model learns to stop. Prompt pos
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from bot.errors import SupportbotError
@@ -19,9 +18,6 @@ from training.data import Example, LoadedData
 
 IGNORE_INDEX = -100
 """Label of positions that do not count in the loss."""
-
-PLACEHOLDER = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
-"""A ``{{Slot Name}}`` placeholder; group 1 is the slot name."""
 
 
 def clean_reply(reply: str) -> str:
@@ -47,13 +43,6 @@ def with_replies(examples: Iterable[Example], data_name: str, part: str = "train
 def reply_examples(data: LoadedData) -> list[Example]:
     """All examples of ``data`` with a reply (see :func:`with_replies`)."""
     return with_replies(data.examples, data.name, "data")
-
-
-def slot_names(texts: Iterable[str]) -> set[str]:
-    """Every placeholder slot name found in ``texts`` (e.g. ``{"Order Number"}``)."""
-    return {name for text in texts for name in PLACEHOLDER.findall(text)}
-
-
 
 
 def encode(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]:

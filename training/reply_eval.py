@@ -4,8 +4,7 @@ Systems: ``base`` (the base model zero-shot, same prompt), ``retrieval`` (the tr
 request is nearest by sentence embedding), ``adapter`` (the fine-tuned version). Metrics against
 the reference reply:
 
-* ROUGE-L F1 (Lin 2004, https://aclanthology.org/W04-1013/; ``rouge-score`` with stemming),
-  mean over examples;
+* ROUGE-L F1, mean over examples (:func:`training.metrics.rouge_l`);
 * chrF (Popović 2015, https://aclanthology.org/W15-3049/; ``sacrebleu``), corpus level, 0-100;
 * embedding cosine similarity (MiniLM, ``sentence-transformers``), mean over examples;
 * invented slot rate: share of replies holding a ``{{Slot}}`` placeholder that appears in no
@@ -21,14 +20,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.base_models import resolve
 from bot.device import pick_device
-from bot.generator import ReplyGenerator, ServingOptions
-from bot.manifest import read_manifest
+from bot.generation import ReplyGenerator, ServingOptions
+from bot.manifest import read
+from bot.placeholders import find_slots, slot_names
 from bot.prompting import SYSTEM_PROMPT, build_messages
 from bot.settings import Settings
-from training.base_models import resolve
 from training.data import Example, load, split
-from training.reply_data import PLACEHOLDER, clean_reply, slot_names, with_replies
+from training.metrics import rouge_l
+from training.reply_data import clean_reply, with_replies
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class EvalOptions:
 
 def invented_slots(reply: str, known: set[str]) -> list[str]:
     """Placeholder names in ``reply`` that are not in ``known``."""
-    return [name for name in PLACEHOLDER.findall(reply) if name not in known]
+    return [name for name in find_slots(reply) if name not in known]
 
 
 def _encoder(ref: str, settings: Settings):
@@ -92,15 +93,12 @@ def retrieve(encoder, train: list[Example], queries: list[str]) -> list[str]:
 
 def score(replies: list[str], references: list[str], encoder, known_slots: set[str]) -> dict[str, float]:
     """The metrics of :data:`METRICS` for one system (``replies[i]`` answers ``references[i]``)."""
-    from rouge_score import rouge_scorer
     from sacrebleu.metrics import CHRF
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    rouge = [scorer.score(ref, hyp)["rougeL"].fmeasure for hyp, ref in zip(replies, references)]
     cosine = (_embed(encoder, replies) * _embed(encoder, references)).sum(dim=1)
     invented = [bool(invented_slots(r, known_slots)) for r in replies]
     return {
-        "rouge_l": round(100 * sum(rouge) / len(rouge), 2),
+        "rouge_l": round(rouge_l(replies, references), 2),
         "chrf": round(CHRF().corpus_score(replies, [references]).score, 2),
         "cosine": round(float(cosine.mean()), 4),
         "invented_slot_rate": round(sum(invented) / len(invented), 4),
@@ -139,12 +137,12 @@ def base_replies(base_dir: Path, rows: list[Example], options: EvalOptions, sett
 
 def _test_rows(adapter: Path, data: str | None, settings: Settings, limit: int | None):
     """(manifest, loaded data, training rows with replies, test rows with replies)."""
-    manifest = read_manifest(adapter)
-    name = data or manifest.get("data")
+    manifest = read(adapter, "replies")
+    name = data or manifest.data.name
     loaded = load(name, settings.data_dir, settings.home)
-    if manifest.get("data_sha256") not in (None, loaded.sha256):
+    if manifest.data.sha256 not in (None, loaded.sha256):
         log.warning("%s differs from the data the adapter was trained on: test rows may overlap", name)
-    parts = split(loaded, seed=manifest.get("split_seed", settings.seed))
+    parts = split(loaded, seed=settings.seed if manifest.data.split_seed is None else manifest.data.split_seed)
     test = with_replies(parts.test, loaded.name, "test")
     return manifest, loaded, with_replies(parts.train, loaded.name), test[:limit] if limit else test
 
@@ -176,7 +174,7 @@ def evaluate_replies(adapter: str | Path, settings: Settings, data: str | None =
     started = time.perf_counter()
     replies["retrieval"] = retrieve(encoder, train, [e.text for e in test])
     seconds["retrieval"] = round(time.perf_counter() - started, 1)
-    base_dir = resolve(manifest["base_model"], settings.cache)
+    base_dir = resolve(manifest.base_model, settings.cache)
     replies["base"], seconds["base"] = base_replies(base_dir, test, options, settings)
     tuned = ReplyGenerator.load(adapter, cache_dir=settings.cache, options=options.serving)
     if tuned.known_slots is None:  # versions trained before manifests listed their slots

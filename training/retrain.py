@@ -27,43 +27,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.errors import SupportbotError
+from bot.errors import SettingError, SupportbotError
 from bot.manifest import read_manifest
 from bot.placeholders import load_profile
 from bot.redaction import redact
 from bot.registry import Registry
 from bot.reviews import OUT_OF_SCOPE, Correction, ReviewLog
-from bot.settings import Settings
+from bot.settings import RetrainConfig, Settings
 from bot.store import ConversationStore
 from training.data import Example, LoadedData, load, split
 from training.datasets import sha256_of
+from training.metrics import intent_scores, rouge_l
 
 log = logging.getLogger(__name__)
 
 SLICE_SHARE = 0.25
 """Share of the corrections held out to check that the new version learned them."""
-
-
-@dataclass
-class RetrainConfig:
-    """Options of one retraining.
-
-    Attributes:
-        what: ``intents``, ``replies`` or ``both``.
-        data: the original data set (built-in name or file).
-        reply_max_steps: LoRA optimizer steps (None: as for the production version).
-        macro_f1_tolerance: largest accepted drop of macro-F1 on the frozen split (0.005 = 0.5
-            points).
-        rouge_tolerance: largest accepted drop of ROUGE-L (0-100 scale) on the frozen split.
-        reply_eval_rows: frozen-split rows generated for the replies comparison (CPU cost).
-    """
-
-    what: str = "both"
-    data: str = "bitext"
-    reply_max_steps: int | None = None
-    macro_f1_tolerance: float = 0.005
-    rouge_tolerance: float = 1.0
-    reply_eval_rows: int = 40
 
 
 def _key(text: str) -> str:
@@ -154,7 +133,7 @@ def retrain(settings: Settings, config: RetrainConfig, job_dir: Path,
     """
     kinds = {"intents": ["intents"], "replies": ["replies"], "both": ["intents", "replies"]}.get(config.what)
     if kinds is None:
-        raise SupportbotError(f"--what must be intents, replies or both, not '{config.what}'")
+        raise SettingError("what", f"must be intents, replies or both, not '{config.what}'")
     registry = Registry(settings.home)
     with ConversationStore(settings.home / "conversations.db") as store:
         corrections = ReviewLog(store).corrections()
@@ -185,6 +164,7 @@ def _train(kind: str, data: LoadedData, recipe: dict[str, Any], settings: Settin
     """Train ``kind`` on ``data`` (its test rows: the frozen split) with the production version's
     recipe (its manifest's base model and hyper-parameters), so only the data changes."""
     options = dict(recipe["hyperparameters"])
+    same_base = settings.model_copy(update={{"intents": "intent_base", "replies": "reply_base"}[kind]: recipe["base_model"]})
     if kind == "intents":
         from dataclasses import fields
 
@@ -192,15 +172,12 @@ def _train(kind: str, data: LoadedData, recipe: dict[str, Any], settings: Settin
 
         known = {f.name for f in fields(IntentTrainConfig)}  # a recipe from an older version may name more
         options = {k: v for k, v in options.items() if k in known}
-        options.update(holdout=0, seed=settings.seed)
-        return train_intents(IntentTrainConfig(data=data, base=recipe["base_model"],
-                                               home=settings.home, **options))
+        return train_intents(data, same_base, IntentTrainConfig(**{**options, "holdout": 0}))
     from training.replies import ReplyTrainConfig, train_replies
 
     options["target_modules"] = tuple(options["target_modules"])
     if config.reply_max_steps is not None:
         options["max_steps"] = config.reply_max_steps
-    same_base = settings.model_copy(update={"reply_base": recipe["base_model"]})
     return train_replies(data, same_base, ReplyTrainConfig(**options))
 
 
@@ -231,34 +208,29 @@ def _compare_and_gate(kind, old: Path, new: Path, material: TrainingSet, setting
 
 
 def _intent_scores(folder: Path, material: TrainingSet, settings, config) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score
-
     from bot.classifier import IntentClassifier
 
     classifier = IntentClassifier.load(folder)
-    gold = [e.intent for e in material.test]
-    guessed = [p.intent for p in classifier.predict([e.text for e in material.test])]
-    scores = {"accuracy": float(accuracy_score(gold, guessed)),
-              "macro_f1": float(f1_score(gold, guessed, average="macro", labels=sorted(set(gold)), zero_division=0))}
+
+    def scores(rows: list[Example]) -> dict[str, float]:
+        return intent_scores([e.intent for e in rows], [p.intent for p in classifier.predict([e.text for e in rows])])
+
+    result = scores(material.test)
     if material.slice:
-        fixed = classifier.predict([e.text for e in material.slice])
-        scores["slice_accuracy"] = sum(p.intent == e.intent for p, e in zip(fixed, material.slice)) / len(fixed)
-    return scores
+        result["slice_accuracy"] = scores(material.slice)["accuracy"]
+    return result
 
 
 def _reply_scores(folder: Path, material: TrainingSet, settings, config) -> dict[str, float]:
-    from rouge_score import rouge_scorer
-
-    from bot.generator import ReplyGenerator
+    from bot.generation import ReplyGenerator
     from bot.prompting import build_messages
     from training.reply_eval import FULL_PRECISION
 
     generator = ReplyGenerator.load(folder, cache_dir=settings.cache, options=FULL_PRECISION)
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
     def rouge(rows: list[Example]) -> float:
         replies = generator.generate_batch([build_messages([], e.text, e.intent) for e in rows])
-        return 100 * sum(scorer.score(e.reply or "", r)["rougeL"].fmeasure for e, r in zip(rows, replies)) / len(rows)
+        return rouge_l(replies, [e.reply or "" for e in rows])
 
     scores = {"rouge_l": rouge(material.test[:config.reply_eval_rows])}
     if material.slice:

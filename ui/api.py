@@ -43,9 +43,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from bot.errors import SupportbotError
-from bot.records import Turn
+from bot.records import Route, Turn
 from bot.router import Router
 from bot.settings import ApiConfig
+from bot.text import MAX_CHARS
 
 MAX_BODY_BYTES = 64 * 1024
 """Larger request bodies are refused with 413 before they are parsed."""
@@ -88,7 +89,7 @@ class FeedbackIn(BaseModel):
     """A customer's rating of one reply."""
 
     rating: Literal[1, -1] = Field(description="1 = thumbs up, -1 = thumbs down")
-    comment: str | None = Field(None, max_length=2000)
+    comment: str | None = Field(None, max_length=MAX_CHARS)
 
     model_config = {"extra": "forbid"}
 
@@ -100,8 +101,8 @@ class TurnOut(BaseModel):
     index: int
     user_text: str
     reply: str | None
-    route: str | None = Field(description="answer, rephrase, handoff, template, human (left for the agent), "
-                                          "agent (an agent's reply) or notice")
+    route: Route | None = Field(description="human: left for the agent; agent: an agent's reply; notice: a "
+                                            "status message; the others: the bot's reply")
     reason: str | None
     intent: str | None
     confidence: float | None
@@ -253,7 +254,7 @@ def build_api(router: Router, config: ApiConfig) -> FastAPI:
         if who.key is None and not config.anonymous:
             raise error(401, "an X-API-Key is required")
         token, hashed = new_token()
-        return CreatedOut(conversation_id=store.new_conversation("api", who.key, hashed), token=token)
+        return CreatedOut(conversation_id=router.new_conversation("api", who.key, hashed), token=token)
 
     @api.get("/conversations/{conversation_id}", response_model=ConversationOut, summary="Read a conversation")
     def history(conversation_id: Conversation,

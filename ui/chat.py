@@ -31,7 +31,7 @@ from typing import Any
 import gradio as gr
 
 from bot.errors import SupportbotError
-from bot.records import Turn
+from bot.records import BOT_ROUTES, Route, Turn
 from bot.router import ReplyChunk, Router
 from bot.text import normalise
 from ui.api import digest, new_token
@@ -39,8 +39,6 @@ from ui.api import digest, new_token
 TITLE = "Customer support"
 POLL_S = 1.0
 """How often the page asks for an agent's replies, in seconds."""
-BOT_ROUTES = ("answer", "rephrase", "fallback", "handoff", "template", "smalltalk")
-"""Routes of the bot's own replies: the ones a customer may rate."""
 
 
 @dataclass
@@ -67,10 +65,10 @@ def turn_messages(turn: Turn) -> list[dict[str, str]]:
     prefixed with the agent's name), text escaped (:func:`as_text`)."""
     route = turn.decision.route if turn.decision else None
     messages = []
-    if turn.user_text or route == "handoff":
+    if turn.user_text or route == Route.HANDOFF:
         messages.append({"role": "user", "content": as_text(turn.user_text or "(asked for a human)")})
     if turn.reply:
-        prefix = f"{turn.agent} (support team): " if route == "agent" else ""
+        prefix = f"{turn.agent} (support team): " if route == Route.AGENT else ""
         messages.append({"role": "assistant", "content": as_text(prefix + turn.reply)})
     elif turn.status != "complete" and route is None:
         messages.append({"role": "assistant", "content": "(no reply: interrupted)"})
@@ -143,7 +141,7 @@ class ChatHandlers:
         session = session or ChatSession()
         if session.conversation_id is None:
             session.token, hashed = new_token()
-            session.conversation_id = self.router.store.new_conversation("web", None, hashed)
+            session.conversation_id = self.router.new_conversation("web", None, hashed)
         return session
 
     def _rebuild(self, session: ChatSession) -> tuple[Any, ChatSession]:

@@ -5,8 +5,13 @@ terminal width."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import logging
+import sys
+import typing
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -15,8 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from bot.errors import DataError, SupportbotError, one_line
-from bot.settings import load_settings
+from bot.errors import DataError, SettingError, SupportbotError, one_line
+from bot.settings import ReplyTrainConfig, RetrainConfig, load_settings
 from training.data import DEFAULT_OOS_LABELS, INTENT_COLUMNS, TEXT_COLUMNS
 from training.validate import MIN_EXAMPLES, validate
 
@@ -47,6 +52,32 @@ OOS_LABEL = typer.Option([], "--oos-label", metavar="LABEL",
                          help=f"a label that marks out-of-scope rows, besides {' and '.join(DEFAULT_OOS_LABELS)} "
                               "(repeatable)")
 console = Console()
+
+
+def config_options(config_class):
+    """Decorator of a command whose ``config`` parameter is a ``config_class`` dataclass: the
+    command gets one ``--field-name`` option per field made with :func:`bot.settings.option`, with
+    that field's type (a ``Literal`` lists its choices in ``--help``), default and help text, and
+    receives them as one ``config_class`` instance."""
+    hints = typing.get_type_hints(config_class)
+    exposed = [f for f in dataclasses.fields(config_class) if "help" in f.metadata]
+
+    def decorate(command):
+        signature = inspect.signature(command)
+        own = [p for p in signature.parameters.values() if p.name != "config"]
+        options = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                     default=typer.Option(f.metadata.get("cli_default", f.default), help=f.metadata["help"]),
+                                     annotation=f.metadata.get("cli_type", hints[f.name])) for f in exposed]
+
+        @functools.wraps(command)
+        def run(**values):
+            given = {f.name: f.metadata.get("parse", lambda v: v)(values.pop(f.name)) for f in exposed}
+            return command(config=config_class(**given), **values)
+
+        run.__signature__ = signature.replace(parameters=own + options)
+        return run
+
+    return decorate
 
 
 @data_app.command("show")
@@ -213,7 +244,7 @@ def chat(
     from bot.runtime import load_router
 
     router = load_router(load_settings(), db, models)
-    conversation = router.store.new_conversation()
+    conversation = router.new_conversation()
     console.print(f"conversation {conversation}; an empty line ends it")
     while True:
         try:
@@ -234,38 +265,20 @@ def chat(
 
 
 @train_app.command("replies")
+@config_options(ReplyTrainConfig)
 def train_replies_command(
+    config: ReplyTrainConfig,
     data: str = typer.Option("bitext", help="built-in data set or a CSV/JSONL file with a reply column"),
     base: Optional[str] = typer.Option(None, help="instruct LM: hub id or local path (default settings.reply_base)"),
-    lora_r: int = typer.Option(16, help="LoRA rank"),
-    lora_alpha: int = typer.Option(32, help="LoRA scale numerator (scale = alpha / r)"),
-    target_modules: str = typer.Option("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-                                       help="comma-separated module names that get an adapter"),
-    epochs: float = typer.Option(1.0, help="passes over the training examples"),
-    max_steps: Optional[int] = typer.Option(None, help="optimizer steps (default: 40 on CPU, no cap on GPU; 0 = no cap)"),
-    max_train_examples: Optional[int] = typer.Option(None, help="use at most this many training examples"),
-    max_length: int = typer.Option(256, help="tokens of prompt + reply"),
-    lr: float = typer.Option(2e-4, help="peak learning rate"),
-    batch_size: Optional[int] = typer.Option(None, help="examples per step (default: 8 on CPU, 16 on GPU)"),
     output: Optional[Path] = typer.Option(None, help="output folder (default <home>/models/replies/<version>)"),
-    merge: bool = typer.Option(False, help="also write merged/: the base model with the adapter folded in"),
-    max_minutes: Optional[float] = typer.Option(None, help="wall-clock budget in minutes (default: 10 on CPU, none on GPU; 0 = none)"),
-    draft_replies: Optional[int] = typer.Option(None, help="per intent, the model's own replies to this many training "
-                                                           "requests seed speculative decoding (drafts.json; default: "
-                                                           "2 on CPU, 4 on GPU; 0 = training replies only)"),
     data_dir: Optional[Path] = DATA_DIR,
     seed: Optional[int] = typer.Option(None, help="split and training seed"),
 ) -> None:
     """LoRA fine-tune of the reply generator (loss on reply tokens only)."""
-    from training.replies import ReplyTrainConfig, train_replies
+    from training.replies import train_replies
 
     settings = load_settings(reply_base=base, data_dir=data_dir, seed=seed)
-    modules = tuple(m.strip() for m in target_modules.split(",") if m.strip())
-    config = ReplyTrainConfig(lora_r=lora_r, lora_alpha=lora_alpha, target_modules=modules, epochs=epochs,
-                              max_steps=max_steps, max_train_examples=max_train_examples,
-                              max_length=max_length, lr=lr, batch_size=batch_size, merge=merge,
-                              max_minutes=max_minutes, draft_replies=draft_replies, seed=settings.seed)
-    folder = train_replies(data, settings, config, output)
+    folder = train_replies(data, settings, dataclasses.replace(config, seed=settings.seed), output)
     console.print(f"reply generator written to {folder}; {_register('replies', folder)}")
 
 
@@ -298,13 +311,6 @@ def _register(kind: str, folder: Path) -> str:
         "kept as a candidate (supportbot models promote to use it)"
 
 
-def _intent_config(data: str, **options):
-    """An ``IntentTrainConfig`` from the shared options of ``train intents`` and ``eval oos``."""
-    from training.intents import IntentTrainConfig
-
-    return IntentTrainConfig(data=data, **options)
-
-
 @train_app.command("intents")
 def train_intents_command(
     data: str = typer.Option("bitext", help="built-in data set (bitext, banking77, hwu64) or a CSV/JSONL/nlu.yml file"),
@@ -335,14 +341,15 @@ def train_intents_command(
     data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
     """Train the intent classifier (runs unchanged under torchrun / accelerate launch)."""
-    from training.intents import train_intents
+    from training.intents import IntentTrainConfig, train_intents
 
-    folder = train_intents(_intent_config(
-        data, base=base, method=method, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
-        seed=seed, output=output, label_smoothing=label_smoothing, layer_decay=layer_decay, head_c=head_c,
+    settings = load_settings(intent_base=base, data_dir=data_dir, seed=seed)
+    folder = train_intents(data, settings, IntentTrainConfig(
+        method=method, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
+        label_smoothing=label_smoothing, layer_decay=layer_decay, head_c=head_c,
         patience=patience, oos_method=oos_method, holdout=holdout, background=background,
         background_rows=background_rows, small_talk=small_talk, augment=augment, details=details, cv_below=cv_below, test=test,
-        text_column=text_column, intent_column=intent_column, oos_labels=list(oos_label), data_dir=data_dir))
+        text_column=text_column, intent_column=intent_column, oos_labels=list(oos_label)), output)
     registered = "not in the registry (--holdout model)" if holdout else _register("intents", folder)
     console.print(f"intent classifier written to {folder}; {registered}", soft_wrap=True)
     _print_manifest_summary(folder)
@@ -351,13 +358,12 @@ def train_intents_command(
 
 
 def _print_manifest_summary(folder: Path) -> None:
-    from bot.manifest import read_manifest
+    from bot.manifest import read
 
-    manifest = read_manifest(folder)
-    oos = manifest.get("oos", {})
-    sizes = manifest.get("data", {}).get("split_sizes", {})
+    manifest = read(folder, "intents")
+    oos, sizes = manifest.oos.model_dump(), manifest.data.split_sizes
     console.print(f"rows: {', '.join(f'{k} {v}' for k, v in sizes.items())}", soft_wrap=True)
-    console.print(f"out-of-scope threshold {oos.get('threshold', float('nan')):.4f} ({oos.get('objective', '')}): "
+    console.print(f"out-of-scope threshold {oos['threshold']:.4f} ({oos.get('objective', '')}): "
                   f"in-scope answered {oos.get('in_scope_answered', float('nan')):.2%}, "
                   f"out-of-scope rejected {oos.get('oos_rejected', float('nan')):.2%}", soft_wrap=True)
 
@@ -365,7 +371,7 @@ def _print_manifest_summary(folder: Path) -> None:
 def _print_intent_report(model: Path, data: str, data_dir, test, text_column, intent_column, oos_label) -> None:
     from training.intent_eval import evaluate_intents
 
-    report = evaluate_intents(model, data, data_dir, test, text_column=text_column, intent_column=intent_column,
+    report = evaluate_intents(model, data, load_settings(data_dir=data_dir), test, text_column=text_column, intent_column=intent_column,
                               oos_labels=tuple(oos_label))
     console.print(f"{report['rows']} in-scope test rows: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
                   f"rejected as out of scope {report['rejected_as_oos']:.2%}", soft_wrap=True)
@@ -408,46 +414,27 @@ def eval_oos_command(
 ) -> None:
     """Out-of-scope detection on whole unseen intents: AUROC and OOS recall at the model's threshold."""
     from training.intent_eval import evaluate_oos
-    from training.intents import train_intents
+    from training.intents import IntentTrainConfig, train_intents
 
     if model is None:
-        model = train_intents(_intent_config(data, method=method, epochs=epochs, oos_method=oos_method,
-                                             holdout=holdout, seed=seed, data_dir=data_dir))
-    result = evaluate_oos(model, data, data_dir)
+        model = train_intents(data, load_settings(data_dir=data_dir, seed=seed),
+                              IntentTrainConfig(method=method, epochs=epochs, oos_method=oos_method, holdout=holdout))
+    result = evaluate_oos(model, data, load_settings(data_dir=data_dir))
     aurocs = ", ".join(f"{name} {value:.4f}" for name, value in result["auroc"].items())
     console.print(f"{model}: {result['oos_rows']} unseen-intent vs {result['in_scope_rows']} in-scope test rows; "
                   f"AUROC {aurocs}; at the {result['method']} threshold {result['threshold']:.4f}: "
-                  f"OOS recall {result['oos_recall']:.4f}, in-scope rejected {result['in_scope_rejected']:.4f}")
+                  f"OOS recall {result['oos_recall']:.4f}, in-scope rejected {result['in_scope_rejected']:.4f}; "
+                  f"OOS recall at 95 % in-scope answered {result['oos_recall_at_95_in_scope']:.4f}")
 
 
 @app.command()
-def retrain(
-    what: str = typer.Option("both", help="intents, replies or both"),
-    data: str = typer.Option("bitext", help="the original data set the corrections are added to"),
-    reply_max_steps: Optional[int] = typer.Option(None, help="LoRA steps (default: as for the production version)"),
-    macro_f1_tolerance: float = typer.Option(0.005, help="largest accepted macro-F1 drop on the frozen test split"),
-    rouge_tolerance: float = typer.Option(1.0, help="largest accepted ROUGE-L drop (points) on the frozen test split"),
-) -> None:
+@config_options(RetrainConfig)
+def retrain(config: RetrainConfig) -> None:
     """Train new versions from reviewed corrections with the production versions' recipes;
     promote each only if it does not regress."""
     from training import jobs
-    from training.retrain import RetrainConfig
-    from training.retrain import retrain as run_retrain
 
-    settings = load_settings()
-    jobs.recover(settings.home)
-    job = jobs.new_job(settings.home)
-    handler = logging.FileHandler(job / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    logging.getLogger().addHandler(handler)
-    config = RetrainConfig(what=what, data=data, reply_max_steps=reply_max_steps,
-                           macro_f1_tolerance=macro_f1_tolerance, rouge_tolerance=rouge_tolerance)
-    try:
-        reports = run_retrain(settings, config, job)
-    except BaseException as exc:
-        jobs.fail(job, str(exc) or type(exc).__name__)
-        raise
-    jobs.write_status(job, state="done", decisions={kind: r["decision"] for kind, r in reports.items()})
+    reports = jobs.run(load_settings(), config)
     for kind, report in reports.items():
         scores = report.get("scores")
         console.print(f"{kind}: {report['decision']}" + (f"; old {scores['old']}, new {scores['new']}" if scores else ""))
@@ -509,7 +496,7 @@ def _registry():
 @models_app.command("list")
 def models_list() -> None:
     """Every version of both model kinds, marking production and candidates."""
-    from bot.manifest import read_manifest
+    from bot.manifest import read
     from bot.registry import KINDS
 
     registry = _registry()
@@ -517,27 +504,22 @@ def models_list() -> None:
     for kind in KINDS:
         state = registry.state(kind)
         for version in registry.versions(kind):
-            manifest = read_manifest(registry.folder(kind, version))
+            manifest = read(registry.folder(kind, version))
             status = "production" if version == state["production"] else (
                 "candidate" if version in state["candidates"] else "")
-            metrics = manifest.get("metrics", {})
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))[:60]
-            data = manifest.get("data", "")  # intents: {"name": ...}; replies: the name
-            data_name = data.get("name", "") if isinstance(data, dict) else str(data)
-            table.add_row(kind, version, status, str(manifest.get("base_model", "")), data_name, shown)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in manifest.metrics.items() if isinstance(v, float))[:60]
+            table.add_row(kind, version, status, manifest.base_model, manifest.data.name, shown)
     console.print(table)
 
 
 @models_app.command("show")
 def models_show(kind: str = KIND, version: Optional[str] = typer.Argument(None, help="default: production")) -> None:
     """A version's manifest, and the registry history of its kind."""
-    import json
-
-    from bot.manifest import read_manifest
+    from bot.manifest import read
 
     registry = _registry()
     folder = registry.folder(kind, version) if version else registry.production_folder(kind)
-    console.print_json(json.dumps(read_manifest(folder), default=str))
+    console.print_json(read(folder).model_dump_json())
     for event in registry.state(kind)["history"][-10:]:
         console.print(f"{event['time']} {event['action']}: {event.get('from') or ''} -> "
                       f"{event.get('to') or event.get('version')} {event.get('reason') or ''}")
@@ -557,6 +539,16 @@ def models_rollback(kind: str = KIND) -> None:
     console.print(f"{kind}: {_registry().rollback(kind)} is in production again")
 
 
+def _flags(args: list[str]) -> set[str]:
+    """The option flags of the command ``args`` invokes (e.g. ``["train", "intents", ...]``)."""
+    command = typer.main.get_command(app)
+    for word in args:
+        if not hasattr(command, "commands") or word not in command.commands:
+            break
+        command = command.commands[word]
+    return {flag for param in command.params for flag in param.opts}
+
+
 def main() -> None:
     """Entry point of the ``supportbot`` script."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -564,6 +556,10 @@ def main() -> None:
         # standalone_mode=False: usage errors (bad option value, missing argument) reach us as
         # exceptions instead of being drawn by rich in a box that wraps at the terminal's width.
         status = app(standalone_mode=False)
+    except SettingError as exc:  # named by its flag when the command has one
+        flag = "--" + exc.field.replace("_", "-")
+        typer.echo(f"error: {f'{flag} {exc.problem}' if flag in _flags(sys.argv[1:]) else exc}", err=True)
+        raise SystemExit(2) from None
     except SupportbotError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None

@@ -15,7 +15,7 @@ import gradio as gr
 
 from bot.errors import SupportbotError
 from bot.handoff import Inbox
-from bot.records import Turn
+from bot.records import Route, Turn
 from bot.store import ConversationStore
 from ui.chat import as_text
 
@@ -52,7 +52,7 @@ def _rows(turn: Turn) -> list[list]:
     if turn.user_text:
         rows.append([turn.index, "customer", turn.user_text, *common])
     if turn.reply:
-        who = {"agent": f"agent {turn.agent}", "notice": "notice"}.get(route, "bot")
+        who = {Route.AGENT: f"agent {turn.agent}", Route.NOTICE: "notice"}.get(route, "bot")
         rows.append([turn.index, who, turn.reply, *common])
     return rows
 
@@ -63,7 +63,7 @@ def _messages(turn: Turn) -> list[dict[str, str]]:
     if turn.user_text:
         messages.append({"role": "user", "content": as_text(turn.user_text)})
     if turn.reply:
-        who = {"agent": f"{turn.agent} (agent)", "notice": "notice"}.get(route, "bot")
+        who = {Route.AGENT: f"{turn.agent} (agent)", Route.NOTICE: "notice"}.get(route, "bot")
         messages.append({"role": "assistant", "content": as_text(f"[{who}] {turn.reply}")})
     return messages
 

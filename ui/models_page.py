@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from bot.errors import SupportbotError
-from bot.manifest import read_manifest
+from bot.manifest import read
 from bot.registry import KINDS, Registry
 from training import jobs
 
@@ -52,10 +52,10 @@ class ModelHandlers:
         for kind in KINDS:
             state = self.registry.state(kind)
             for version in reversed(self.registry.versions(kind)):
-                manifest = read_manifest(self.registry.folder(kind, version))
+                manifest = read(self.registry.folder(kind, version))
                 status = "production" if version == state["production"] else (
                     "candidate" if version in state["candidates"] else "")
-                rows.append([kind, version, status, manifest.get("created", ""), str(manifest.get("base_model", ""))])
+                rows.append([kind, version, status, manifest.created, manifest.base_model])
         return rows
 
     def promote(self, kind: str, version: str, request: gr.Request = None) -> list[list[str]]:

@@ -20,12 +20,13 @@ from __future__ import annotations
 import gradio as gr
 
 from bot.errors import SupportbotError
-from bot.reviews import OUT_OF_SCOPE, ReviewFilter, ReviewLog
+from bot.records import BOT_ROUTES, CLASSIFIED_ROUTES, OUT_OF_SCOPE, Route
+from bot.reviews import ReviewFilter, ReviewLog
 from bot.store import ConversationStore
 from ui.chat import as_text, chat_panel
 from ui.plots import dashboard_figures
 
-ROUTES = ["", "answer", "smalltalk", "rephrase", "fallback", "handoff", "template", "human"]
+ROUTES = ["", *(route.value for route in (*BOT_ROUTES, Route.HUMAN))]
 FEEDBACK = ["", "down", "up", "none"]
 
 
@@ -62,7 +63,7 @@ class ReviewHandlers:
                    "top3": turn.prediction.top_k[:3] if turn.prediction else [],
                    "interrupted": turn.interrupted, "text changed": list(turn.text_changes),
                    "redacted": turn.redacted, "started_at": turn.started_at}
-        prefilled = details["intent"] if route in ("answer", "template", "smalltalk") else None
+        prefilled = details["intent"] if route in CLASSIFIED_ROUTES else None
         return (counts, details, self._conversation(turn.conversation_id, turn.id),
                 prefilled, turn.reply or "", "")
 

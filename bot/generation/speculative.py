@@ -9,7 +9,7 @@ verifies it with transformers' assisted generation
 decoding only the tokens the model would have chosen anyway are kept, so in float32 the reply is
 the one plain ``generate`` writes: in float32 exactly in every measurement (a several-token pass
 rounds like a one-token pass up to the last bits); in bfloat16 a word may change now and then,
-with the same ROUGE-L (see :class:`bot.generator.ServingOptions`). A good draft turns several
+with the same ROUGE-L (see :class:`bot.generation.ServingOptions`). A good draft turns several
 forward passes into one.
 
 The datastore of one :class:`ReplyGenerator` holds, per intent, the replies stored with the

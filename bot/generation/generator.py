@@ -7,216 +7,30 @@ Usage (the router's call)::
                                   user_text="Can I cancel it?", intent="cancel_order"):
         print(chunk, end="")
 
-The prompt is :func:`bot.prompting.build_messages`, the same function training used. A LoRA
-adapter (Hu et al. 2021, https://arxiv.org/abs/2106.09685) is folded into the base weights at
-load time (``peft``'s ``merge_and_unload``), so serving costs the same as the base model.
-Streaming uses transformers' ``TextIteratorStreamer`` with ``generate`` running in a thread
-(https://huggingface.co/docs/transformers/internal/generation_utils#transformers.TextIteratorStreamer).
+The prompt is :func:`bot.prompting.build_messages`, the same function training used, capped here
+(:meth:`ReplyGenerator.prompt_ids`). Loading is :mod:`bot.generation.loading`, streaming
+:mod:`bot.generation.streaming`, the speed-ups :mod:`bot.generation.speculative` and
+:mod:`bot.generation.packing`.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
-from bot.device import Device, cpu_serving_dtype_name, pick_device
+from bot.device import Device
 from bot.errors import SupportbotError
-from bot.manifest import MANIFEST, read_manifest
-from bot.packing import pack_linears
+from bot.generation import loading
+from bot.generation.loading import ServingOptions
+from bot.generation.speculative import DraftCandidates, DraftStore, drafting, enable_drafting, read_drafts
+from bot.generation.streaming import run_in_worker, stream_text
+from bot.manifest import MANIFEST
 from bot.prompting import Turn, build_messages, drop_oldest_turn, prompt_ids, text_ids
 from bot.slot_decoding import KnownSlots
-from bot.speculative import DraftCandidates, DraftStore, drafting, enable_drafting, read_drafts
-
-MERGED = "merged"
-"""Sub-folder of a replies version with the merged model (``supportbot train replies --merge``)."""
 
 Messages = list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class ServingOptions:
-    """How the model runs; ``None`` fields are chosen from the device.
-
-    Attributes:
-        dtype_name: ``"float32"`` or ``"bfloat16"``; default: the device's dtype on GPU; on CPU
-            bfloat16 when the CPU computes it natively (:func:`bot.device.cpu_serving_dtype_name`),
-            else float32. Measured on 12 held-out requests (``bench/generation.py --quality``), bf16
-            replies scored the same ROUGE-L as float32 ones (29.6-29.9 vs 29.2) but are worded
-            differently.
-            Choose float32 to get exactly the replies of plain float32 greedy decoding.
-        int8: dynamic int8 quantisation of the linear layers
-            (``torch.ao.quantization.quantize_dynamic``, CPU only; Jacob et al. 2018,
-            https://arxiv.org/abs/1712.05877). Off by default: it cost 4-9 ROUGE-L points on
-            6-12 test replies (``bench/generation.py --quality``). Runs in float32 and turns drafts
-            off (its activation scale is shared by all tokens of a pass, so a draft would change
-            the reply).
-        batch_size: prompts per forward pass in :meth:`ReplyGenerator.generate_batch`;
-            default 32 on GPU, 8 on CPU.
-        max_prompt_tokens: prompt cap in tokens; the oldest history goes first, then the end of
-            the customer's message.
-        max_new_tokens: default cap on reply length, in tokens.
-        draft_tokens: longest draft of retrieval-based speculative decoding
-            (:mod:`bot.speculative`) when streaming, 0 to 16; 0 turns it off. A draft check
-            computes what one-token steps would, up to rounding: in float32 replies were the
-            same token for token in every measurement; in bfloat16 a several-token pass rounds
-            differently, so a reply depends on the drafts (ROUGE-L measured the same). So that in
-            bf16 the same request still gets the same reply, and no reply depends on earlier
-            customers, the store grows with served replies only in float32
-            (:meth:`ReplyGenerator.learns_drafts`).
-        pack_weights: on CPU in bfloat16, replace the linear weights by oneDNN-packed ones
-            (:mod:`bot.packing`): a 5-token draft check then costs about one float32 token. Not
-            done in float32, where it gained 0-7 % with drafts, cost 2x without them and kept
-            more memory (fresh-user test); nor where this CPU's oneDNN cannot pack bf16.
-    """
-
-    dtype_name: str | None = None
-    int8: bool | None = None
-    batch_size: int | None = None
-    max_prompt_tokens: int = 768
-    max_new_tokens: int = 160
-    draft_tokens: int = 4
-    pack_weights: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.draft_tokens <= 16:
-            raise ValueError(f"draft_tokens must be between 0 and 16, got {self.draft_tokens}")
-        if self.dtype_name not in (None, "float32", "bfloat16"):
-            raise ValueError(f"dtype_name must be float32 or bfloat16, got {self.dtype_name!r}")
-
-    def resolved(self, device: Device) -> "ServingOptions":
-        """A copy with every ``None`` filled in for ``device``; int8 (CPU only) runs on float32
-        weights and without drafts; packing on CPU only."""
-        int8 = bool(self.int8) and not device.is_gpu
-        dtype_name = "float32" if int8 else \
-            self.dtype_name or (device.dtype_name if device.is_gpu else cpu_serving_dtype_name())
-        return ServingOptions(
-            dtype_name=dtype_name, int8=int8, batch_size=self.batch_size or (32 if device.is_gpu else 8),
-            max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=self.max_new_tokens,
-            draft_tokens=0 if int8 else self.draft_tokens,
-            pack_weights=self.pack_weights and not device.is_gpu and dtype_name == "bfloat16",
-        )
-
-
-def _model_folder(folder: Path, merged: bool = True) -> tuple[Path, dict, str]:
-    """(folder holding the weights, manifest, version name) of a replies version or merged dir;
-    a version's ``merged/`` is used when present unless ``merged`` is False.
-
-    Raises:
-        SupportbotError: ``folder`` is not a directory or holds no manifest.json (itself or,
-            for a ``merged/`` folder, its parent).
-    """
-    if not folder.is_dir():
-        raise SupportbotError(f"{folder}: no such reply-generator folder")
-    if merged and (folder / MERGED / "config.json").is_file():
-        return folder / MERGED, read_manifest(folder), folder.name
-    if (folder / "config.json").is_file() and not (folder / MANIFEST).is_file():
-        return folder, read_manifest(folder.parent), folder.parent.name
-    return folder, read_manifest(folder), folder.name
-
-
-def _base_dir(manifest: dict, base: str | Path | None, cache_dir: Path | None, folder: Path) -> Path:
-    """Local base-model folder for an adapter: ``base``, else the manifest's ``base_model_path``,
-    else ``<cache_dir>/base-models/<name>``, else ``base_model`` when it is a local folder.
-
-    Raises:
-        SupportbotError: none of these is a folder (the message says how to fix it).
-    """
-    ref = str(manifest.get("base_model", ""))
-    candidates = [Path(base).expanduser()] if base else []
-    candidates += [Path(manifest["base_model_path"])] if manifest.get("base_model_path") else []
-    candidates += [Path(cache_dir) / "base-models" / ref.split("/")[-1]] if cache_dir and ref else []
-    candidates += [Path(ref).expanduser()] if ref else []
-    for candidate in candidates:
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise SupportbotError(
-        f"{folder}: base model '{ref}' of this adapter not found locally (tried "
-        f"{', '.join(map(str, candidates)) or 'nothing'}); pass base=<folder>, or train with --merge"
-    )
-
-
-def _placement(device: str | Device | None, options: ServingOptions | None) -> tuple[Device, ServingOptions]:
-    """The device (given, or :func:`pick_device`) and the options resolved for it.
-
-    Raises:
-        SupportbotError: ``"cuda"`` asked for but not available.
-    """
-    try:
-        device = device if isinstance(device, Device) else pick_device(device)
-    except ValueError as exc:
-        raise SupportbotError(str(exc)) from None
-    return device, (options or ServingOptions()).resolved(device)
-
-
-def _optimised(model, options: ServingOptions):
-    """``model`` in eval mode, cast to ``options.dtype_name``, int8-quantised when asked, else
-    with its linear weights packed for draft checks (:mod:`bot.packing`) when asked; on CPU,
-    attention over several query tokens shares the key/value heads (:func:`_share_kv_heads`)."""
-    import torch
-
-    model = model.to(getattr(torch, options.dtype_name)).eval()
-    if model.device.type == "cpu":
-        _share_kv_heads()
-    if options.int8:
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    if options.pack_weights:
-        pack_linears(model, options.draft_tokens + 1)
-    return model
-
-
-def _share_kv_heads() -> None:
-    """Let transformers' SDPA attention use grouped-query attention natively (``enable_gqa``) also
-    when a mask is given, as in a draft check, instead of copying the key/value cache once per
-    query head group in every layer (``repeat_kv``). Same outputs (max difference 0.0 on
-    SmolLM2-135M, float32 and bf16); a 5-token pass took 7-15 % less on 2 CPU cores. Set through
-    transformers' ``TRANSFORMERS_SDPA_FORCE_GQA`` (``transformers/integrations/sdpa_attention.py``)
-    unless the environment sets it; on CUDA it is left alone (masked GQA may leave the fused kernels).
-    """
-    os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
-
-
-def run_in_worker(fn):
-    """``fn()`` run in a worker thread, its result returned and its exception re-raised.
-
-    Generation runs off the main thread both when streaming and in batches: on a busy CPU,
-    torch's OpenMP pool in the main thread was measured up to 18x slower than in a worker thread
-    (SmolLM2-135M, 2 shared cores, ``bench/generation.py``).
-    """
-    result: list = []
-
-    def body():
-        try:
-            result.append((True, fn()))
-        except BaseException as exc:  # handed to the calling thread
-            result.append((False, exc))
-
-    worker = threading.Thread(target=body, daemon=True)
-    worker.start()
-    worker.join()
-    ok, value = result[0]
-    if not ok:
-        raise value
-    return value
-
-
-class _Cancel:
-    """A ``StoppingCriteria`` that stops generation once :meth:`set` is called (consumer left)."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def set(self) -> None:
-        self.event.set()
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool,
-                          device=input_ids.device)
 
 
 class ReplyGenerator:
@@ -274,7 +88,7 @@ class ReplyGenerator:
             folder: the version folder (adapter + manifest.json; its ``merged/`` is used when
                 present) or a ``merged/`` folder itself.
             base: local base-model folder for an adapter (default: found from the manifest and
-                ``cache_dir``, see :func:`_base_dir`).
+                ``cache_dir``, see :func:`bot.generation.loading.base_dir`).
             cache_dir: the settings' cache folder (converted base models live in
                 ``<cache_dir>/base-models/``).
             device: ``"cpu"``, ``"cuda"`` or a :class:`Device`; default :func:`pick_device`.
@@ -286,12 +100,12 @@ class ReplyGenerator:
             SupportbotError: no such folder, no manifest.json, base model not found.
         """
         folder = Path(folder).expanduser()
-        weights, manifest, version = _model_folder(folder, merged=merge)
-        device, options = _placement(device, options)
+        weights, manifest, version = loading.model_folder(folder, merged=merge)
+        device, options = loading.placement(device, options)
         if (weights / "adapter_config.json").is_file():
-            model = cls._adapter_model(weights, _base_dir(manifest, base, cache_dir and Path(cache_dir), folder), merge)
+            model = loading.adapter_model(weights, loading.base_dir(manifest, base, cache_dir, folder), merge)
         else:
-            model = cls._plain_model(weights)
+            model = loading.plain_model(weights)
         generator = cls._ready(model, weights, version, device, options, manifest)
         generator.seed_drafts(folder if (folder / MANIFEST).is_file() else folder.parent)
         return generator
@@ -322,21 +136,8 @@ class ReplyGenerator:
         model_dir = Path(model_dir).expanduser()
         if not (model_dir / "config.json").is_file():
             raise SupportbotError(f"{model_dir}: not a transformers model folder (no config.json)")
-        device, options = _placement(device, options)
-        return cls._ready(cls._plain_model(model_dir), model_dir, version, device, options, {})
-
-    @staticmethod
-    def _plain_model(model_dir: Path):
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
-
-    @staticmethod
-    def _adapter_model(adapter_dir: Path, base_dir: Path, merge: bool):
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(ReplyGenerator._plain_model(base_dir), adapter_dir)
-        return model.merge_and_unload() if merge else model
+        device, options = loading.placement(device, options)
+        return cls._ready(loading.plain_model(model_dir), model_dir, version, device, options, {})
 
     @classmethod
     def _ready(cls, model, tokenizer_dir: Path, version: str, device: Device, options: ServingOptions,
@@ -344,7 +145,7 @@ class ReplyGenerator:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        model = _optimised(model.to(device.name), options)
+        model = loading.optimised(model, device, options)
         return cls(model, tokenizer, version, device, options, manifest)
 
     # ---- prompts -------------------------------------------------------------------------
@@ -421,48 +222,14 @@ class ReplyGenerator:
                 are re-raised in the caller's thread.
         """
         import torch
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         ids = self.prompt_ids(self.messages_for(messages, history, user_text, intent))
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        cancel, failure = _Cancel(), []
-        kwargs = dict(input_ids=torch.tensor([ids], device=self.device.name), streamer=streamer,
-                      stopping_criteria=StoppingCriteriaList([cancel]),
+        kwargs = dict(input_ids=torch.tensor([ids], device=self.device.name),
                       **self._generate_kwargs(max_new_tokens, len(ids)))
         if self.drafts:  # assisted generation is entered through prompt_lookup_num_tokens
             kwargs["prompt_lookup_num_tokens"] = self.drafts.draft_tokens
-        worker = threading.Thread(target=self._run, args=(kwargs, failure, streamer, intent, cancel), daemon=True)
-        worker.start()
-        finished = False
-        try:
-            for chunk in streamer:
-                if chunk:
-                    yield chunk
-            finished = True
-        finally:
-            if not finished:
-                cancel.set()
-            worker.join()
-        if failure:
-            raise failure[0]
-
-    def _run(self, kwargs: dict, failure: list, streamer, intent: str | None, cancel: _Cancel) -> None:
-        """Thread body: generate (drafting from :attr:`drafts` when on), store a complete reply
-        as a future draft; on error record it and end the stream. Streams run concurrently (greedy
-        decoding on a shared model is thread-safe); how many at once is bounded by the router's
-        queue (:mod:`bot.queue`)."""
-        import torch
-
-        prompt = kwargs["input_ids"]
-        try:
-            with torch.inference_mode(), self._drafting(intent, kwargs):
-                out = self.model.generate(attention_mask=torch.ones_like(prompt), **kwargs)
-        except Exception as exc:  # handed to the consuming thread
-            failure.append(exc)
-            streamer.end()
-            return
-        if self.learns_drafts and not cancel.event.is_set():
-            self.drafts.add(intent, out[0, prompt.shape[1]:].tolist())
+        learn = (lambda reply: self.drafts.add(intent, reply)) if self.learns_drafts else None
+        yield from stream_text(self.model, self.tokenizer, kwargs, self._drafting(intent, kwargs), learn)
 
     @property
     def learns_drafts(self) -> bool:

@@ -1,7 +1,7 @@
 """Linear layers whose weights are reordered once into oneDNN's blocked layout (CPU serving).
 
 On 2 CPU cores ``torch.nn.functional.linear`` reorders (packs) every weight matrix on every call
-when the input has a few rows, as a draft check of speculative decoding (:mod:`bot.speculative`)
+when the input has a few rows, as a draft check of speculative decoding (:mod:`bot.generation.speculative`)
 does: the linear layers of SmolLM2-135M took ~1.5x as long for 5 rows as for 1. With the weights
 packed once for 5 rows (oneDNN, the ops ``torch.ops.mkldnn._reorder_linear_weight`` and
 ``torch.ops.mkldnn._linear_pointwise`` that torch.compile's freezing pass uses on CPU,
