@@ -100,7 +100,7 @@ class IntentManifest(Manifest):
 
 class ReplyManifest(Manifest):
     """A reply generator (LoRA adapter): where its base model was found, the serving prompt,
-    whether ``merged/`` exists, and ``slots``: the placeholder names of its training replies,
+    whether ``merged/`` exists, ``retrieval`` (the answer store it was trained with), and ``slots``: the placeholder names of its training replies,
     the only ones serving allows (None: trained before manifests listed them)."""
 
     kind: Literal["replies"] = "replies"
@@ -111,6 +111,10 @@ class ReplyManifest(Manifest):
     prompt: dict[str, str] = {}
     merged: bool = False
     slots: list[str] | None = None
+    retrieval: dict[str, Any] | None = None
+    """Set when the version was trained on retrieval-augmented prompts (:mod:`bot.answers`):
+    ``{"k": answers per prompt, "encoder": sentence encoder, "per_intent": training answers kept
+    per intent, "answers": how many}``; its answer store lies beside it (``answers.jsonl``)."""
 
 
 AnyManifest = Annotated[Union[IntentManifest, ReplyManifest], Field(discriminator="kind")]

@@ -5,9 +5,9 @@ Training (``training/reply_data.py``) and serving (``bot/generation/``) both cal
 (https://huggingface.co/docs/transformers/chat_templating), so the fine-tuned model sees at
 serving time exactly the prompt it was trained on.
 
-Customer and history text can never form the template's special tokens: :func:`prompt_ids`
-tokenizes the template's own text with its special tokens, and every user and assistant message
-with ``split_special_tokens=True``, so ``<|im_start|>system`` typed by a customer is plain text
+Customer, history and approved-answer text can never form the template's special tokens:
+:func:`prompt_ids` tokenizes the template's own text with its special tokens, and every message's
+content with ``split_special_tokens=True``, so ``<|im_start|>system`` typed by a customer is plain text
 (ordinary sub-word tokens), not a forged turn (compare transformers issue #29279).
 """
 
@@ -34,14 +34,23 @@ def intent_phrase(intent: str | None) -> str:
     return f"The customer's request is about: {intent.strip().replace('_', ' ')}."
 
 
-def system_message(intent: str | None) -> dict[str, str]:
-    """The system message: :data:`SYSTEM_PROMPT` plus the intent sentence when there is one."""
-    phrase = intent_phrase(intent)
-    return {"role": "system", "content": f"{SYSTEM_PROMPT}\n{phrase}" if phrase else SYSTEM_PROMPT}
+REFERENCES_HEADER = "Approved answers to similar requests:"
+REFERENCES_RULE = "Answer like the approved answers: keep their facts and steps, fit them to the customer's message."
+"""Around the retrieved approved answers in the system message (:mod:`bot.answers`)."""
+
+
+def system_message(intent: str | None, references: Sequence[str] = ()) -> dict[str, str]:
+    """The system message: :data:`SYSTEM_PROMPT`, the intent sentence when there is one, then the
+    approved answers (numbered, best first) when there are any."""
+    parts = [SYSTEM_PROMPT, intent_phrase(intent)]
+    if references:
+        parts += [REFERENCES_HEADER, *(f"[{i}] {ref.strip()}" for i, ref in enumerate(references, start=1)),
+                  REFERENCES_RULE]
+    return {"role": "system", "content": "\n".join(part for part in parts if part)}
 
 
 def build_messages(
-    history: Sequence[Turn] | None, user_text: str, intent: str | None = None
+    history: Sequence[Turn] | None, user_text: str, intent: str | None = None, references: Sequence[str] = ()
 ) -> list[dict[str, str]]:
     """Chat messages for one reply, ready for ``tokenizer.apply_chat_template``.
 
@@ -50,6 +59,8 @@ def build_messages(
             empty or None.
         user_text: the customer's new message.
         intent: the intent the router chose (e.g. ``"cancel_order"``), or None.
+        references: approved replies retrieved for the message (:mod:`bot.answers`), best first;
+            empty for a version trained without retrieval.
 
     Returns:
         ``[system, user, assistant, ..., user]`` as ``{"role": ..., "content": ...}`` dicts:
@@ -60,7 +71,7 @@ def build_messages(
     """
     if not isinstance(user_text, str) or not user_text.strip():
         raise ValueError("user_text must be a non-empty string")
-    messages = [system_message(intent)]
+    messages = [system_message(intent, references)]
     for number, turn in enumerate(history or []):
         if len(turn) != 2 or not all(isinstance(part, str) for part in turn):
             raise ValueError(f"history item {number} must be a (user text, bot reply) pair of strings")
@@ -90,8 +101,9 @@ def text_ids(tokenizer, text: str) -> list[int]:
 
 
 def prompt_ids(tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
-    """Token ids of ``messages`` rendered by the tokenizer's chat template, with every message
-    except the system message encoded by :func:`text_ids` (so it cannot contain special tokens).
+    """Token ids of ``messages`` rendered by the tokenizer's chat template, with every message's
+    content encoded by :func:`text_ids` (so none can contain special tokens: not the customer's,
+    not an approved answer a reviewer wrote into the system message).
 
     Args:
         tokenizer: a transformers tokenizer with a chat template.
@@ -106,7 +118,7 @@ def prompt_ids(tokenizer, messages: list[dict[str, str]], add_generation_prompt:
         ValueError: the template drops or repeats a message's content (it must render each
             content once, unchanged).
     """
-    marked = [m if m["role"] == "system" else {**m, "content": _MARK.format(i)} for i, m in enumerate(messages)]
+    marked = [{**m, "content": _MARK.format(i)} for i, m in enumerate(messages)]
     rendered = tokenizer.apply_chat_template(marked, tokenize=False, add_generation_prompt=add_generation_prompt)
     ids, start, used = [], 0, []
     for match in _MARKS.finditer(rendered):
@@ -115,6 +127,6 @@ def prompt_ids(tokenizer, messages: list[dict[str, str]], add_generation_prompt:
         ids += text_ids(tokenizer, messages[used[-1]]["content"])
         start = match.end()
     ids += tokenizer(rendered[start:], add_special_tokens=False)["input_ids"]
-    if sorted(used) != [i for i, m in enumerate(messages) if m["role"] != "system"]:
+    if sorted(used) != list(range(len(messages))):
         raise ValueError("the chat template must render each message's content exactly once")
     return ids

@@ -98,9 +98,34 @@ class Reason(str, Enum):
     INTENT = "intent"
     WAITING_FOR_AGENT = "waiting_for_agent"
     HELD_BY_AGENT = "held_by_agent"
+    APPROVED_ANSWER = "approved_answer"
+    NO_CLOSE_ANSWER = "no_close_answer"
+    STRAYED = "strayed"
 
     def __str__(self) -> str:
         return self.value
+
+
+@dataclass(frozen=True)
+class AnswerRef:
+    """One approved reply retrieved for a turn (:mod:`bot.answers`), as the turn record keeps it.
+
+    Attributes:
+        id: the answer's id in the answer store: ``t<n>`` a training reply of the generator
+            version, ``r<n>`` the reply of review ``n``, ``a<n>`` team-written answer ``n``.
+        score: cosine similarity of the customer's message to the answer's request (or, for an
+            answer without one, to the reply), in [-1, 1].
+        source: ``"training"``, ``"review"`` or ``"team"``.
+        review_id: the review the reply comes from (source ``review``), else None.
+        excerpt: the reply's first 200 characters, so the record stays readable after the store
+            changes.
+    """
+
+    id: str
+    score: float
+    source: str
+    review_id: int | None = None
+    excerpt: str = ""
 
 
 TURN_STATUSES = ("complete", "incomplete")
@@ -167,6 +192,8 @@ class Turn:
         redacted: items of personal data removed before storing, per tag (``{"CARD": 1}``), from
             the customer's text and the reply together.
         interrupted: the process died before the reply was stored (found at the next start).
+        retrieved: the approved replies retrieved for the reply (best first), empty when none were.
+        answers_version: the answer store's version the turn used (:mod:`bot.answers`), if any.
 
     Raises:
         ValueError: ``status`` is not one of :data:`TURN_STATUSES`.
@@ -190,6 +217,8 @@ class Turn:
     text_changes: tuple[str, ...] = ()
     redacted: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
+    retrieved: tuple[AnswerRef, ...] = ()
+    answers_version: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in TURN_STATUSES:

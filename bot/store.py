@@ -35,7 +35,8 @@ from sqlite_utils.db import NotFoundError
 from sqlite_utils.migrations import Migrations
 
 from bot.errors import SupportbotError
-from bot.records import FALLBACK_ROUTES, NOT_ANSWERED_ROUTES, STAFF_ROUTES, Decision, Prediction, Route, Turn
+from bot.records import (FALLBACK_ROUTES, NOT_ANSWERED_ROUTES, STAFF_ROUTES, AnswerRef, Decision, Prediction, Route,
+                         Turn)
 
 BUSY_TIMEOUT_S = 30.0
 """How long a write waits for another process's write to finish, in seconds."""
@@ -138,6 +139,21 @@ def _record_changes_undo_and_current_feedback(db: Database) -> None:
 def _add_reason_code(db: Database) -> None:
     """Turns record the decision's reason as a code too (:class:`bot.records.Reason`)."""
     db["turns"].add_column("reason_code", str)
+
+
+@MIGRATIONS(name="0007_answers")
+def _create_answers(db: Database) -> None:
+    """Team-written approved answers (:mod:`bot.answers`), append-only: an ``add`` row is an
+    answer, a ``remove`` row withdraws the answer it names (``removes``); turns record the
+    approved replies retrieved for them and the answer store's version."""
+    db["answers"].create(
+        {"id": int, "action": str, "intent": str, "request": str, "reply": str, "origin": str,
+         "removes": int, "actor": str, "note": str, "created_at": str},
+        pk="id", not_null={"action", "actor", "created_at"},
+    )
+    db["answers"].create_index(["removes"])
+    db["turns"].add_column("retrieved", str)  # JSON list of AnswerRef fields
+    db["turns"].add_column("answers_version", str)
 
 
 def sql_routes(routes) -> str:
@@ -279,6 +295,8 @@ def turn_from_row(row: dict[str, Any]) -> Turn:
         finished_at=row["finished_at"], id=row["id"], agent=row.get("agent"),
         text_changes=tuple(filter(None, (row.get("text_changes") or "").split(","))),
         redacted=json.loads(row.get("redacted") or "{}"), interrupted=bool(row.get("interrupted_at")),
+        retrieved=tuple(AnswerRef(**ref) for ref in json.loads(row.get("retrieved") or "[]")),
+        answers_version=row.get("answers_version"),
     )
 
 
@@ -302,6 +320,8 @@ def _outcome_columns(turn: Turn) -> dict[str, Any]:
         "generator_version": turn.generator_version,
         "latency_ms": turn.latency_ms,
         "redacted": json.dumps(turn.redacted) if turn.redacted else None,
+        "retrieved": json.dumps([vars(ref) for ref in turn.retrieved]) if turn.retrieved else None,
+        "answers_version": turn.answers_version,
     }
 
 
@@ -828,6 +848,52 @@ class ConversationStore:
         row = self.db.execute("SELECT rating FROM current_feedback WHERE turn_id = ?", [turn_id]).fetchone()
         return row[0] if row else 0
 
+
+    # -- approved answers (bot.answers) ------------------------------------------------------
+
+    def add_answers(self, rows: list[dict[str, Any]], actor: str, origin: str) -> list[int]:
+        """Store team-written answers in one transaction; returns their ids.
+
+        Args:
+            rows: dicts with ``intent``, ``reply`` and optionally ``request`` (checked by the caller).
+            actor: who added them (a reviewer's name, ``"cli"``).
+            origin: where they came from, e.g. the imported file's name or ``"added by hand"``.
+        """
+        now = utc_now()
+        with self.writing() as db:
+            return [db["answers"].insert({"action": "add", "intent": row["intent"], "request": row.get("request"),
+                                          "reply": row["reply"], "origin": origin, "actor": actor,
+                                          "created_at": now}).last_pk for row in rows]
+
+    def remove_answer(self, answer_id: int, actor: str, note: str | None = None) -> int:
+        """Withdraw team answer ``answer_id`` (a ``remove`` row names it; nothing is deleted);
+        returns the ``remove`` row's id.
+
+        Raises:
+            SupportbotError: no such answer, or it is already withdrawn.
+        """
+        with self.writing() as db:
+            row = next(db.query("SELECT * FROM answers WHERE id = ? AND action = 'add'", [answer_id]), None)
+            if row is None:
+                raise SupportbotError(f"no team answer a{answer_id}")
+            if next(db.query("SELECT 1 FROM answers WHERE removes = ?", [answer_id]), None):
+                raise SupportbotError(f"team answer a{answer_id} is already withdrawn")
+            return db["answers"].insert({"action": "remove", "removes": answer_id, "actor": actor, "note": note,
+                                         "created_at": utc_now()}).last_pk
+
+    def team_answers(self) -> list[dict[str, Any]]:
+        """The team answers in effect (added, not withdrawn), oldest first: ``id``, ``intent``,
+        ``request``, ``reply``, ``origin``, ``actor``, ``created_at``."""
+        return list(self.db.query(
+            "SELECT id, intent, request, reply, origin, actor, created_at FROM answers a WHERE action = 'add' "
+            "AND NOT EXISTS (SELECT 1 FROM answers r WHERE r.removes = a.id) ORDER BY id"))
+
+    def answers_version(self) -> str:
+        """A string that changes whenever an approved answer is added or withdrawn (a review, an
+        undo, a team answer or its removal): ``r<last review id>.a<last answers row id>``."""
+        reviews, answers = self.db.execute(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM reviews), (SELECT COALESCE(MAX(id), 0) FROM answers)").fetchone()
+        return f"r{reviews}.a{answers}"
 
     # -- reviews -----------------------------------------------------------------------------
 
