@@ -39,8 +39,6 @@ from bot.records import OUT_OF_SCOPE, AnswerRef
 
 log = logging.getLogger(__name__)
 
-ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
-"""Sentence encoder of retrieval (and of reply evaluation's retrieval baseline and cosine)."""
 ANSWERS_FILE = "answers.jsonl"
 """Replies version file: one training answer per line (``id``, ``intent``, ``request``, ``reply``)."""
 EMBEDDINGS_FILE = "answers.npy"
@@ -111,7 +109,8 @@ def load_encoder(ref: str, cache_dir: Path):
 def embed(encoder, texts: Sequence[str]) -> np.ndarray:
     """``(len(texts), dim)`` float32 unit-length embeddings (``(0, dim)`` for no text)."""
     if not texts:
-        return np.zeros((0, encoder.get_sentence_embedding_dimension()), dtype=np.float32)
+        dimension = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+        return np.zeros((0, dimension()), dtype=np.float32)
     return np.asarray(encoder.encode(list(texts), batch_size=64, normalize_embeddings=True,
                                      show_progress_bar=False), dtype=np.float32)
 
@@ -202,8 +201,8 @@ def live_answers(store) -> list[Answer]:
     (``a<id>``) of a :class:`bot.store.ConversationStore`."""
     from bot.reviews import ReviewLog
 
-    reviewed = [Answer(f"r{c.review_id}", c.intent, c.reply, c.text) for c in ReviewLog(store).corrections()
-                if c.reply and c.intent and c.intent != OUT_OF_SCOPE]
+    reviewed = [Answer(f"r{c.review_id}", c.reply_intent, c.reply, c.text) for c in ReviewLog(store).corrections()
+                if c.reply and c.reply_intent and c.reply_intent != OUT_OF_SCOPE]
     team = [Answer(f"a{row['id']}", row["intent"], row["reply"], row["request"]) for row in store.team_answers()]
     return reviewed + team
 
@@ -311,7 +310,12 @@ class AnswerLibrary:
             if version not in self._stores:
                 from bot.manifest import read
 
-                folder = self.folder_of(version)
+                try:
+                    folder = self.folder_of(version)
+                except SupportbotError as exc:  # e.g. a generator not from the registry
+                    log.warning("no answer store for replies version %s: %s", version, exc)
+                    self._stores[version] = None
+                    return None
                 base = read_base(folder)
                 if base is None:
                     self._stores[version] = None

@@ -33,8 +33,11 @@ class Generator(Protocol):
     """The version folder's name, recorded on each answered turn."""
 
     def stream(self, *, history: Sequence[Turn] | None = None, user_text: str | None = None,
-               intent: str | None = None, max_new_tokens: int | None = None) -> Iterator[str]:
-        """The reply as text chunks; closing the iterator stops generation."""
+               intent: str | None = None, max_new_tokens: int | None = None,
+               references: Sequence[str] = ()) -> Iterator[str]:
+        """The reply as text chunks; closing the iterator stops generation. ``references``:
+        approved answers for the prompt (:func:`bot.prompting.build_messages`), passed only to a
+        version trained with them."""
         ...
 
 

@@ -84,7 +84,7 @@ class OpenAIGenerator:
 
     def stream(self, messages: list[dict[str, str]] | None = None, *, history: Sequence[Turn] | None = None,
                user_text: str | None = None, intent: str | None = None,
-               max_new_tokens: int | None = None) -> Iterator[str]:
+               max_new_tokens: int | None = None, references: Sequence[str] = ()) -> Iterator[str]:
         """Stream the reply as text pieces (same arguments as :meth:`bot.generation.ReplyGenerator.stream`).
 
         Raises:
@@ -95,7 +95,7 @@ class OpenAIGenerator:
         import httpx
 
         if messages is None:
-            messages = build_messages(history, user_text or "", intent)
+            messages = build_messages(history, user_text or "", intent, references)
         body = {"model": self.config.model, "stream": True, "temperature": 0,
                 "max_tokens": max_new_tokens or self.config.max_new_tokens,
                 "messages": [m if m["role"] == "system" else {**m, "content": _defused(m["content"])}

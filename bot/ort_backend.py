@@ -139,11 +139,12 @@ class OrtGenerator(ReplyGenerator):
         return cls(onnx_dir, AutoTokenizer.from_pretrained(onnx_dir), version, manifest, options)
 
     def stream(self, messages=None, *, history: Sequence[Turn] | None = None, user_text: str | None = None,
-               intent: str | None = None, max_new_tokens: int | None = None) -> Iterator[str]:
+               intent: str | None = None, max_new_tokens: int | None = None,
+               references: Sequence[str] = ()) -> Iterator[str]:
         """Stream the reply as text chunks, greedy; same contract as
         :meth:`bot.generation.ReplyGenerator.stream` (stops at ``<|im_end|>`` or after
         ``max_new_tokens``; closing the iterator stops generation)."""
-        ids = self.prompt_ids(self.messages_for(messages, history, user_text, intent))
+        ids = self.prompt_ids(self.messages_for(messages, history, user_text, intent, references))
         tokens: list[int] = []
         shown = ""
         for token in self._tokens(ids, max_new_tokens or self.options.max_new_tokens):

@@ -66,6 +66,8 @@ class Correction:
         intent: the correct intent (``out_of_scope`` allowed), or None if not settled.
         reply: the reply to learn from (rewritten, or approved without a thumbs-down), or None.
         review_id: the review row it comes from.
+        reply_intent: the intent ``reply`` answers: the reviewer's, else the one the turn was
+            answered for (an approved answer of :mod:`bot.answers`); None without a reply.
     """
 
     turn_id: int
@@ -73,6 +75,7 @@ class Correction:
     intent: str | None
     reply: str | None
     review_id: int
+    reply_intent: str | None = None
 
 
 class ReviewLog:
@@ -158,4 +161,6 @@ def _correction(row: dict[str, Any]) -> Correction:
                  else OUT_OF_SCOPE if row["route"] in NOT_ANSWERED_ROUTES else None)
     intent = row["fixed_intent"] or (predicted if approved else None)
     reply = row["fixed_reply"] or (row["reply"] if approved and answered and not row["disliked"] else None)
-    return Correction(row["turn_id"], row["user_text"], intent, reply, row["review_id"])
+    acted_on = row["decision_intent"] or row["intent"] if row["route"] in CLASSIFIED_ROUTES else None
+    reply_intent = (row["fixed_intent"] or acted_on) if reply else None
+    return Correction(row["turn_id"], row["user_text"], intent, reply, row["review_id"], reply_intent)

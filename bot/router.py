@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
 
+from bot.answers import AnswerLibrary, Retrieved, new_facts
 from bot.errors import GenerationFailed
 from bot.guard import echoes_system_prompt, guarded, may_show_partial
 from bot.handoff import Inbox, WorkingHours
@@ -51,7 +52,7 @@ from bot.placeholders import extract_entities, fill
 from bot.queue import GenerationQueue, Ticket
 from bot.records import Decision, Prediction, Reason, Route, Turn, is_small_talk
 from bot.redaction import PHONE_REGIONS, redact
-from bot.settings import HandoffConfig, RouterConfig
+from bot.settings import AnswersConfig, HandoffConfig, RouterConfig
 from bot.text import MAX_CHARS, normalise
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,9 @@ class Router:
         max_chars: customer texts are cut to this many characters (:func:`bot.text.normalise`).
         handoff: human handoff settings (default :class:`bot.settings.HandoffConfig`).
         hours: the company's working hours (:func:`bot.handoff.load_working_hours`); None: always open.
+        answers: the approved answers of each replies version (:class:`bot.answers.AnswerLibrary`);
+            None, or a version trained without retrieval: replies are generated from the prompt alone.
+        answers_config: retrieval thresholds and the safety net (default :class:`bot.settings.AnswersConfig`).
 
     Attributes:
         inbox: the agents' side of handoffs (:class:`bot.handoff.Inbox`) on the same store.
@@ -219,7 +223,8 @@ class Router:
 
     def __init__(self, models, store, profile: dict[str, str], config: RouterConfig, redact: bool = True,
                  redact_regions=PHONE_REGIONS, max_chars: int = MAX_CHARS,
-                 handoff: HandoffConfig | None = None, hours: WorkingHours | None = None):
+                 handoff: HandoffConfig | None = None, hours: WorkingHours | None = None,
+                 answers: AnswerLibrary | None = None, answers_config: AnswersConfig | None = None):
         self.models = models
         self.store = store
         self.profile = profile
@@ -228,6 +233,7 @@ class Router:
         self.redact_regions = tuple(redact_regions)
         self.max_chars = max_chars
         self.queue = GenerationQueue(config.max_concurrent_generations)
+        self.answers, self.answers_config = answers, answers_config or AnswersConfig()
         self.inbox = Inbox(store, profile, (handoff or HandoffConfig()).wait_minutes, hours, redact)
 
     def new_conversation(self, channel: str | None = None, client: str | None = None,
@@ -310,19 +316,43 @@ class Router:
                 decision = replace(decision, reason=f"{decision.reason} ({context})", context=context)
         reply, missing = "", []
         told_off_hours = False
+        answers, found, approved = None, [], None
+        if decision.route == Route.ANSWER and self.answers is not None:
+            answers = self.answers.for_version(generator.version)
+        if answers is not None:  # bot/answers.py: retrieve approved answers, then the safety net
+            found = answers.search(decision.intent, text)
+            decision, approved = self._answer_plan(decision, found)
+        sources = [r.answer.reply for r in found] + [text, *(part for pair in known.history for part in pair),
+                                                     *self.profile.values()]
+        generating = decision.route == Route.ANSWER and approved is None
         if decision.route == Route.HANDOFF:
             handoff_reply, told_off_hours = self.inbox.handoff_reply()
             stream = (pair for pair in [(handoff_reply, [])])
+        elif approved is not None:
+            stream = (pair for pair in [self._fill(approved.reply, entities)])
         else:
-            stream = self._reply_stream(generator, known.history, text, decision, entities)
+            stream = self._reply_stream(generator, known.history, text, decision, entities,
+                                        [r.answer.reply for r in found])
         try:
             for reply, missing in stream:
                 if echoes_system_prompt(reply):  # bot/guard.py: never show or store the system prompt
                     stream.close()  # stops the generation
                     (reply, missing), decision = self._fill(NO_SAFE_REPLY, entities), guarded(decision)
                     break
+                if generating and found and (strays := new_facts(reply, sources)):
+                    stream.close()
+                    decision, reply, missing, told_off_hours = self._strayed(
+                        decision, found, entities, f"new facts {', '.join(sorted(strays))}")
+                    break
                 if may_show_partial(reply):
                     yield ReplyChunk(reply)
+            else:
+                if generating and found and decision.route == Route.ANSWER:
+                    similarity = self._source_similarity(answers, reply, found)
+                    if similarity < self.answers_config.min_source_similarity:
+                        decision, reply, missing, told_off_hours = self._strayed(
+                            decision, found, entities, f"similarity to the approved answers {similarity:.2f} < "
+                                                       f"{self.answers_config.min_source_similarity:.2f}")
         except GenerationFailed as exc:  # e.g. a remote backend down, slow or garbled: reply, log why
             log.warning("turn %s: generation failed: %s", turn.id, exc)
             (reply, missing) = self._fill(NO_SAFE_REPLY, entities)
@@ -338,9 +368,52 @@ class Router:
             classifier_version=classifier.version,
             generator_version=generator.version if decision.route == Route.ANSWER else None,
             latency_ms=(time.perf_counter() - started) * 1000.0, status="complete", redacted=redacted,
+            retrieved=tuple(r.ref() for r in found), answers_version=answers.version if answers else None,
         )
         stored_turn = self.store.finish_turn(finished, hand_off=decision.route == Route.HANDOFF, notified=told_off_hours)
         yield ReplyChunk(reply, stored_turn, notice(stored_turn, self.max_chars))
+
+    def _answer_plan(self, decision: Decision, found: list[Retrieved]) -> tuple[Decision, object]:
+        """The decision and, when no generation is needed, the approved answer to reply with:
+        a near-identical request's answer as it is (``verbatim_score``); none close enough
+        (``min_score``): the ``unsure`` rule (:class:`bot.settings.AnswersConfig`)."""
+        config, best = self.answers_config, (found[0] if found else None)
+        if best is not None and best.score >= config.verbatim_score:
+            return replace(decision, reason=f"{decision.reason}; approved answer {best.answer.id} for a "
+                                            f"near-identical request (similarity {best.score:.2f})",
+                           code=Reason.APPROVED_ANSWER), best.answer
+        if best is None or best.score < config.min_score:
+            why = (f"no approved answer close enough (best {best.answer.id}: {best.score:.2f} < {config.min_score:.2f})"
+                   if best else f"no approved answer for intent '{decision.intent}'")
+            if config.unsure == "closest" and best is not None:
+                return replace(decision, reason=f"{decision.reason}; {why}: the closest one",
+                               code=Reason.NO_CLOSE_ANSWER), best.answer
+            return replace(decision, route=Route.HANDOFF, reason=f"{decision.reason}; {why}: handed off",
+                           code=Reason.NO_CLOSE_ANSWER), None
+        return decision, None
+
+    def _strayed(self, decision: Decision, found: list[Retrieved], entities, why: str):
+        """The safety net for a generated reply that strayed from its approved answers: the
+        closest one (filled) or a handoff, per ``answers_config.unsure``. Returns ``(decision,
+        reply, missing slots, told the customer it is off hours)``."""
+        best = found[0].answer
+        if self.answers_config.unsure == "closest":
+            reply, missing = self._fill(best.reply, entities)
+            return (replace(decision, reason=f"{decision.reason}; the generated reply strayed ({why}): "
+                                             f"approved answer {best.id} instead", code=Reason.STRAYED),
+                    reply, missing, False)
+        reply, told = self.inbox.handoff_reply()
+        return (replace(decision, route=Route.HANDOFF, reason=f"{decision.reason}; the generated reply strayed "
+                                                              f"({why}): handed off", code=Reason.STRAYED),
+                reply, [], told)
+
+    @staticmethod
+    def _source_similarity(answers, reply: str, found: list[Retrieved]) -> float:
+        """Highest cosine similarity of ``reply`` to the retrieved answers' replies."""
+        from bot.answers import embed
+
+        vectors = embed(answers.encoder, [reply, *(r.answer.reply for r in found)])
+        return float((vectors[1:] @ vectors[0]).max())
 
     def _follow_up(self, classifier, previous: Turn | None, text: str, prediction: Prediction,
                    entities: dict[str, str]) -> tuple[Prediction, str] | None:
@@ -353,12 +426,14 @@ class Router:
         combined = classifier.predict([f"{previous.user_text} {text}"])[0]
         return follow_up(prediction, classifier.threshold, previous, combined, entities)
 
-    def _reply_stream(self, generator, history, text, decision, entities) -> Iterator[tuple[str, list[str]]]:
+    def _reply_stream(self, generator, history, text, decision, entities, references=()
+                      ) -> Iterator[tuple[str, list[str]]]:
         if decision.route == Route.ANSWER:
             with self.queue.ticket() as ticket:
                 yield from self._queue_messages(ticket)
+                extra = {"references": list(references)} if references else {}
                 with closing(generator.stream(history=history, user_text=text, intent=decision.intent,
-                                              max_new_tokens=self.config.max_new_tokens)) as pieces:
+                                              max_new_tokens=self.config.max_new_tokens, **extra)) as pieces:
                     yield from self._filled_stream(pieces, entities)
             return
         if decision.route == Route.HUMAN:

@@ -10,8 +10,8 @@ from bot.settings import Settings
 
 def load_router(settings: Settings, db: Path | None = None, models_dir: Path | None = None):
     """A router answering with the registry's production models (switched without a restart,
-    :class:`bot.models.LiveModels`), the company profile (with its working hours) and the
-    conversation store.
+    :class:`bot.models.LiveModels`) and their approved answers (:class:`bot.answers.AnswerLibrary`),
+    the company profile (with its working hours) and the conversation store.
 
     Args:
         db: SQLite file; default ``<home>/conversations.db``.
@@ -24,6 +24,7 @@ def load_router(settings: Settings, db: Path | None = None, models_dir: Path | N
     Raises:
         SupportbotError: a model kind has no trained version, or a file cannot be read.
     """
+    from bot.answers import AnswerLibrary, load_encoder
     from bot.handoff import load_working_hours
     from bot.models import LiveModels
     from bot.placeholders import load_profile
@@ -32,9 +33,11 @@ def load_router(settings: Settings, db: Path | None = None, models_dir: Path | N
 
     from bot.backends import generator_loader
 
-    models = LiveModels(Registry(models_dir or settings.home), settings.cache,
-                        load_generator=generator_loader(settings.serving, settings.cache))
+    registry = Registry(models_dir or settings.home)
+    models = LiveModels(registry, settings.cache, load_generator=generator_loader(settings.serving, settings.cache))
     store = ConversationStore(db or settings.home / "conversations.db")
+    answers = AnswerLibrary(lambda version: registry.folder("replies", version),
+                            lambda: load_encoder(settings.answers.encoder, settings.cache), store)
     return Router(models, store, load_profile(settings.profile), settings.router, redact=settings.redact,
                   handoff=settings.handoff, hours=load_working_hours(settings.profile),
-                  redact_regions=settings.redact_regions)
+                  redact_regions=settings.redact_regions, answers=answers, answers_config=settings.answers)

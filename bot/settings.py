@@ -186,6 +186,33 @@ class ServingConfig(BaseModel):
                               draft_tokens=self.draft_tokens, pack_weights=self.pack_weights)
 
 
+class AnswersConfig(BaseModel):
+    """Approved answers and the safety net around generated replies (``[answers]`` in
+    ``supportbot.toml``; :mod:`bot.answers`). Scores are cosine similarities of MiniLM embeddings.
+
+    Attributes:
+        encoder: the sentence encoder of retrieval (hub id or folder); training and serving use it.
+        verbatim_score: a message this similar to the request of an approved answer gets that
+            answer as it is (placeholders filled), without generation: the next customer asking
+            what a reviewer just corrected gets the correction.
+        min_score: below this similarity of the best approved answer, no answer is close enough:
+            the ``unsure`` rule applies instead of generation.
+        unsure: ``"closest"`` (answer with the closest approved answer, filled) or ``"handoff"``
+            (hand the conversation to a person).
+        min_source_similarity: a generated reply less similar than this to every retrieved answer
+            has strayed from its sources (so has one with a number, URL or e-mail address found
+            in neither the sources nor the conversation): the ``unsure`` rule replaces it.
+    """
+
+    encoder: str = "sentence-transformers/all-MiniLM-L6-v2"
+    verbatim_score: float = Field(0.9, ge=-1, le=1.01)
+    min_score: float = Field(0.3, ge=-1, le=1)
+    unsure: Literal["closest", "handoff"] = "closest"
+    min_source_similarity: float = Field(0.5, ge=-1, le=1)
+
+    model_config = {"extra": "forbid"}
+
+
 Role = Literal["agent", "reviewer", "admin"]
 """What a staff account may do: ``agent`` answers customers in the inbox (``/inbox/``),
 ``reviewer`` uses the review, dashboard, retrain and models pages (``/review/``), ``admin`` both."""
@@ -310,7 +337,10 @@ class ReplyTrainConfig:
     max_steps: int | None = option(None, "optimizer steps (default: 40 on CPU, the ~10-minute demo budget; "
                                           "no cap on GPU; 0 = no cap)")
     max_train_examples: int | None = option(None, "use at most this many training examples (random, fixed by seed)")
-    max_length: int = option(256, "tokens of prompt + reply; longer replies are cut at the end")
+    max_length: int = option(640, "tokens of prompt + reply; longer replies are cut at the end")
+    references: int = option(2, "approved answers retrieved into each prompt (retrieval-augmented generation, "
+                                "bot/answers.py); 0 = train without retrieval")
+    answers_per_intent: int = option(100, "training replies per intent kept in the version's answer store")
     lr: float = option(2e-4, "peak learning rate (AdamW, linear warm-up over 5 % of the steps, cosine decay)")
     batch_size: int | None = option(None, "examples per step (default: 8 on CPU, 16 on GPU)")
     validation_examples: int = 32
@@ -396,6 +426,7 @@ class Settings(BaseSettings):
     api: ApiConfig = ApiConfig()
     chat: ChatConfig = ChatConfig()
     serving: ServingConfig = ServingConfig()
+    answers: AnswersConfig = AnswersConfig()
 
     @field_validator("home", "data_dir", "cache_dir", "profile")
     @classmethod

@@ -939,10 +939,10 @@ class ConversationStore:
     def settled_reviews(self) -> list[dict[str, Any]]:
         """For each turn with a customer text and a settling review in effect (not ``skip``),
         its latest one, oldest first: ``review_id``, ``action``, ``fixed_intent``,
-        ``fixed_reply``, the turn's ``turn_id``, ``user_text``, ``intent``, ``reply``, ``route``
-        and ``disliked`` (its current rating is a thumbs-down)."""
+        ``fixed_reply``, the turn's ``turn_id``, ``user_text``, ``intent``, ``decision_intent``,
+        ``reply``, ``route`` and ``disliked`` (its current rating is a thumbs-down)."""
         return list(self.db.query("""SELECT r.id AS review_id, r.action, r.intent AS fixed_intent,
-              r.reply AS fixed_reply, t.id AS turn_id, t.user_text, t.intent, t.reply, t.route,
+              r.reply AS fixed_reply, t.id AS turn_id, t.user_text, t.intent, t.decision_intent, t.reply, t.route,
               EXISTS (SELECT 1 FROM current_feedback f WHERE f.turn_id = t.id AND f.rating < 0) AS disliked
             FROM effective_reviews r JOIN turns t ON t.id = r.turn_id
             WHERE r.id = (SELECT MAX(id) FROM effective_reviews r2 WHERE r2.turn_id = r.turn_id AND r2.action != 'skip')

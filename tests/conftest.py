@@ -151,7 +151,7 @@ def tiny_replies_version(tmp_path_factory, tiny_lm_dir, reply_csv) -> Path:
     home = tmp_path_factory.mktemp("replies-home")
     settings = load_settings(home=home, reply_base=str(tiny_lm_dir), cache_dir=home / "cache")
     config = ReplyTrainConfig(max_steps=2, batch_size=2, max_length=64, validation_examples=2,
-                              merge=True, lora_r=4, lora_alpha=8)
+                              merge=True, lora_r=4, lora_alpha=8, references=0)  # the plain prompt (no answer store)
     return train_replies(reply_csv, settings, config, output=home / "models" / "replies" / "v1")
 
 

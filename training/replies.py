@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from bot.answers import AnswerIndex, base_answers, embed, load_encoder, write_base
 from bot.base_models import resolve
 from bot.device import Device, pick_device
 from bot.errors import SettingError, SupportbotError
@@ -44,10 +45,11 @@ def _check(config: ReplyTrainConfig) -> None:
         ("max_train_examples", config.max_train_examples is None or config.max_train_examples > 0),
         ("batch_size", config.batch_size is None or config.batch_size > 0),
         ("draft_replies", config.draft_replies is None or config.draft_replies >= 0),
+        ("references", config.references >= 0), ("answers_per_intent", config.answers_per_intent > 0),
     ] if not ok]
     if problems:
         raise SupportbotError(f"invalid reply training option(s): {', '.join(problems)} "
-                              "(must be positive / non-empty; max_length >= 16; draft_replies >= 0)")
+                              "(must be positive / non-empty; max_length >= 16; draft_replies, references >= 0)")
 
 
 def _load_lm(base_dir: Path, device: Device):
@@ -174,7 +176,9 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
 
     Returns:
         The folder written atomically: ``adapter_config.json``, ``adapter_model.safetensors``,
-        tokenizer files, ``manifest.json`` and ``README.md`` (:mod:`bot.manifest`), ``drafts.json``
+        tokenizer files, ``manifest.json`` and ``README.md`` (:mod:`bot.manifest`), with
+        ``config.references`` the answer store ``answers.jsonl`` and ``answers.npy``
+        (:mod:`bot.answers`; each prompt held that many answers retrieved from it), ``drafts.json``
         (per intent, the model's own replies to ``draft_replies`` training requests, then training
         replies: the seed of speculative decoding, :mod:`bot.generation.speculative`) and, with
         ``merge``, ``merged/``.
@@ -200,8 +204,16 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
     torch.manual_seed(config.seed)
     tokenizer, model = _load_lm(base_dir, device)
     model = _with_lora(model, config)
-    train = [encode(tokenizer, e, config.max_length) for e in train_rows]
-    validation = [encode(tokenizer, e, config.max_length) for e in val_rows]
+    index, references = None, {}
+    if config.references:
+        encoder = load_encoder(settings.answers.encoder, settings.cache)
+        index = answer_index(all_train, config.answers_per_intent, encoder)
+        drafted = first_per_intent(all_train, config.draft_replies)  # what own_replies answers
+        for rows in (train_rows, val_rows, drafted):
+            fresh = [e for e in rows if id(e) not in references]
+            references.update(zip(map(id, fresh), retrieved_references(index, encoder, fresh, config.references)))
+    train = [encode(tokenizer, e, config.max_length, references.get(id(e), ())) for e in train_rows]
+    validation = [encode(tokenizer, e, config.max_length, references.get(id(e), ())) for e in val_rows]
     log.info("training replies on %d examples (%s), %s", len(train), device.name, config)
     started = time.perf_counter()
     metrics = _fit(model, tokenizer, train, validation, config, device, beside=target.parent)
@@ -215,24 +227,61 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
             hyperparameters=asdict(config), device=asdict(device), metrics=metrics,
             train_wall_seconds=wall, prompt={"system": SYSTEM_PROMPT}, merged=config.merge,
             slots=sorted(slot_names(clean_reply(e.reply or "") for e in all_train)),
+            retrieval={"k": config.references, "encoder": settings.answers.encoder, "per_intent": config.answers_per_intent,
+                       "answers": len(index.answers)} if index else None,
         ))
-        own = own_replies(scratch, settings, all_train, config.draft_replies)
+        if index:
+            write_base(scratch, index.answers, index.embeddings)
+        own = own_replies(scratch, settings, all_train, config.draft_replies, references)
         write_drafts(scratch, [*own, *((e.intent, clean_reply(e.reply)) for e in all_train)])
     return target
 
 
-def own_replies(folder: Path, settings: Settings, examples: list, per_intent: int) -> list[tuple[str, str]]:
-    """``(intent, reply)`` pairs: the replies version in ``folder`` answering the first
-    ``per_intent`` of ``examples`` of each intent, as served (greedy, slot names constrained,
-    :meth:`bot.generation.ReplyGenerator.generate_batch`, with a progress bar). [] when
-    ``per_intent`` is 0."""
+def answer_index(examples: list, per_intent: int, encoder) -> AnswerIndex:
+    """The training answers of a version (:func:`bot.answers.base_answers` of ``examples``),
+    their requests embedded by ``encoder``."""
+    answers = base_answers(((e.text, e.intent, clean_reply(e.reply or "")) for e in examples), per_intent)
+    return AnswerIndex(answers, embed(encoder, [a.key for a in answers]))
+
+
+def retrieved_references(index: AnswerIndex, encoder, rows: list, k: int) -> list[list[str]]:
+    """For each example, the replies of the ``k`` training answers of its intent nearest to its
+    request, leaving out answers with the example's own request or reply (leave-one-out: the
+    model must learn to adapt an approved answer, not to copy its target)."""
+    if k <= 0:
+        return [[] for _ in rows]
+    queries = embed(encoder, [e.text for e in rows])
+    found = []
+    for example, query in zip(rows, queries):
+        own = (example.text.strip(), clean_reply(example.reply or ""))
+        hits = index.search(query, example.intent, k, exclude=lambda a: (a.request or "").strip() == own[0]
+                            or a.reply == own[1])
+        found.append([hit.answer.reply for hit in hits])
+    return found
+
+
+def first_per_intent(examples: list, per_intent: int) -> list:
+    """The first ``per_intent`` examples of each intent, in order."""
     picked, counts = [], {}
     for example in examples:
         if counts.get(example.intent, 0) < per_intent:
             counts[example.intent] = counts.get(example.intent, 0) + 1
             picked.append(example)
+    return picked
+
+
+def own_replies(folder: Path, settings: Settings, examples: list, per_intent: int,
+                references: dict[int, list[str]] | None = None) -> list[tuple[str, str]]:
+    """``(intent, reply)`` pairs: the replies version in ``folder`` answering the first
+    ``per_intent`` of ``examples`` of each intent (with ``references[id(example)]`` in the
+    prompt when given), as served (greedy, slot names constrained,
+    :meth:`bot.generation.ReplyGenerator.generate_batch`, with a progress bar). [] when
+    ``per_intent`` is 0."""
+    picked = first_per_intent(examples, per_intent)
     if not picked:
         return []
     generator = ReplyGenerator.load(folder, cache_dir=settings.cache, options=ServingOptions(draft_tokens=0))
-    replies = generator.generate_batch([build_messages([], e.text, e.intent) for e in picked], progress=True)
+    refs = references or {}
+    replies = generator.generate_batch([build_messages([], e.text, e.intent, refs.get(id(e), ())) for e in picked],
+                                       progress=True)
     return [(e.intent, reply) for e, reply in zip(picked, replies) if reply]

@@ -10,11 +10,11 @@ reply followed by the end-of-turn token, so the model learns to stop. Prompt pos
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from bot.errors import SupportbotError
 from bot.prompting import build_messages, prompt_ids, text_ids
-from training.data import Example, LoadedData
+from training.data import Example
 
 IGNORE_INDEX = -100
 """Label of positions that do not count in the loss."""
@@ -40,13 +40,9 @@ def with_replies(examples: Iterable[Example], data_name: str, part: str = "train
     return kept
 
 
-def reply_examples(data: LoadedData) -> list[Example]:
-    """All examples of ``data`` with a reply (see :func:`with_replies`)."""
-    return with_replies(data.examples, data.name, "data")
-
-
-def encode(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]:
-    """Token ids, attention mask and labels of one training example.
+def encode(tokenizer, example: Example, max_length: int, references: Sequence[str] = ()) -> dict[str, list[int]]:
+    """Token ids, attention mask and labels of one training example, its prompt holding
+    ``references`` (approved answers retrieved for it, :mod:`bot.answers`; none by default).
 
     The reply (plus ``tokenizer.eos_token``) is cut at the end when prompt + reply exceed
     ``max_length`` tokens; the prompt is never cut.
@@ -55,7 +51,7 @@ def encode(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]
         ``{"input_ids", "attention_mask", "labels"}``, three lists of equal length
         ``<= max(max_length, prompt length + 1)``; labels are ``-100`` on the prompt.
     """
-    prompt = prompt_ids(tokenizer, build_messages([], example.text, example.intent))
+    prompt = prompt_ids(tokenizer, build_messages([], example.text, example.intent, references))
     target = text_ids(tokenizer, clean_reply(example.reply or "")) + [tokenizer.eos_token_id]
     target = target[: max(1, max_length - len(prompt))]
     ids = prompt + target

@@ -1,14 +1,20 @@
-"""Evaluate the reply generator on the held-out test split, three systems side by side.
+"""Evaluate the reply generator on the held-out test split (or the user's test file), side by side.
 
 Systems: ``base`` (the base model zero-shot, same prompt), ``retrieval`` (the training reply whose
-request is nearest by sentence embedding), ``adapter`` (the fine-tuned version). Metrics against
-the reference reply:
+request is nearest by sentence embedding, any intent), ``top_answer`` (for a version with an
+answer store, :mod:`bot.answers`: the approved answer of the intent nearest to the request, the
+reply of the safety net), ``adapter`` (the fine-tuned version, its prompt holding the retrieved
+answers when it was trained so) and ``adapter:<version>`` for each version given to compare with.
+Metrics against the reference reply:
 
 * ROUGE-L F1, mean over examples (:func:`training.metrics.rouge_l`);
 * chrF (Popović 2015, https://aclanthology.org/W15-3049/; ``sacrebleu``), corpus level, 0-100;
 * embedding cosine similarity (MiniLM, ``sentence-transformers``), mean over examples;
 * invented slot rate: share of replies holding a ``{{Slot}}`` placeholder that appears in no
-  training reply; mean reply length in words.
+  training reply; mean reply length in words;
+* new-fact rate: share of replies with a number, URL or e-mail address found neither in the
+  request nor in the answers retrieved for it (:func:`bot.answers.new_facts`; the same sources
+  for every system).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.answers import embed, load_encoder, new_facts, read_base
 from bot.base_models import resolve
 from bot.device import pick_device
 from bot.generation import ReplyGenerator, ServingOptions
@@ -33,11 +40,12 @@ from training.reply_data import clean_reply, with_replies
 
 log = logging.getLogger(__name__)
 
-EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+from bot.settings import AnswersConfig
+
+EMBEDDER = AnswersConfig().encoder
 """Sentence encoder of the retrieval baseline and the cosine metric."""
 
-SYSTEMS = ("base", "retrieval", "adapter")
-METRICS = ("rouge_l", "chrf", "cosine", "invented_slot_rate", "mean_words")
+METRICS = ("rouge_l", "chrf", "cosine", "invented_slot_rate", "new_fact_rate", "mean_words")
 
 
 FULL_PRECISION = ServingOptions(dtype_name="float32", batch_size=16, draft_tokens=0, pack_weights=False)
@@ -58,6 +66,9 @@ class EvalOptions:
             ``bench/generation.py --quality``).
         samples: examples copied into the report, with every system's reply.
         progress: show progress bars.
+        compare: other replies versions scored on the same rows (``adapter:<version>``).
+        test: a file (``text,intent,reply``) whose every row is scored instead of the test split
+            (e.g. ``data/reworded_replies.csv``).
     """
 
     limit: int | None = None
@@ -66,6 +77,8 @@ class EvalOptions:
     serving: ServingOptions = field(default_factory=lambda: FULL_PRECISION)
     samples: int = 5
     progress: bool = True
+    compare: tuple[Path, ...] = ()
+    test: str | None = None
 
 
 def invented_slots(reply: str, known: set[str]) -> list[str]:
@@ -91,25 +104,62 @@ def retrieve(encoder, train: list[Example], queries: list[str]) -> list[str]:
     return [clean_reply(train[int(i)].reply or "") for i in nearest]
 
 
-def score(replies: list[str], references: list[str], encoder, known_slots: set[str]) -> dict[str, float]:
-    """The metrics of :data:`METRICS` for one system (``replies[i]`` answers ``references[i]``)."""
+def score(replies: list[str], references: list[str], encoder, known_slots: set[str],
+          sources: list[list[str]] | None = None) -> dict[str, float]:
+    """The metrics of :data:`METRICS` for one system (``replies[i]`` answers ``references[i]``;
+    ``sources[i]``: the texts a fact of ``replies[i]`` may come from, none by default)."""
     from sacrebleu.metrics import CHRF
 
     cosine = (_embed(encoder, replies) * _embed(encoder, references)).sum(dim=1)
     invented = [bool(invented_slots(r, known_slots)) for r in replies]
+    strays = [bool(new_facts(r, given)) for r, given in zip(replies, sources or [[] for _ in replies])]
     return {
         "rouge_l": round(rouge_l(replies, references), 2),
         "chrf": round(CHRF().corpus_score(replies, [references]).score, 2),
         "cosine": round(float(cosine.mean()), 4),
         "invented_slot_rate": round(sum(invented) / len(invented), 4),
+        "new_fact_rate": round(sum(strays) / len(strays), 4),
         "mean_words": round(sum(len(r.split()) for r in replies) / len(replies), 1),
     }
 
 
-def _generated(generator: ReplyGenerator, rows: list[Example], options: EvalOptions) -> tuple[list[str], float]:
-    """Replies of ``generator`` to ``rows`` and the wall seconds it took."""
+def retrieved_answers(folder: Path, rows: list[Example], settings: Settings) -> list[list[str]] | None:
+    """For each row, the replies of the ``k`` answers of its intent nearest to its request in the
+    answer store of replies version ``folder`` (as serving retrieves them, without live answers);
+    None for a version trained without retrieval."""
+    base = read_base(folder)
+    if base is None:
+        return None
+    retrieval = read(folder, "replies").retrieval or {}
+    encoder = load_encoder(retrieval.get("encoder", settings.answers.encoder), settings.cache)
+    queries = embed(encoder, [e.text for e in rows])
+    k = int(retrieval.get("k", 2))
+    return [[hit.answer.reply for hit in base.search(q, e.intent, k)] for e, q in zip(rows, queries)]
+
+
+def version_replies(folder: Path, rows: list[Example], settings: Settings, options: EvalOptions,
+                    known_slots: set[str] | None = None) -> tuple[list[str], float, list[list[str]] | None]:
+    """A replies version's replies to ``rows`` as served (retrieved answers in the prompt when it
+    was trained with them), the wall seconds they took, and the retrieved answers (None without).
+
+    Raises:
+        SupportbotError: no manifest, base model not found, malformed answer store.
+    """
+    references = retrieved_answers(folder, rows, settings)
+    generator = ReplyGenerator.load(folder, cache_dir=settings.cache, options=options.serving)
+    if generator.known_slots is None and known_slots:  # versions trained before manifests listed their slots
+        generator.constrain_slots(known_slots)
+    replies, seconds = _generated(generator, rows, options, references)
+    return replies, seconds, references
+
+
+def _generated(generator: ReplyGenerator, rows: list[Example], options: EvalOptions,
+               references: list[list[str]] | None = None) -> tuple[list[str], float]:
+    """Replies of ``generator`` to ``rows`` (with ``references[i]`` in row ``i``'s prompt) and
+    the wall seconds it took."""
     started = time.perf_counter()
-    conversations = [build_messages([], e.text, e.intent) for e in rows]
+    conversations = [build_messages([], e.text, e.intent, references[i] if references else ())
+                     for i, e in enumerate(rows)]
     replies = generator.generate_batch(conversations, options.max_new_tokens, progress=options.progress)
     return replies, round(time.perf_counter() - started, 1)
 
@@ -135,16 +185,21 @@ def base_replies(base_dir: Path, rows: list[Example], options: EvalOptions, sett
     return replies, seconds
 
 
-def _test_rows(adapter: Path, data: str | None, settings: Settings, limit: int | None):
-    """(manifest, loaded data, training rows with replies, test rows with replies)."""
+def _test_rows(adapter: Path, data: str | None, settings: Settings, limit: int | None, test_file: str | None = None):
+    """(manifest, name of the rows scored, training rows with replies, test rows with replies):
+    the test split of the adapter's data, or every row of ``test_file``."""
     manifest = read(adapter, "replies")
     name = data or manifest.data.name
     loaded = load(name, settings.data_dir, settings.home)
     if manifest.data.sha256 not in (None, loaded.sha256):
         log.warning("%s differs from the data the adapter was trained on: test rows may overlap", name)
     parts = split(loaded, seed=settings.seed if manifest.data.split_seed is None else manifest.data.split_seed)
-    test = with_replies(parts.test, loaded.name, "test")
-    return manifest, loaded, with_replies(parts.train, loaded.name), test[:limit] if limit else test
+    if test_file:
+        given = load(test_file, settings.data_dir, settings.home)
+        test, name = with_replies(given.examples, given.name, "test file"), given.name
+    else:
+        test, name = with_replies(parts.test, loaded.name, "test"), loaded.name
+    return manifest, name, with_replies(parts.train, loaded.name), test[:limit] if limit else test
 
 
 def evaluate_replies(adapter: str | Path, settings: Settings, data: str | None = None,
@@ -166,7 +221,7 @@ def evaluate_replies(adapter: str | Path, settings: Settings, data: str | None =
     """
     options = options or EvalOptions()
     adapter = Path(adapter).expanduser()
-    manifest, loaded, train, test = _test_rows(adapter, data, settings, options.limit)
+    manifest, name, train, test = _test_rows(adapter, data, settings, options.limit, options.test)
     references = [clean_reply(e.reply or "") for e in test]
     known = slot_names(clean_reply(e.reply or "") for e in train)
     encoder = _encoder(options.embedder, settings)
@@ -176,47 +231,56 @@ def evaluate_replies(adapter: str | Path, settings: Settings, data: str | None =
     seconds["retrieval"] = round(time.perf_counter() - started, 1)
     base_dir = resolve(manifest.base_model, settings.cache)
     replies["base"], seconds["base"] = base_replies(base_dir, test, options, settings)
-    tuned = ReplyGenerator.load(adapter, cache_dir=settings.cache, options=options.serving)
-    if tuned.known_slots is None:  # versions trained before manifests listed their slots
-        tuned.constrain_slots(known)
-    replies["adapter"], seconds["adapter"] = _generated(tuned, test, options)
-    systems = {name: {**score(replies[name], references, encoder, known), "seconds": seconds[name]}
-               for name in SYSTEMS}
+    replies["adapter"], seconds["adapter"], retrieved = version_replies(adapter, test, settings, options, known)
+    if retrieved is not None:
+        replies["top_answer"], seconds["top_answer"] = [found[0] if found else "" for found in retrieved], 0.0
+    for other in options.compare:
+        other = Path(other).expanduser()
+        key = f"adapter:{other.name}"
+        replies[key], seconds[key], _ = version_replies(other, test, settings, options, known)
+    sources = [[e.text, *(retrieved[i] if retrieved else ())] for i, e in enumerate(test)]
+    systems = {system: {**score(replies[system], references, encoder, known, sources), "seconds": seconds[system]}
+               for system in replies}
     systems["reference"] = {"mean_words": round(sum(len(r.split()) for r in references) / len(references), 1)}
     result = {
-        "adapter": str(adapter), "version": adapter.name, "data": loaded.name, "data_sha256": loaded.sha256,
+        "adapter": str(adapter), "version": adapter.name, "data": name, "test_file": options.test,
+        "retrieval": manifest.retrieval, "compare": [str(p) for p in options.compare],
         "examples": len(test), "max_new_tokens": options.max_new_tokens, "embedder": options.embedder,
-        "serving": vars(tuned.options), "systems": systems,
+        "serving": vars(options.serving), "systems": systems,
         "samples": [{"request": e.text, "intent": e.intent, "reference": ref,
-                     **{name: replies[name][i] for name in SYSTEMS}}
+                     **{system: replies[system][i] for system in replies}}
                     for i, (e, ref) in enumerate(zip(test[:options.samples], references))],
     }
-    write_report(adapter / "eval", result)
+    write_report(adapter / "eval", result, "replies" if not options.test else f"replies-{Path(options.test).stem}")
     return result
 
 
 def report_table(result: dict) -> str:
     """Markdown table: one row per system, one column per metric."""
-    head = "| system | ROUGE-L | chrF | cosine | invented slots | mean words | seconds |\n|---|---|---|---|---|---|---|\n"
+    head = ("| system | ROUGE-L | chrF | cosine | invented slots | new facts | mean words | seconds |\n"
+            "|---|---|---|---|---|---|---|---|\n")
     rows = []
-    for name in SYSTEMS:
-        m = result["systems"][name]
+    for name, m in result["systems"].items():
+        if name == "reference":
+            continue
         rows.append(f"| {name} | {m['rouge_l']:.2f} | {m['chrf']:.2f} | {m['cosine']:.4f} | "
-                    f"{100 * m['invented_slot_rate']:.1f} % | {m['mean_words']:.1f} | {m['seconds']:.0f} |")
-    rows.append(f"| reference | | | | | {result['systems']['reference']['mean_words']:.1f} | |")
+                    f"{100 * m['invented_slot_rate']:.1f} % | {100 * m.get('new_fact_rate', 0):.1f} % | "
+                    f"{m['mean_words']:.1f} | {m['seconds']:.0f} |")
+    rows.append(f"| reference | | | | | | {result['systems']['reference']['mean_words']:.1f} | |")
     return head + "\n".join(rows) + "\n"
 
 
-def write_report(folder: Path, result: dict) -> Path:
-    """Write ``replies.json`` and ``replies.md`` (table + samples) into ``folder``; returns the .md."""
+def write_report(folder: Path, result: dict, stem: str = "replies") -> Path:
+    """Write ``<stem>.json`` and ``<stem>.md`` (table + samples) into ``folder``; returns the .md."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "replies.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# Reply generator {result['version']} on {result['data']} (test split, "
+    (folder / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    where = f"test file {result['test_file']}" if result.get("test_file") else "test split"
+    lines = [f"# Reply generator {result['version']} on {result['data']} ({where}, "
              f"{result['examples']} examples, max {result['max_new_tokens']} new tokens)", "",
              report_table(result), "## Samples", ""]
     for sample in result["samples"]:
         lines += [f"### {sample['request']} ({sample['intent']})", ""]
-        lines += [f"**{key}**: {sample[key]}\n" for key in ("reference", *SYSTEMS)]
-    path = folder / "replies.md"
+        lines += [f"**{key}**: {value}\n" for key, value in sample.items() if key not in ("request", "intent")]
+    path = folder / f"{stem}.md"
     path.write_text("\n".join(lines) + "\n")
     return path

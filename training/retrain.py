@@ -222,14 +222,13 @@ def _intent_scores(folder: Path, material: TrainingSet, settings, config) -> dic
 
 
 def _reply_scores(folder: Path, material: TrainingSet, settings, config) -> dict[str, float]:
-    from bot.generation import ReplyGenerator
-    from bot.prompting import build_messages
-    from training.reply_eval import FULL_PRECISION
-
-    generator = ReplyGenerator.load(folder, cache_dir=settings.cache, options=FULL_PRECISION)
+    """ROUGE-L of a replies version on the frozen test rows (and the corrections slice), its
+    replies generated as served (:func:`training.reply_eval.version_replies`: with the answers
+    retrieved from its own store when it has one)."""
+    from training.reply_eval import EvalOptions, version_replies
 
     def rouge(rows: list[Example]) -> float:
-        replies = generator.generate_batch([build_messages([], e.text, e.intent) for e in rows])
+        replies, _, _ = version_replies(folder, rows, settings, EvalOptions(progress=False))
         return rouge_l(replies, [e.reply or "" for e in rows])
 
     scores = {"rouge_l": rouge(material.test[:config.reply_eval_rows])}

@@ -288,15 +288,21 @@ def eval_replies_command(
     data: Optional[str] = typer.Option(None, help="data set or file (default: the one it was trained on)"),
     limit: Optional[int] = typer.Option(None, help="score only the first N test examples"),
     max_new_tokens: int = typer.Option(128, help="reply cap of the generated systems, in tokens"),
+    compare: list[Path] = typer.Option([], help="another replies version to score on the same rows (repeatable)"),
+    test: Optional[str] = typer.Option(None, help="score every row of this file (text,intent,reply) instead "
+                                                  "of the test split, e.g. data/reworded_replies.csv"),
     data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
-    """ROUGE-L, chrF, embedding cosine, invented slots: base zero-shot vs retrieval vs adapter."""
+    """ROUGE-L, chrF, cosine, invented slots, new facts: base zero-shot, retrieval, the adapter
+    (with its retrieved approved answers) and the versions to compare with."""
     from training.reply_eval import EvalOptions, evaluate_replies, report_table
 
     settings = load_settings(data_dir=data_dir)
-    result = evaluate_replies(adapter, settings, data, EvalOptions(limit=limit, max_new_tokens=max_new_tokens))
+    result = evaluate_replies(adapter, settings, data, EvalOptions(limit=limit, max_new_tokens=max_new_tokens,
+                                                                   compare=tuple(compare), test=test))
     console.print(report_table(result), markup=False, highlight=False)
-    console.print(f"report: {Path(adapter) / 'eval' / 'replies.md'}")
+    stem = f"replies-{Path(test).stem}" if test else "replies"
+    console.print(f"report: {Path(adapter) / 'eval' / (stem + '.md')}")
 
 
 def _register(kind: str, folder: Path) -> str:

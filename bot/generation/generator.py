@@ -181,7 +181,8 @@ class ReplyGenerator:
 
     @staticmethod
     def messages_for(messages: Messages | None = None, history: Sequence[Turn] | None = None,
-                     user_text: str | None = None, intent: str | None = None) -> Messages:
+                     user_text: str | None = None, intent: str | None = None,
+                     references: Sequence[str] = ()) -> Messages:
         """``messages`` when given, else :func:`bot.prompting.build_messages` of the rest.
 
         Raises:
@@ -192,7 +193,7 @@ class ReplyGenerator:
         if user_text is None:
             raise SupportbotError("give either messages or user_text (with history and intent)")
         try:
-            return build_messages(history, user_text, intent)
+            return build_messages(history, user_text, intent, references)
         except ValueError as exc:
             raise SupportbotError(str(exc)) from None
 
@@ -208,11 +209,13 @@ class ReplyGenerator:
 
     def stream(self, messages: Messages | None = None, *, history: Sequence[Turn] | None = None,
                user_text: str | None = None, intent: str | None = None,
-               max_new_tokens: int | None = None) -> Iterator[str]:
+               max_new_tokens: int | None = None, references: Sequence[str] = ()) -> Iterator[str]:
         """Stream the reply as text chunks (greedy decoding).
 
         Call either ``stream(messages)`` with chat messages (e.g. from ``build_messages``) or
-        ``stream(history=[(user, bot), ...], user_text=..., intent=...)``. Generation stops at
+        ``stream(history=[(user, bot), ...], user_text=..., intent=..., references=[...])``
+        (``references``: retrieved approved answers, for a version trained with them; drafts
+        of speculative decoding then come from the prompt too). Generation stops at
         ``<|im_end|>`` or after ``max_new_tokens`` tokens (default ``options.max_new_tokens``);
         closing the iterator early stops generation too. The prompt is capped as in
         :meth:`prompt_ids`. Chunks never contain special tokens; ``"".join(chunks)`` is the reply.
@@ -223,7 +226,7 @@ class ReplyGenerator:
         """
         import torch
 
-        ids = self.prompt_ids(self.messages_for(messages, history, user_text, intent))
+        ids = self.prompt_ids(self.messages_for(messages, history, user_text, intent, references))
         kwargs = dict(input_ids=torch.tensor([ids], device=self.device.name),
                       **self._generate_kwargs(max_new_tokens, len(ids)))
         if self.drafts:  # assisted generation is entered through prompt_lookup_num_tokens
@@ -238,12 +241,16 @@ class ReplyGenerator:
         return bool(self.drafts) and self.options.dtype_name == "float32"
 
     def _drafting(self, intent: str | None, kwargs: dict):
-        """Context of one streamed ``generate``: speculative decoding from :attr:`drafts`, or nothing."""
+        """Context of one streamed ``generate``: speculative decoding from the prompt first (prompt
+        lookup: the approved answers it holds, Saxena 2023, https://github.com/apoorvumang/prompt-lookup-decoding),
+        then from :attr:`drafts`; or nothing."""
         if not self.drafts:
             return nullcontext()
         prompt_length = kwargs["input_ids"].shape[1]
+        prompt = DraftStore(self.drafts.separator, self.drafts.max_ngram, self.drafts.draft_tokens, capacity=1)
+        prompt.add(None, kwargs["input_ids"][0].tolist())  # the retrieved answers (and the customer's words)
         return drafting(DraftCandidates(self.drafts, intent, prompt_length,
-                                        prompt_length + kwargs["max_new_tokens"]))
+                                        prompt_length + kwargs["max_new_tokens"], prompt))
 
     def generate(self, messages: Messages | None = None, *, history: Sequence[Turn] | None = None,
                  user_text: str | None = None, intent: str | None = None,

@@ -159,12 +159,15 @@ class DraftCandidates(CandidateGenerator):
         intent: the intent whose replies are searched.
         prompt_length: prompt tokens; what follows in ``input_ids`` is the reply so far.
         max_length: prompt + reply cap in tokens (``generate``'s ``max_length``).
+        first: a store searched before ``store`` (its ``None`` entry; e.g. the prompt's tokens,
+            which hold the retrieved approved answers).
     """
 
     requires_model_outputs = False
 
-    def __init__(self, store: DraftStore, intent: str | None, prompt_length: int, max_length: int):
-        self.store, self.intent = store, intent
+    def __init__(self, store: DraftStore, intent: str | None, prompt_length: int, max_length: int,
+                 first: DraftStore | None = None):
+        self.store, self.intent, self.first = store, intent, first
         self.prompt_length, self.max_length = prompt_length, max_length
 
     def get_candidates(self, input_ids, **kwargs):
@@ -176,7 +179,8 @@ class DraftCandidates(CandidateGenerator):
         import torch
 
         room = max(self.max_length - input_ids.shape[1] - 1, 0)
-        draft = self.store.draft(self.intent, input_ids[0, self.prompt_length:].tolist())
+        reply = input_ids[0, self.prompt_length:].tolist()
+        draft = (self.first.draft(None, reply) if self.first and reply else []) or self.store.draft(self.intent, reply)
         if not draft or not room:
             return input_ids, None
         draft = draft[:room]
