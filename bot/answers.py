@@ -36,6 +36,7 @@ import numpy as np
 
 from bot.errors import SupportbotError
 from bot.records import OUT_OF_SCOPE, AnswerRef
+from bot.settings import AnswersConfig
 
 log = logging.getLogger(__name__)
 
@@ -282,22 +283,22 @@ class AnswerLibrary:
 
     Args:
         folder_of: replies version name -> its folder.
-        encoder: ``() -> SentenceTransformer`` (loaded once, on first need).
+        encoder: encoder reference (the version manifest's ``retrieval.encoder``) ->
+            ``SentenceTransformer``; each is loaded once, on first need.
         store: the conversation store (reviews, team answers).
     """
 
-    def __init__(self, folder_of: Callable[[str], Path], encoder: Callable[[], object], store=None):
-        self.folder_of, self._encoder_factory, self.store = folder_of, encoder, store
-        self._encoder = None
+    def __init__(self, folder_of: Callable[[str], Path], encoder: Callable[[str], object], store=None):
+        self.folder_of, self._load_encoder, self.store = folder_of, encoder, store
+        self._encoders: dict[str, object] = {}
         self._stores: dict[str, AnswerStore | None] = {}
         self._lock = threading.Lock()
 
-    @property
-    def encoder(self):
-        """The sentence encoder (loaded on first use)."""
-        if self._encoder is None:
-            self._encoder = self._encoder_factory()
-        return self._encoder
+    def encoder(self, ref: str):
+        """The sentence encoder ``ref`` (loaded on first use)."""
+        if ref not in self._encoders:
+            self._encoders[ref] = self._load_encoder(ref)
+        return self._encoders[ref]
 
     def for_version(self, version: str) -> AnswerStore | None:
         """The answer store of replies version ``version``; None when that version was trained
@@ -320,6 +321,7 @@ class AnswerLibrary:
                 if base is None:
                     self._stores[version] = None
                 else:
-                    k = int((read(folder, "replies").retrieval or {}).get("k", 2))
-                    self._stores[version] = AnswerStore(version, base, self.encoder, self.store, k)
+                    retrieval = read(folder, "replies").retrieval or {}
+                    encoder = self.encoder(retrieval.get("encoder") or AnswersConfig().encoder)
+                    self._stores[version] = AnswerStore(version, base, encoder, self.store, int(retrieval.get("k", 2)))
             return self._stores[version]

@@ -19,7 +19,13 @@ One call of :meth:`Router.respond` handles one customer message:
    context of that turn (:func:`follow_up`), and the decision says so; while a conversation
    waits for or is held by a person (:mod:`bot.handoff`) there is no bot reply: the message is
    logged with route ``human`` for the agent;
-4. the reply is generated (streamed) or taken from a template, and its ``{{Slot}}`` placeholders
+4. for an answer, when the replies version has an answer store (:mod:`bot.answers`), the
+   approved answers of the intent nearest to the message are retrieved: a near-identical
+   request gets its approved answer as it is; when none is close enough, the closest one or a
+   handoff (``[answers] unsure``); otherwise they go into the generator's prompt, and a
+   generated reply that strays from them (a number, URL or e-mail address in no source, or too
+   dissimilar to all) is replaced by that same safety net, the reason saying which;
+   the reply is generated (streamed) or taken from a template, and its ``{{Slot}}`` placeholders
    are filled from the company profile and the message's entities, sentence by sentence as it
    streams, so a raw placeholder never reaches the customer; at most
    ``config.max_concurrent_generations`` replies are generated at once, a later turn waits in

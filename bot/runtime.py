@@ -37,7 +37,7 @@ def load_router(settings: Settings, db: Path | None = None, models_dir: Path | N
     models = LiveModels(registry, settings.cache, load_generator=generator_loader(settings.serving, settings.cache))
     store = ConversationStore(db or settings.home / "conversations.db")
     answers = AnswerLibrary(lambda version: registry.folder("replies", version),
-                            lambda: load_encoder(settings.answers.encoder, settings.cache), store)
+                            lambda ref: load_encoder(ref, settings.cache), store)
     return Router(models, store, load_profile(settings.profile), settings.router, redact=settings.redact,
                   handoff=settings.handoff, hours=load_working_hours(settings.profile),
                   redact_regions=settings.redact_regions, answers=answers, answers_config=settings.answers)

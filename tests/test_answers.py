@@ -80,7 +80,7 @@ def make_router(tmp_path, rag_version, tiny_encoder_dir, generator=None, **answe
     from sentence_transformers import SentenceTransformer
 
     store = ConversationStore(tmp_path / "conversations.db")
-    library = AnswerLibrary(lambda version: rag_version, lambda: SentenceTransformer(str(tiny_encoder_dir)), store)
+    library = AnswerLibrary(lambda version: rag_version, lambda ref: SentenceTransformer(ref), store)
     config = AnswersConfig(encoder=str(tiny_encoder_dir), **answers)
     settings = load_settings()
     return Router(FixedModels(Classifier(), generator or Generator()), store, load_profile(settings.profile),
