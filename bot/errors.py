@@ -12,13 +12,16 @@ class SupportbotError(Exception):
 
 
 class DataError(SupportbotError):
-    """A data file that cannot be used as it is; the message names file, row and field, on one
-    line (see :func:`one_line`)."""
+    """A data file that cannot be used as it is; the message names file, row (or ``line``, for a
+    text format such as Markdown) and field, on one line (see :func:`one_line`)."""
 
-    def __init__(self, path: object, problem: str, row: int | None = None, field: str | None = None):
+    def __init__(self, path: object, problem: str, row: int | None = None, field: str | None = None,
+                 line: int | None = None):
         where = str(path)
         if row is not None:
             where += f", row {row}"
+        if line is not None:
+            where += f", line {line}"
         if field is not None:
             where += f", field '{field}'"
         super().__init__(one_line(f"{where}: {problem}"))

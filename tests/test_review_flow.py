@@ -4,9 +4,12 @@ previous answer left it), on the real server with tiny models; then the training
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gradio_client import Client
 from helpers import converse
 
+from bot.records import AnswerRef, Decision, Prediction
 from bot.reviews import OUT_OF_SCOPE, ReviewLog
 from bot.store import ConversationStore
 from test_server import REVIEWER, server  # noqa: F401  (the real-server fixture, with a reviewer)
@@ -90,3 +93,19 @@ def test_review_sequences_give_the_training_set_the_reviewer_chose(server, tiny_
     assert learned == {"please cancel the purchase": "refund", "can you track my parcel": "invoice"}
     assert material.counts["out_of_scope"] == 1          # the handoff is not trained as its predicted intent
     assert all(e.text != handoff.user_text for e in material.train + material.slice)
+
+
+def test_the_review_page_names_the_approved_answers_retrieved_for_a_turn(server):
+    url, home = server
+    refs = (AnswerRef("r4", 0.9123, "review", 4, "It left <b>today</b>."), AnswerRef("t0", 0.5, "training"))
+    with ConversationStore(home / "conversations.db") as store:
+        turn = store.start_turn(store.new_conversation(), "where is my parcel")
+        store.finish_turn(replace(turn, prediction=Prediction("track", 0.4, [("track", 0.4)], 0.6),
+                                  decision=Decision("answer", "why", "track", 0.5), reply="On its way.",
+                                  status="complete", retrieved=refs, answers_version="v1+r4.a0"))
+    form = Form(Client(url + "review/", auth=REVIEWER, verbose=False))
+    assert form.item["turn_id"] == turn.id
+    assert form.item["retrieved"] == [
+        {"id": "r4", "score": 0.9123, "source": "review", "review_id": 4, "excerpt": "It left <b>today</b>."},
+        {"id": "t0", "score": 0.5, "source": "training", "review_id": None, "excerpt": ""}]
+    assert form.item["answers_version"] == "v1+r4.a0"

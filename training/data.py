@@ -20,9 +20,6 @@ JSONL) and the field.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import re
 from collections import Counter
@@ -31,6 +28,7 @@ from functools import partial
 from pathlib import Path
 
 from bot.errors import DataError
+from bot.rowfiles import csv_records, jsonl_records, read_text
 from bot.records import OUT_OF_SCOPE
 from training.datasets import BUILTIN, BuiltinDataset, locate, sha256_of
 
@@ -220,22 +218,6 @@ def _load_builtin(dataset: BuiltinDataset, data_dir: Path | None, home: Path) ->
     return LoadedData(dataset.name, digest, examples, test, columns=dict(dataset.columns))
 
 
-def _decode(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(path, f"cannot be read ({exc.strerror})") from None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            path,
-            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line}); "
-            "save the file as UTF-8",
-        ) from None
-
-
 def _example(path: Path, row: int, values: dict[str, object], field_of: dict[str, str]) -> Example:
     """One Example from a row; ``field_of`` maps our field to the file's name for messages."""
     cleaned: dict[str, str | None] = {}
@@ -252,42 +234,17 @@ def _example(path: Path, row: int, values: dict[str, object], field_of: dict[str
 
 def _read_csv(path: Path, columns: dict[str, str | None]) -> tuple[list[Example], dict[str, str]]:
     """Rows of a CSV file and the columns read (see :func:`find_columns`)."""
-    try:
-        reader = csv.DictReader(io.StringIO(_decode(path), newline=""), strict=True)
-        header = reader.fieldnames or []
-        repeated = sorted({name for name in header if header.count(name) > 1})
-        if repeated:
-            raise DataError(path, f"column(s) {', '.join(repeated)} appear more than once in the header")
-        found = find_columns(path, list(header), columns)
-        examples = []
-        for row, record in enumerate(reader, start=1):
-            if None in record:
-                raise DataError(path, f"{len(header) + len(record[None])} values for {len(header)} columns", row)
-            values = {ours: record.get(theirs) for ours, theirs in found.items()}
-            examples.append(_example(path, row, values, found))
-    except csv.Error as exc:
-        raise DataError(path, f"malformed CSV ({exc})", reader.line_num) from None
-    return examples, found
+    header, records = csv_records(path)
+    found = find_columns(path, header, columns)
+    return [_example(path, row, {ours: record.get(theirs) for ours, theirs in found.items()}, found)
+            for row, record in records], found
 
 
 def _read_jsonl(path: Path, columns: dict[str, str | None]) -> tuple[list[Example], dict[str, str]]:
     """Objects of a JSONL file (keys found as CSV columns are) and the keys read."""
     examples: list[Example] = []
     found: dict[str, str] = {}
-    # Lines end at "\n" only: str.splitlines() would also split at U+2028, U+0085 etc., which
-    # JSON allows unescaped inside strings.
-    for line_no, line in enumerate(_decode(path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"not valid JSON ({exc.msg} at column {exc.colno})", line_no) from None
-        except (ValueError, RecursionError):  # a number over Python's 4300-digit limit, deep nesting
-            raise DataError(path, "not usable JSON (a number with too many digits, or nested too deeply)",
-                            line_no) from None
-        if not isinstance(record, dict):
-            raise DataError(path, f"expected a JSON object, got {type(record).__name__}", line_no)
+    for line_no, record in jsonl_records(path):
         found = find_columns(path, list(record), columns)  # keys may differ per object (reply is optional)
         values = {ours: record.get(theirs) for ours, theirs in found.items()}
         examples.append(_example(path, line_no, values, found))
@@ -299,7 +256,7 @@ _RASA_ENTITY = re.compile(r"\[([^\]]+)\](?:\([^)]*\)|\{[^}]*\})")
 
 def _read_lines(path: Path) -> tuple[list[Example], dict[str, str]]:
     """Non-blank lines of a text file, each an out-of-scope utterance."""
-    rows = [(i, line.strip()) for i, line in enumerate(_decode(path).splitlines(), start=1)]
+    rows = [(i, line.strip()) for i, line in enumerate(read_text(path).splitlines(), start=1)]
     return [Example(text, OUT_OF_SCOPE, None, f"{path.name}:{i}") for i, text in rows if text], {"text": "line"}
 
 
@@ -307,7 +264,7 @@ def _read_rasa(path: Path) -> tuple[list[Example], dict[str, str]]:
     import yaml
 
     try:
-        document = yaml.safe_load(_decode(path))
+        document = yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise DataError(path, f"not valid YAML ({getattr(exc, 'problem', exc)})",

@@ -39,7 +39,12 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(models_app, name="models")
 db_app = typer.Typer(help="The conversation log: retention.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+answers_app = typer.Typer(help="Approved answers retrieved for the reply generator: list, add, remove, import.",
+                          no_args_is_help=True)
+app.add_typer(answers_app, name="answers")
 KIND = typer.Argument(..., help="intents or replies")
+DB = typer.Option(None, help="SQLite conversation log (default <home>/conversations.db)")
+MODELS = typer.Option(None, help="home folder whose models/ and registry.json to use (default: the home setting)")
 DATA_DIR = typer.Option(None, help="folder searched first for built-in data sets", exists=True,
                         file_okay=False)
 TEXT_COLUMN = typer.Option(None, "--text-column", metavar="COLUMN",
@@ -147,8 +152,8 @@ def data_validate(
 def serve(
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(7860, min=1, max=65535, help="port to listen on"),
-    db: Optional[Path] = typer.Option(None, help="SQLite conversation log (default <home>/conversations.db)"),
-    models: Optional[Path] = typer.Option(None, help="home folder whose models/ and registry.json to use (default: the home setting)"),
+    db: Optional[Path] = DB,
+    models: Optional[Path] = MODELS,
 ) -> None:
     """Serve the chat at http://HOST:PORT/, the REST channel at /api/v1/, the reviewers' pages at
     /review/ and the agents' inbox at /inbox/ (both with a login)."""
@@ -236,8 +241,8 @@ def api_key_command(name: str = typer.Argument(..., help="the integration's name
 
 @app.command()
 def chat(
-    db: Optional[Path] = typer.Option(None, help="SQLite conversation log (default <home>/conversations.db)"),
-    models: Optional[Path] = typer.Option(None, help="home folder whose models/ and registry.json to use (default: the home setting)"),
+    db: Optional[Path] = DB,
+    models: Optional[Path] = MODELS,
     show_intent: bool = typer.Option(True, help="print intent, confidence and route after each reply"),
 ) -> None:
     """Chat in the terminal with the same router and log as the web page (empty line or Ctrl-D ends)."""
@@ -451,7 +456,7 @@ def export(
     what: str = typer.Option("conversations", help="conversations (every turn) or examples (reviewed corrections)"),
     format: str = typer.Option("jsonl", "--format", help="jsonl or csv"),
     output: Path = typer.Option(..., help="file to write"),
-    db: Optional[Path] = typer.Option(None, help="SQLite conversation log (default <home>/conversations.db)"),
+    db: Optional[Path] = DB,
     overwrite: bool = typer.Option(False, help="replace OUTPUT if it exists"),
 ) -> None:
     """Export the log or the reviewed examples (the latter in the format `train` reads)."""
@@ -462,22 +467,24 @@ def export(
     console.print(f"{count} {what} rows written to {output}")
 
 
-def _conversation_log(db: Optional[Path]):
-    """The existing conversation store at ``db`` (default ``<home>/conversations.db``).
+def _conversation_log(db: Optional[Path], create: bool = False):
+    """The existing conversation store at ``db`` (default ``<home>/conversations.db``); with
+    ``create``, a new one when there is no file there yet.
 
     Raises:
         SupportbotError: there is no conversation log there (see ``ConversationStore.existing``).
     """
     from bot.store import ConversationStore
 
-    return ConversationStore.existing(db or load_settings().home / "conversations.db")
+    path = db or load_settings().home / "conversations.db"
+    return ConversationStore(path) if create and not path.exists() else ConversationStore.existing(path)
 
 
 @db_app.command("prune")
 def db_prune(
     older_than: float = typer.Option(..., metavar="DAYS", help="delete conversations with no activity for more than DAYS days (> 0)"),
     yes: bool = typer.Option(False, "--yes", help="do not ask for confirmation"),
-    db: Optional[Path] = typer.Option(None, help="SQLite conversation log (default <home>/conversations.db)"),
+    db: Optional[Path] = DB,
 ) -> None:
     """Retention: delete old conversations with their turns, feedback and reviews."""
     with _conversation_log(db) as store:
@@ -493,10 +500,10 @@ def _counted(counts: dict[str, int]) -> str:
     return ", ".join(f"{count} {table}" for table, count in counts.items())
 
 
-def _registry():
+def _registry(home: Optional[Path] = None):
     from bot.registry import Registry
 
-    return Registry(load_settings().home)
+    return Registry(home or load_settings().home)
 
 
 @models_app.command("list")
@@ -543,6 +550,140 @@ def models_promote(kind: str = KIND, version: str = typer.Argument(...),
 def models_rollback(kind: str = KIND) -> None:
     """Put back the version that was in production before the current one."""
     console.print(f"{kind}: {_registry().rollback(kind)} is in production again")
+
+
+BY = typer.Option("cli", "--by", help="who does it, kept in the answers log")
+EXCERPT = 70
+"""Characters of a reply ``answers list`` shows."""
+
+
+def _known_intents(models: Optional[Path]) -> Optional[set[str]]:
+    """The production classifier's labels (answers may be given for these), None when no
+    classifier was trained yet (any intent is accepted)."""
+    from bot.manifest import read
+
+    registry = _registry(models)
+    if not registry.versions("intents"):
+        return None
+    return set(read(registry.production_folder("intents"), "intents").labels) or None
+
+
+def _excerpt(text: Optional[str]) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= EXCERPT else flat[:EXCERPT - 1] + "…"
+
+
+@answers_app.command("list")
+def answers_list(
+    intent: Optional[str] = typer.Option(None, help="only the answers of this intent"),
+    source: Optional[typing.Literal["training", "review", "team"]] = typer.Option(
+        None, help="only training replies (of the production replies version), reviewed replies or team answers"),
+    db: Optional[Path] = DB,
+    models: Optional[Path] = MODELS,
+) -> None:
+    """The approved answers in effect: training replies of the production replies version (t<n>),
+    replies reviewers approved or rewrote (r<review id>) and team answers (a<n>)."""
+    from bot.answers import live_answers, read_base
+
+    answers, notes = [], []
+    registry = _registry(models)
+    if source == "training" or (source is None and registry.versions("replies")):
+        folder = registry.production_folder("replies")
+        base = read_base(folder)
+        if base is None:
+            notes.append(f"replies version {folder.name} was trained without an answer store: no training answers")
+        else:
+            answers += base.answers
+    path = db or load_settings().home / "conversations.db"
+    if source != "training" and (db is not None or path.exists()):
+        with _conversation_log(path) as store:
+            answers += [a for a in live_answers(store) if source in (None, a.source)]
+    shown = [a for a in answers if intent in (None, a.intent)]
+    table = Table(Column("id", no_wrap=True), "source", Column("intent", no_wrap=True), "request", "reply")
+    for answer in shown:
+        table.add_row(answer.id, answer.source, answer.intent, _excerpt(answer.request), _excerpt(answer.reply))
+    if shown:
+        console.print(table)
+    counts = Counter(a.source for a in shown)
+    for note in notes:
+        console.print(note, soft_wrap=True)
+    console.print(f"{len(shown)} answer(s)" + (f": {_counted(counts)}" if counts else ""), soft_wrap=True)
+
+
+@answers_app.command("add")
+def answers_add(
+    intent: str = typer.Option(..., help="the intent the answer is for (one the production classifier knows)"),
+    reply: str = typer.Option(..., help="the answer's text; {{Slot}} placeholders are filled as in generated replies"),
+    request: Optional[str] = typer.Option(None, help="a customer request it answers (retrieval compares messages "
+                                                     "with it; without one, with the reply)"),
+    by: str = BY,
+    db: Optional[Path] = DB,
+    models: Optional[Path] = MODELS,
+) -> None:
+    """Add a team answer; it is retrieved from the next turn on, no retrain needed."""
+    from bot.answer_files import check_answer
+
+    row = check_answer({"intent": intent, "reply": reply, "request": request}, _known_intents(models))
+    with _conversation_log(db, create=True) as store:
+        (answer_id,) = store.add_answers([row], by, "added by hand")
+    console.print(f"added team answer a{answer_id} ({row['intent']})")
+
+
+@answers_app.command("remove")
+def answers_remove(
+    answer_id: str = typer.Argument(..., metavar="ID", help="a team answer's id, a12 or 12 (see: supportbot answers list)"),
+    note: Optional[str] = typer.Option(None, help="why, kept in the answers log"),
+    by: str = BY,
+    db: Optional[Path] = DB,
+) -> None:
+    """Withdraw a team answer (logged; nothing is deleted). Training and reviewed replies are
+    withdrawn where they come from: the training data, or the review."""
+    import re
+
+    match = re.fullmatch(r"([tra]?)(\d+)", answer_id.strip())
+    if match is None:
+        raise SupportbotError(f"'{answer_id}' is not an answer id; expected a<n> or <n> (see: supportbot answers list)")
+    prefix, number = match.group(1), int(match.group(2))
+    if prefix == "t":
+        raise SupportbotError(f"{answer_id} is a training reply of the replies version; it cannot be removed here: "
+                              "edit the training data and retrain (supportbot train replies)")
+    if prefix == "r":
+        raise SupportbotError(f"{answer_id} is the reply of review {number}; it cannot be removed here: undo that "
+                              "review on the review page (its reviewer's \"Undo my last review\"), or review the turn again")
+    with _conversation_log(db) as store:
+        store.remove_answer(number, by, note)
+    console.print(f"withdrew team answer a{number}")
+
+
+def _same(answer) -> tuple:
+    """What makes two team answers the same answer."""
+    return answer["intent"], answer["request"], answer["reply"]
+
+
+@answers_app.command("import")
+def answers_import(
+    file: Path = typer.Argument(..., metavar="FILE", help="CSV or JSONL (intent, reply, optional request) or a "
+                                                          "Markdown FAQ (# intent, ## question, reply)"),
+    by: str = BY,
+    db: Optional[Path] = DB,
+    models: Optional[Path] = MODELS,
+) -> None:
+    """Add the answers of a file in one transaction (all or none); answers already in effect
+    with the same intent, request and reply are skipped."""
+    from bot.answer_files import read_answers
+
+    rows = read_answers(file, _known_intents(models))
+    with _conversation_log(db, create=True) as store:
+        seen, new = {_same(answer) for answer in store.team_answers()}, []
+        for row in rows:
+            if _same(row) not in seen:
+                seen.add(_same(row))
+                new.append(row)
+        ids = store.add_answers(new, by, file.name) if new else []
+    added = f" (a{ids[0]}-a{ids[-1]})" if ids else ""
+    skipped = len(rows) - len(new)
+    console.print(f"imported {len(ids)} team answer(s) from {file}{added}"
+                  + (f"; {skipped} already in effect, skipped" if skipped else ""), soft_wrap=True)
 
 
 def _flags(args: list[str]) -> set[str]:

@@ -8,6 +8,10 @@ intent, reply, note), ``/review_action`` (turn id, action, intent, reply, note, 
 as ``/review_action``, undoing the logged-in reviewer's latest review in effect, ``/dashboard`` ->
 (totals, three plots). The reviewer's name is the logged-in user.
 
+The turn's details name the approved replies retrieved for it (``retrieved``: answer id, source,
+review id, similarity score, excerpt; :class:`bot.records.AnswerRef`) and the answer store's
+``answers_version``.
+
 The form shows each item fresh: the note is empty, the reply is the bot's, and the intent is the
 predicted one only for an answered turn; on a fallback, handoff or interrupted turn it is empty,
 so "approve" stores "out of scope was right" (:mod:`bot.reviews`) unless the reviewer picks an
@@ -16,6 +20,8 @@ loads), escaped as on the chat page.
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict
 
 import gradio as gr
 
@@ -62,7 +68,8 @@ class ReviewHandlers:
                    "confidence": round(turn.prediction.confidence, 3) if turn.prediction else None,
                    "top3": turn.prediction.top_k[:3] if turn.prediction else [],
                    "interrupted": turn.interrupted, "text changed": list(turn.text_changes),
-                   "redacted": turn.redacted, "started_at": turn.started_at}
+                   "redacted": turn.redacted, "started_at": turn.started_at,
+                   "retrieved": [asdict(ref) for ref in turn.retrieved], "answers_version": turn.answers_version}
         prefilled = details["intent"] if route in CLASSIFIED_ROUTES else None
         return (counts, details, self._conversation(turn.conversation_id, turn.id),
                 prefilled, turn.reply or "", "")
