@@ -105,14 +105,24 @@ def retrieve(encoder, train: list[Example], queries: list[str]) -> list[str]:
 
 
 def score(replies: list[str], references: list[str], encoder, known_slots: set[str],
-          sources: list[list[str]] | None = None) -> dict[str, float]:
+          sources: list[list[str]] | None = None, answers: list[list[str]] | None = None) -> dict[str, float]:
     """The metrics of :data:`METRICS` for one system (``replies[i]`` answers ``references[i]``;
-    ``sources[i]``: the texts a fact of ``replies[i]`` may come from, none by default)."""
+    ``sources[i]``: the texts a fact of ``replies[i]`` may come from, none by default). With
+    ``answers`` (the approved answers retrieved for each row) also ``safety_net_rate``: the share
+    of replies the router's safety net would replace (a new fact, or a cosine similarity below
+    ``[answers] min_source_similarity`` to every answer of the row)."""
     from sacrebleu.metrics import CHRF
 
-    cosine = (_embed(encoder, replies) * _embed(encoder, references)).sum(dim=1)
+    reply_vectors = _embed(encoder, replies)
+    cosine = (reply_vectors * _embed(encoder, references)).sum(dim=1)
     invented = [bool(invented_slots(r, known_slots)) for r in replies]
     strays = [bool(new_facts(r, given)) for r, given in zip(replies, sources or [[] for _ in replies])]
+    extra = {}
+    if answers is not None:
+        floor = AnswersConfig().min_source_similarity
+        far = [not found or float((_embed(encoder, found) @ reply_vectors[i]).max()) < floor
+               for i, found in enumerate(answers)]
+        extra["safety_net_rate"] = round(sum(a or b for a, b in zip(strays, far)) / len(replies), 4)
     return {
         "rouge_l": round(rouge_l(replies, references), 2),
         "chrf": round(CHRF().corpus_score(replies, [references]).score, 2),
@@ -120,6 +130,7 @@ def score(replies: list[str], references: list[str], encoder, known_slots: set[s
         "invented_slot_rate": round(sum(invented) / len(invented), 4),
         "new_fact_rate": round(sum(strays) / len(strays), 4),
         "mean_words": round(sum(len(r.split()) for r in replies) / len(replies), 1),
+        **extra,
     }
 
 
@@ -239,8 +250,8 @@ def evaluate_replies(adapter: str | Path, settings: Settings, data: str | None =
         key = f"adapter:{other.name}"
         replies[key], seconds[key], _ = version_replies(other, test, settings, options, known)
     sources = [[e.text, *(retrieved[i] if retrieved else ())] for i, e in enumerate(test)]
-    systems = {system: {**score(replies[system], references, encoder, known, sources), "seconds": seconds[system]}
-               for system in replies}
+    systems = {system: {**score(replies[system], references, encoder, known, sources, retrieved),
+                        "seconds": seconds[system]} for system in replies}
     systems["reference"] = {"mean_words": round(sum(len(r.split()) for r in references) / len(references), 1)}
     result = {
         "adapter": str(adapter), "version": adapter.name, "data": name, "test_file": options.test,
@@ -250,6 +261,8 @@ def evaluate_replies(adapter: str | Path, settings: Settings, data: str | None =
         "samples": [{"request": e.text, "intent": e.intent, "reference": ref,
                      **{system: replies[system][i] for system in replies}}
                     for i, (e, ref) in enumerate(zip(test[:options.samples], references))],
+        "rows": [{"request": e.text, "intent": e.intent, "reference": ref, "retrieved": retrieved[i] if retrieved else [],
+                  **{system: replies[system][i] for system in replies}} for i, (e, ref) in enumerate(zip(test, references))],
     }
     write_report(adapter / "eval", result, "replies" if not options.test else f"replies-{Path(options.test).stem}")
     return result
@@ -257,15 +270,18 @@ def evaluate_replies(adapter: str | Path, settings: Settings, data: str | None =
 
 def report_table(result: dict) -> str:
     """Markdown table: one row per system, one column per metric."""
-    head = ("| system | ROUGE-L | chrF | cosine | invented slots | new facts | mean words | seconds |\n"
-            "|---|---|---|---|---|---|---|---|\n")
+    net = any("safety_net_rate" in m for m in result["systems"].values())
+    head = ("| system | ROUGE-L | chrF | cosine | invented slots | new facts | mean words | seconds |"
+            + (" safety net would replace |" if net else "") + "\n|---|---|---|---|---|---|---|---|"
+            + ("---|" if net else "") + "\n")
     rows = []
     for name, m in result["systems"].items():
         if name == "reference":
             continue
         rows.append(f"| {name} | {m['rouge_l']:.2f} | {m['chrf']:.2f} | {m['cosine']:.4f} | "
                     f"{100 * m['invented_slot_rate']:.1f} % | {100 * m.get('new_fact_rate', 0):.1f} % | "
-                    f"{m['mean_words']:.1f} | {m['seconds']:.0f} |")
+                    f"{m['mean_words']:.1f} | {m['seconds']:.0f} |"
+                    + (f" {100 * m['safety_net_rate']:.1f} % |" if "safety_net_rate" in m else ""))
     rows.append(f"| reference | | | | | | {result['systems']['reference']['mean_words']:.1f} | |")
     return head + "\n".join(rows) + "\n"
 
