@@ -232,7 +232,8 @@ class ReplyGenerator:
         if self.drafts:  # assisted generation is entered through prompt_lookup_num_tokens
             kwargs["prompt_lookup_num_tokens"] = self.drafts.draft_tokens
         learn = (lambda reply: self.drafts.add(intent, reply)) if self.learns_drafts else None
-        yield from stream_text(self.model, self.tokenizer, kwargs, self._drafting(intent, kwargs), learn)
+        yield from stream_text(self.model, self.tokenizer, kwargs, self._drafting(intent, kwargs, bool(references)),
+                               learn)
 
     @property
     def learns_drafts(self) -> bool:
@@ -240,15 +241,17 @@ class ReplyGenerator:
         change speed only (see ``ServingOptions.draft_tokens``)."""
         return bool(self.drafts) and self.options.dtype_name == "float32"
 
-    def _drafting(self, intent: str | None, kwargs: dict):
-        """Context of one streamed ``generate``: speculative decoding from the prompt first (prompt
-        lookup: the approved answers it holds, Saxena 2023, https://github.com/apoorvumang/prompt-lookup-decoding),
-        then from :attr:`drafts`; or nothing."""
+    def _drafting(self, intent: str | None, kwargs: dict, from_prompt: bool = False):
+        """Context of one streamed ``generate``: speculative decoding from :attr:`drafts`, with
+        ``from_prompt`` (the prompt holds retrieved approved answers) from the prompt first
+        (prompt lookup, Saxena 2023, https://github.com/apoorvumang/prompt-lookup-decoding); or nothing."""
         if not self.drafts:
             return nullcontext()
         prompt_length = kwargs["input_ids"].shape[1]
-        prompt = DraftStore(self.drafts.separator, self.drafts.max_ngram, self.drafts.draft_tokens, capacity=1)
-        prompt.add(None, kwargs["input_ids"][0].tolist())  # the retrieved answers (and the customer's words)
+        prompt = None
+        if from_prompt:
+            prompt = DraftStore(self.drafts.separator, self.drafts.max_ngram, self.drafts.draft_tokens, capacity=1)
+            prompt.add(None, kwargs["input_ids"][0].tolist())
         return drafting(DraftCandidates(self.drafts, intent, prompt_length,
                                         prompt_length + kwargs["max_new_tokens"], prompt))
 
