@@ -154,11 +154,6 @@ def read(folder: Path, kind: str | None = None) -> IntentManifest | ReplyManifes
     return manifest
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """:func:`read` as a plain dict (the one shape), for code not on the typed manifest yet."""
-    return read(folder).model_dump(mode="json")
-
-
 def save(folder: Path, manifest: IntentManifest | ReplyManifest) -> IntentManifest | ReplyManifest:
     """Write ``folder/manifest.json`` and the model card ``folder/README.md``; ``created`` and
     ``software`` are set now. Returns the manifest written."""

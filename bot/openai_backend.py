@@ -73,9 +73,9 @@ class OpenAIGenerator:
     def for_version(cls, config, folder: Path | None) -> "OpenAIGenerator":
         """A generator whose slot check uses the manifest ``slots`` of the replies version
         ``folder`` (none when ``folder`` is None or has no manifest)."""
-        from bot.manifest import MANIFEST, read_manifest
+        from bot.manifest import MANIFEST, read
 
-        slots = read_manifest(folder).get("slots", []) if folder and (folder / MANIFEST).is_file() else []
+        slots = (read(folder, "replies").slots or []) if folder and (folder / MANIFEST).is_file() else []
         return cls(config, slots)
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ from bot.device import pick_device
 from bot.errors import SupportbotError
 from bot.generation import MERGED, ReplyGenerator, ServingOptions
 from bot.generation.loading import model_folder
-from bot.manifest import MANIFEST
+from bot.manifest import MANIFEST, ReplyManifest
 from bot.prompting import Turn
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class OrtGenerator(ReplyGenerator):
         folder: its ONNX folder.
     """
 
-    def __init__(self, onnx_dir: Path, tokenizer, version: str, manifest: dict, options: ServingOptions):
+    def __init__(self, onnx_dir: Path, tokenizer, version: str, manifest: ReplyManifest, options: ServingOptions):
         import onnxruntime_genai as og
 
         self.og, self.folder = og, onnx_dir

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import SettingError, SupportbotError
-from bot.manifest import read_manifest
+from bot.manifest import Manifest, read
 from bot.placeholders import load_profile
 from bot.redaction import redact
 from bot.registry import Registry
@@ -152,7 +152,7 @@ def retrain(settings: Settings, config: RetrainConfig, job_dir: Path,
         data_file = write_csv(material.train, job_dir / f"{kind}.csv")
         data = LoadedData(str(data_file), sha256_of(data_file), material.train, material.test)
         old = registry.production_folder(kind)
-        new = _train(kind, data, read_manifest(old), settings, config)
+        new = _train(kind, data, read(old, kind), settings, config)
         progress(f"{kind}: trained {new.name}; comparing with {old.name}")
         reports[kind] = _compare_and_gate(kind, old, new, material, settings, config, registry)
         progress(f"{kind}: {reports[kind]['decision']}")
@@ -160,11 +160,11 @@ def retrain(settings: Settings, config: RetrainConfig, job_dir: Path,
     return reports
 
 
-def _train(kind: str, data: LoadedData, recipe: dict[str, Any], settings: Settings, config: RetrainConfig) -> Path:
+def _train(kind: str, data: LoadedData, recipe: Manifest, settings: Settings, config: RetrainConfig) -> Path:
     """Train ``kind`` on ``data`` (its test rows: the frozen split) with the production version's
     recipe (its manifest's base model and hyper-parameters), so only the data changes."""
-    options = dict(recipe["hyperparameters"])
-    same_base = settings.model_copy(update={{"intents": "intent_base", "replies": "reply_base"}[kind]: recipe["base_model"]})
+    options = dict(recipe.hyperparameters)
+    same_base = settings.model_copy(update={{"intents": "intent_base", "replies": "reply_base"}[kind]: recipe.base_model})
     if kind == "intents":
         from dataclasses import fields
 

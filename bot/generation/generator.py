@@ -26,7 +26,7 @@ from bot.generation import loading
 from bot.generation.loading import ServingOptions
 from bot.generation.speculative import DraftCandidates, DraftStore, drafting, enable_drafting, read_drafts
 from bot.generation.streaming import run_in_worker, stream_text
-from bot.manifest import MANIFEST
+from bot.manifest import MANIFEST, ReplyManifest
 from bot.prompting import Turn, build_messages, drop_oldest_turn, prompt_ids, text_ids
 from bot.slot_decoding import KnownSlots
 
@@ -42,7 +42,7 @@ class ReplyGenerator:
         version: the version folder's name (``"base"`` etc. for :meth:`from_pretrained`).
         device: where it runs.
         options: resolved :class:`ServingOptions`.
-        manifest: the version's manifest.json ({} when loaded without one).
+        manifest: the version's :class:`bot.manifest.ReplyManifest` (None when loaded without one).
         known_slots: the placeholder names replies may use (:mod:`bot.slot_decoding`), from the
             manifest's ``slots``; None (no constraint) when it has none. See :meth:`constrain_slots`.
         drafts: the datastore of speculative decoding (:mod:`bot.speculative`), seeded from the
@@ -51,16 +51,16 @@ class ReplyGenerator:
     """
 
     def __init__(self, model, tokenizer, version: str, device: Device, options: ServingOptions,
-                 manifest: dict | None = None):
+                 manifest: ReplyManifest | None = None):
         self.model, self.tokenizer, self.version = model, tokenizer, version
-        self.device, self.options, self.manifest = device, options, manifest or {}
+        self.device, self.options, self.manifest = device, options, manifest
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._lock = threading.Lock()
         self.known_slots: KnownSlots | None = None
-        if self.manifest.get("slots"):
-            self.constrain_slots(self.manifest["slots"])
+        if manifest and manifest.slots:
+            self.constrain_slots(manifest.slots)
         self.drafts = DraftStore(self.tokenizer.eos_token_id, draft_tokens=options.draft_tokens) \
             if options.draft_tokens else None
         if self.drafts:
@@ -137,11 +137,11 @@ class ReplyGenerator:
         if not (model_dir / "config.json").is_file():
             raise SupportbotError(f"{model_dir}: not a transformers model folder (no config.json)")
         device, options = loading.placement(device, options)
-        return cls._ready(loading.plain_model(model_dir), model_dir, version, device, options, {})
+        return cls._ready(loading.plain_model(model_dir), model_dir, version, device, options, None)
 
     @classmethod
     def _ready(cls, model, tokenizer_dir: Path, version: str, device: Device, options: ServingOptions,
-               manifest: dict) -> "ReplyGenerator":
+               manifest: ReplyManifest | None) -> "ReplyGenerator":
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)

@@ -16,7 +16,7 @@ from bot.base_models import resolve
 from bot.device import Device, cpu_serving_dtype_name, pick_device
 from bot.errors import SupportbotError
 from bot.generation.packing import pack_linears
-from bot.manifest import MANIFEST, read_manifest
+from bot.manifest import MANIFEST, ReplyManifest, read
 from bot.settings import Settings
 
 MERGED = "merged"
@@ -90,24 +90,24 @@ class ServingOptions:
         )
 
 
-def model_folder(folder: Path, merged: bool = True) -> tuple[Path, dict, str]:
+def model_folder(folder: Path, merged: bool = True) -> tuple[Path, ReplyManifest, str]:
     """(folder holding the weights, manifest, version name) of a replies version or merged dir;
     a version's ``merged/`` is used when present unless ``merged`` is False.
 
     Raises:
-        SupportbotError: ``folder`` is not a directory or holds no manifest.json (itself or,
-            for a ``merged/`` folder, its parent).
+        SupportbotError: ``folder`` is not a directory or holds no replies manifest.json (itself
+            or, for a ``merged/`` folder, its parent), see :func:`bot.manifest.read`.
     """
     if not folder.is_dir():
         raise SupportbotError(f"{folder}: no such reply-generator folder")
     if merged and (folder / MERGED / "config.json").is_file():
-        return folder / MERGED, read_manifest(folder), folder.name
+        return folder / MERGED, read(folder, "replies"), folder.name
     if (folder / "config.json").is_file() and not (folder / MANIFEST).is_file():
-        return folder, read_manifest(folder.parent), folder.parent.name
-    return folder, read_manifest(folder), folder.name
+        return folder, read(folder.parent, "replies"), folder.parent.name
+    return folder, read(folder, "replies"), folder.name
 
 
-def base_dir(manifest: dict, base: str | Path | None, cache_dir: Path | None, folder: Path) -> Path:
+def base_dir(manifest: ReplyManifest, base: str | Path | None, cache_dir: Path | None, folder: Path) -> Path:
     """Local base-model folder for an adapter: ``base``, else the manifest's ``base_model`` (the
     hub id or path training was given, as in ``adapter_config.json``) resolved on this machine by
     :func:`bot.base_models.resolve` (local path, the packaged copy, or the hub), so a version
@@ -116,7 +116,7 @@ def base_dir(manifest: dict, base: str | Path | None, cache_dir: Path | None, fo
     Raises:
         SupportbotError: it cannot be resolved (the message says how to fix it).
     """
-    ref = str(base or manifest.get("base_model", ""))
+    ref = str(base or manifest.base_model)
     try:
         return resolve(ref, Path(cache_dir) if cache_dir else Settings.model_fields["home"].default / "cache")
     except SupportbotError as exc:
