@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import shutil
 import statistics
 import subprocess
@@ -51,7 +50,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.generator import ReplyGenerator, ServingOptions, run_in_worker  # noqa: E402
+from bot.generation import ReplyGenerator, ServingOptions  # noqa: E402
+from bot.generation.streaming import run_in_worker  # noqa: E402
+from bot.manifest import MANIFEST, read  # noqa: E402
 from bot.prompting import build_messages, prompt_ids  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 
@@ -61,19 +62,19 @@ PLAIN = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0, pack_we
 def merged_folder(model: Path | None, settings, work: Path) -> tuple[Path, set[str]]:
     """(a plain transformers folder of the model to measure, its known slot names): for a
     replies version, the adapter merged into the base and saved under ``work/merged`` (once)."""
-    from training.base_models import resolve
+    from bot.base_models import resolve
 
     if model is None:
         return resolve(settings.reply_base, settings.cache), set()
-    manifest = json.loads((model / "manifest.json").read_text()) if (model / "manifest.json").is_file() else {}
+    slots = set(read(model, "replies").slots or []) if (model / MANIFEST).is_file() else set()
     if not (model / "adapter_config.json").is_file():
-        return model, set(manifest.get("slots", []))
+        return model, slots
     target = work / "merged"
     if not (target / "config.json").is_file():
         generator = ReplyGenerator.load(model, cache_dir=settings.cache, device="cpu", options=PLAIN)
         generator.model.save_pretrained(target)
         generator.tokenizer.save_pretrained(target)
-    return target, set(manifest.get("slots", []))
+    return target, slots
 
 
 class Transformers:
@@ -314,7 +315,7 @@ def main() -> None:
     for name in args.engines:
         kind, precision = name.split()
         if kind == "serve-ort":
-            if args.model is not None and (args.model / "manifest.json").is_file():
+            if args.model is not None and (args.model / MANIFEST).is_file():
                 engines[name] = ServeOrt(args.model, settings, precision)
             continue
         package = {"ort": "onnxruntime_genai", "ct2": "ctranslate2"}[kind]

@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.base_models import resolve  # noqa: E402
+from bot.manifest import read  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 from training.data import load, split  # noqa: E402
 from training.intent_eval import evaluate_intents  # noqa: E402
@@ -69,10 +70,10 @@ def ours(args: argparse.Namespace) -> dict:
             max_length=args.max_length, label_smoothing=args.label_smoothing, layer_decay=args.layer_decay,
             head_c=args.head_c, patience=args.patience))
     report = evaluate_intents(folder, "banking77", settings)
-    manifest = json.loads((Path(folder) / "manifest.json").read_text())
+    manifest = read(Path(folder), "intents")
     return {"model": str(folder), "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
-            "hyperparameters": manifest["hyperparameters"], "training": {
-                k: v for k, v in manifest["training"].items() if k != "log"}}
+            "hyperparameters": manifest.hyperparameters, "training": {
+                k: v for k, v in manifest.training.items() if k != "log"}}
 
 
 def main() -> None:
