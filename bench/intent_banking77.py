@@ -31,13 +31,13 @@ from bot.settings import load_settings  # noqa: E402
 from training.data import load, split  # noqa: E402
 from training.intent_eval import evaluate_intents  # noqa: E402
 from training.intents import IntentTrainConfig, train_intents  # noqa: E402
+from training.metrics import intent_scores  # noqa: E402
 
 
 def shortcut(base: str, seed: int) -> dict:
     """Test accuracy of frozen sentence embeddings + logistic regression (C chosen on validation)."""
     from sentence_transformers import SentenceTransformer
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
 
     started = time.perf_counter()
     settings = load_settings()
@@ -55,9 +55,8 @@ def shortcut(base: str, seed: int) -> dict:
     model = LogisticRegression(C=best, max_iter=3000).fit(
         np.vstack([embed["train"], embed["validation"]]), labels["train"] + labels["validation"])
     predicted = model.predict(embed["test"])
-    return {"accuracy": accuracy_score(labels["test"], predicted),
-            "macro_f1": f1_score(labels["test"], predicted, average="macro"),
-            "C": best, "validation_accuracy_by_C": scores, "wall_time_s": round(time.perf_counter() - started, 1)}
+    return {**intent_scores(labels["test"], list(predicted)), "C": best, "validation_accuracy_by_C": scores,
+            "wall_time_s": round(time.perf_counter() - started, 1)}
 
 
 def ours(args: argparse.Namespace) -> dict:

@@ -52,6 +52,7 @@ from bot.settings import Settings
 from training.artifacts import atomic_dir, new_version_dir
 from training.augment import noisy, with_details
 from training.data import Example, LoadedData, load, split
+from training.metrics import intent_scores
 
 log = logging.getLogger(__name__)
 METHODS = ("finetune", "head")
@@ -752,12 +753,14 @@ def _with_details(example: Example, rate: float, rng: random.Random) -> str:
 
 
 def _metrics(prediction) -> dict[str, float]:
-    """Accuracy and macro-F1 (scikit-learn) of a ``transformers.EvalPrediction``."""
-    from sklearn.metrics import accuracy_score, f1_score
+    """Accuracy and macro-F1 (:func:`_scores`) of a ``transformers.EvalPrediction``."""
+    return _scores(prediction.label_ids.tolist(), prediction.predictions.argmax(-1).tolist())
 
-    predicted = prediction.predictions.argmax(-1)
-    return {"accuracy": accuracy_score(prediction.label_ids, predicted),
-            "macro_f1": f1_score(prediction.label_ids, predicted, average="macro")}
+
+def _scores(gold: list[int], predicted: list[int]) -> dict[str, float]:
+    """:func:`training.metrics.intent_scores` of class ids, macro-F1 averaged over every class
+    in ``gold`` or ``predicted`` (scikit-learn's default labels)."""
+    return intent_scores(gold, predicted, labels=sorted(set(gold) | set(predicted)))
 
 
 def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrainConfig,
@@ -770,7 +773,6 @@ def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrain
     and the held-out negatives.
     """
     import numpy as np
-    from sklearn.metrics import accuracy_score, f1_score
 
     from bot.classifier import in_scope_argmax
 
@@ -785,8 +787,8 @@ def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrain
         n = len(prepared.validation)
         gold = [labels.index(e.intent) for e in prepared.validation]
         predicted = in_scope_argmax(logits[:n], labels).numpy()
-        metrics = {"validation_accuracy": float(accuracy_score(gold, predicted)),
-                   "validation_macro_f1": float(f1_score(gold, predicted, average="macro"))}
+        scores = _scores(gold, predicted.tolist())
+        metrics = {"validation_accuracy": scores["accuracy"], "validation_macro_f1": scores["macro_f1"]}
         threshold, rates = _calibrate(logits, rows, labels, config.oos_method)
         rates["in_scope_answered_clean_validation"] = float(np.mean(
             (oos_scores(logits[:n], config.oos_method, labels).numpy() <= threshold) & (predicted == np.array(gold))))

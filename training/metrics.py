@@ -1,18 +1,21 @@
 """The scores that decide between versions, one definition each (library code, no hand-written metric).
 
 * :func:`intent_scores`: accuracy and macro-F1 (scikit-learn ``accuracy_score`` and
-  ``f1_score(average="macro")``), used by :mod:`training.intent_eval` and :mod:`training.retrain`;
+  ``f1_score(average="macro")``), used by :mod:`training.intents` (validation),
+  :mod:`training.intent_eval` and :mod:`training.retrain`;
 * :func:`rouge_l`: mean ROUGE-L F1 (Lin 2004, https://aclanthology.org/W04-1013/; ``rouge-score``
   with stemming), used by :mod:`training.reply_eval` and :mod:`training.retrain`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 
-def intent_scores(gold: Sequence[str], guessed: Sequence[str], labels: Sequence[str] | None = None) -> dict[str, float]:
-    """Accuracy and macro-F1 of ``guessed`` intents against ``gold`` (same length, non-empty).
+def intent_scores(gold: Sequence[Hashable], guessed: Sequence[Hashable],
+                  labels: Sequence[Hashable] | None = None) -> dict[str, float]:
+    """Accuracy and macro-F1 of ``guessed`` intents against ``gold`` (same length, non-empty;
+    intent names or class ids).
 
     Args:
         labels: the intents averaged over for macro-F1 (default: those in ``gold``); an intent
