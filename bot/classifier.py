@@ -19,6 +19,7 @@ the best in-scope intent (reviewers see what it would have answered).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 from bot.device import pick_device
 from bot.errors import SupportbotError
@@ -26,7 +27,9 @@ from bot.manifest import IntentManifest, read
 from bot.records import OUT_OF_SCOPE, Prediction
 from bot.text import MAX_CHARS  # characters kept before tokenising (bounds tokenizer time)
 
-OOS_METHODS = ("msp", "energy")
+OosMethod = Literal["msp", "energy"]
+"""The out-of-scope scores (:func:`oos_scores`)."""
+OOS_METHODS: tuple[str, ...] = get_args(OosMethod)
 
 
 def _in_scope_columns(labels: list[str] | None, width: int) -> list[int]:

@@ -40,22 +40,23 @@ import random
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from bot.base_models import resolve
-from bot.classifier import OOS_METHODS, batched_logits, oos_scores
+from bot.classifier import OOS_METHODS, OosMethod, batched_logits, oos_scores
 from bot.device import pick_device
 from bot.errors import SettingError, SupportbotError
 from bot.manifest import IntentManifest, save as save_manifest
 from bot.records import OUT_OF_SCOPE, is_small_talk
-from bot.settings import Settings
+from bot.settings import Settings, option
 from training.artifacts import atomic_dir, new_version_dir
 from training.augment import noisy, with_details
 from training.data import Example, LoadedData, load, split
 from training.metrics import intent_scores
 
 log = logging.getLogger(__name__)
-METHODS = ("finetune", "head")
+Method = Literal["finetune", "head"]
+METHODS: tuple[str, ...] = get_args(Method)
 SMALL_TALK_FILE = Path(__file__).parent / "builtin" / "small_talk.csv"
 """Built-in small-talk examples (greeting, thanks, goodbye, bot, affirm, negate), written for the
 project; ``--no-small-talk`` leaves them out."""
@@ -70,66 +71,52 @@ of training to choose the threshold."""
 
 @dataclass
 class IntentTrainConfig:
-    """Options of ``supportbot train intents``; the data, base encoder (``settings.intent_base``),
-    seed, home and output are arguments of :func:`train_intents`, as of :func:`training.replies.train_replies`.
+    """Options of ``supportbot train intents`` (a field's help text is its ``metadata["help"]``,
+    :func:`bot.settings.option`); the data, base encoder (``settings.intent_base``), seed, home and
+    output are arguments of :func:`train_intents`, as of :func:`training.replies.train_replies`.
 
-    Attributes:
-        method: ``finetune`` or ``head`` (frozen encoder + logistic regression).
-        epochs: maximum training epochs (``finetune``); early stopping may end sooner.
-        lr: peak learning rate of AdamW.
-        batch_size: examples per device per step.
-        max_length: token limit per utterance (training and inference).
-        label_smoothing: label smoothing of the cross-entropy loss. Default 0: it compresses
-            confidences, and the out-of-scope class now does the rejecting.
+    Fields without a command-line option:
         warmup: fraction of steps with linear warm-up.
         weight_decay: AdamW weight decay (not on biases and LayerNorm weights).
-        layer_decay: layer-wise LR decay factor (1.0 = off; 0.8 = each layer below the top
-            gets 0.8x the LR of the one above).
-        head_c: inverse L2 strength ``C`` of the logistic-regression head.
-        patience: epochs without a better validation macro-F1 before stopping.
-        oos_method: ``msp`` or ``energy`` (see :mod:`bot.classifier`).
-        holdout: number of intents left out of training (for the OOS evaluation).
-        background: out-of-scope examples besides the data's own: a built-in data set name
-            (default ``hwu64``), a file, or ``none``.
-        background_rows: at most this many background rows are trained on.
-        small_talk: add the built-in small-talk intents (``smalltalk_*``).
-        augment: probability that a training row is replaced by a noisy copy each time it is
-            drawn (:func:`training.augment.noisy`); 0 = off.
-        details: probability that an in-scope row also gets concrete details (order numbers,
-            goods, dates, amounts: :func:`training.augment.with_details`) each time it is drawn.
-        cv_below: with fewer in-scope rows than this, cross-validate (``cv_folds`` folds) to
-            choose the epochs and the threshold, then train on every row.
-        cv_folds: folds of that cross-validation.
+        cv_folds: folds of the cross-validation of ``cv_below``.
         text_column, intent_column, oos_labels: how to read a user file (see
-            :func:`training.data.load`).
-        test: a test file of the user's (may hold out-of-scope rows); default: the data's own
-            test split.
+            :func:`training.data.load`; on the command line ``--text-column``,
+            ``--intent-column`` and ``--oos-label``, shared with ``data show`` and ``eval intents``).
     """
 
-    method: str = "finetune"
-    epochs: float = 4.0
-    lr: float = 5e-5
-    batch_size: int = 32
-    max_length: int = 64
-    label_smoothing: float = 0.0
+    method: Method = option("finetune", "finetune (LR-initialised head, then full fine-tune) or head "
+                                        "(frozen encoder + LR head)")
+    epochs: float = option(4.0, "maximum epochs (finetune); early stopping may end sooner")
+    lr: float = option(5e-5, "peak learning rate (AdamW, warm-up then linear decay)")
+    batch_size: int = option(32, "examples per step per process")
+    max_length: int = option(64, "tokens per utterance, training and inference (longer ones are truncated)")
+    # Default 0: smoothing compresses confidences, and the out-of-scope class does the rejecting.
+    label_smoothing: float = option(0.0, "label smoothing of the loss")
     warmup: float = 0.1
     weight_decay: float = 0.01
-    layer_decay: float = 1.0
-    head_c: float = 0.1
-    patience: int = 2
-    oos_method: str = "msp"
-    holdout: int = 0
-    background: str = "hwu64"
-    background_rows: int = 1500
-    small_talk: bool = True
-    augment: float = 0.4
-    details: float = 0.3
-    cv_below: int = 1000
+    layer_decay: float = option(1.0, "layer-wise LR decay (1 = off; 0.8: each layer gets 0.8x the LR of "
+                                     "the one above)")
+    head_c: float = option(0.1, "inverse L2 strength of the logistic-regression head (on standardised features)")
+    patience: int = option(2, "early stopping: epochs without better validation macro-F1")
+    oos_method: OosMethod = option("msp", "out-of-scope score: msp (1 - largest in-scope probability) or "
+                                   "energy (-logsumexp of the in-scope logits)")
+    holdout: int = option(0, "leave this many intents out of training (for eval oos)")
+    background: str = option("hwu64", "out-of-scope examples besides the data's own: built-in data set, file, "
+                                      "or none")
+    background_rows: int = option(1500, "at most this many background rows are trained on")
+    small_talk: bool = option(True, "add the built-in small-talk intents (greeting, thanks, goodbye, bot, "
+                                    "affirm, negate)")
+    augment: float = option(0.4, "probability that a training row is drawn as a noisy copy (typos, casing, "
+                                 "...); 0 = off")
+    details: float = option(0.3, "probability that an in-scope row is drawn with concrete details added "
+                                 "(order numbers, goods, dates)")
+    cv_below: int = option(1000, "with fewer in-scope rows, cross-validate to choose epochs and threshold, "
+                                 "then train on all")
     cv_folds: int = 3
     text_column: str | None = None
     intent_column: str | None = None
     oos_labels: list[str] = field(default_factory=list)
-    test: str | None = None
+    test: str | None = option(None, "your own test file (may hold out-of-scope rows): evaluated after training")
 
     def check(self) -> None:
         """Raises SettingError naming the first option out of range."""

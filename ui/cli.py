@@ -23,6 +23,7 @@ from rich.table import Column, Table
 from bot.errors import DataError, SettingError, SupportbotError, one_line
 from bot.settings import ReplyTrainConfig, RetrainConfig, load_settings
 from training.data import DEFAULT_OOS_LABELS, INTENT_COLUMNS, TEXT_COLUMNS
+from training.intents import IntentTrainConfig
 from training.validate import MIN_EXAMPLES, validate
 
 # pretty_exceptions_enable=False: a bug's traceback is printed as Python prints it, not redrawn
@@ -323,49 +324,30 @@ def _register(kind: str, folder: Path) -> str:
 
 
 @train_app.command("intents")
+@config_options(IntentTrainConfig)
 def train_intents_command(
+    config: IntentTrainConfig,
     data: str = typer.Option("bitext", help="built-in data set (bitext, banking77, hwu64) or a CSV/JSONL/nlu.yml file"),
     base: Optional[str] = typer.Option(None, help="sentence encoder: hub id or local path (default settings.intent_base)"),
-    method: str = typer.Option("finetune", help="finetune (LR-initialised head, then full fine-tune) or head (frozen encoder + LR head)"),
-    epochs: float = typer.Option(4.0, help="maximum epochs (finetune); early stopping may end sooner"),
-    lr: float = typer.Option(5e-5, help="peak learning rate (AdamW, warm-up then linear decay)"),
-    batch_size: int = typer.Option(32, help="examples per step per process"),
-    max_length: int = typer.Option(64, help="tokens per utterance (longer ones are truncated)"),
     seed: Optional[int] = typer.Option(None, help="split and training seed"),
     output: Optional[Path] = typer.Option(None, help="version folder to create (default <home>/models/intents/<UTC time>)"),
-    label_smoothing: float = typer.Option(0.0, help="label smoothing of the loss"),
-    layer_decay: float = typer.Option(1.0, help="layer-wise LR decay (1 = off)"),
-    head_c: float = typer.Option(0.1, help="inverse L2 strength of the logistic-regression head (on standardised features)"),
-    patience: int = typer.Option(2, help="early stopping: epochs without better validation macro-F1"),
-    oos_method: str = typer.Option("msp", help="out-of-scope score: msp or energy"),
-    holdout: int = typer.Option(0, help="leave this many intents out of training (for eval oos)"),
-    background: str = typer.Option("hwu64", help="out-of-scope examples besides the data's own: built-in data set, file, or none"),
-    background_rows: int = typer.Option(1500, help="at most this many background rows are trained on"),
-    small_talk: bool = typer.Option(True, help="add the built-in small-talk intents (greeting, thanks, goodbye, bot, affirm, negate)"),
-    augment: float = typer.Option(0.4, help="probability that a training row is drawn as a noisy copy (typos, casing, ...)"),
-    details: float = typer.Option(0.3, help="probability that an in-scope row is drawn with concrete details added (order numbers, goods, dates)"),
-    cv_below: int = typer.Option(1000, help="with fewer in-scope rows, cross-validate to choose epochs and threshold, then train on all"),
-    test: Optional[str] = typer.Option(None, help="your own test file (may hold out-of-scope rows): evaluated after training"),
     text_column: Optional[str] = TEXT_COLUMN,
     intent_column: Optional[str] = INTENT_COLUMN,
     oos_label: list[str] = OOS_LABEL,
     data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
     """Train the intent classifier (runs unchanged under torchrun / accelerate launch)."""
-    from training.intents import IntentTrainConfig, train_intents
+    from training.intents import train_intents
 
     settings = load_settings(intent_base=base, data_dir=data_dir, seed=seed)
-    folder = train_intents(data, settings, IntentTrainConfig(
-        method=method, epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length,
-        label_smoothing=label_smoothing, layer_decay=layer_decay, head_c=head_c,
-        patience=patience, oos_method=oos_method, holdout=holdout, background=background,
-        background_rows=background_rows, small_talk=small_talk, augment=augment, details=details, cv_below=cv_below, test=test,
-        text_column=text_column, intent_column=intent_column, oos_labels=list(oos_label)), output)
-    registered = "not in the registry (--holdout model)" if holdout else _register("intents", folder)
+    config = dataclasses.replace(config, text_column=text_column, intent_column=intent_column,
+                                 oos_labels=list(oos_label))
+    folder = train_intents(data, settings, config, output)
+    registered = "not in the registry (--holdout model)" if config.holdout else _register("intents", folder)
     console.print(f"intent classifier written to {folder}; {registered}", soft_wrap=True)
     _print_manifest_summary(folder)
-    if test:
-        _print_intent_report(folder, data, data_dir, test, text_column, intent_column, oos_label)
+    if config.test:
+        _print_intent_report(folder, data, data_dir, config.test, text_column, intent_column, oos_label)
 
 
 def _print_manifest_summary(folder: Path) -> None:
@@ -425,7 +407,7 @@ def eval_oos_command(
 ) -> None:
     """Out-of-scope detection on whole unseen intents: AUROC and OOS recall at the model's threshold."""
     from training.intent_eval import evaluate_oos
-    from training.intents import IntentTrainConfig, train_intents
+    from training.intents import train_intents
 
     if model is None:
         model = train_intents(data, load_settings(data_dir=data_dir, seed=seed),
