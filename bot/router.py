@@ -54,6 +54,7 @@ from bot.answers import AnswerLibrary, Retrieved, new_facts
 from bot.errors import GenerationFailed
 from bot.guard import echoes_system_prompt, guarded, may_show_partial
 from bot.handoff import Inbox, WorkingHours
+from bot.interfaces import Classifier, Generator, Models
 from bot.placeholders import extract_entities, fill
 from bot.queue import GenerationQueue, Ticket
 from bot.records import Decision, Prediction, Reason, Route, Turn, is_small_talk
@@ -205,11 +206,10 @@ class Router:
     """Composes classifier, generator, placeholder filling and the conversation store.
 
     Args:
-        models: has ``current() -> (classifier, generator)`` (:mod:`bot.models`), asked once at
-            the start of each turn, so a promoted version answers from the next turn on. The
-            classifier has ``predict(texts) -> list[Prediction]``, ``threshold`` and
-            ``version``; the generator has ``stream(history=..., user_text=..., intent=...,
-            max_new_tokens=...)`` yielding text pieces, and ``version``.
+        models: ``current() -> (classifier, generator)`` (:class:`bot.interfaces.Models`, e.g.
+            :mod:`bot.models`), asked once at the start of each turn, so a promoted version
+            answers from the next turn on; the two meet :class:`bot.interfaces.Classifier` and
+            :class:`bot.interfaces.Generator`.
         store: a :class:`bot.store.ConversationStore`.
         profile: company profile (slot name -> value), see :mod:`bot.placeholders`.
         config: routing policy.
@@ -227,7 +227,7 @@ class Router:
         inbox: the agents' side of handoffs (:class:`bot.handoff.Inbox`) on the same store.
     """
 
-    def __init__(self, models, store, profile: dict[str, str], config: RouterConfig, redact: bool = True,
+    def __init__(self, models: Models, store, profile: dict[str, str], config: RouterConfig, redact: bool = True,
                  redact_regions=PHONE_REGIONS, max_chars: int = MAX_CHARS,
                  handoff: HandoffConfig | None = None, hours: WorkingHours | None = None,
                  answers: AnswerLibrary | None = None, answers_config: AnswersConfig | None = None):
@@ -421,7 +421,7 @@ class Router:
         vectors = embed(answers.encoder, [reply, *(r.answer.reply for r in found)])
         return float((vectors[1:] @ vectors[0]).max())
 
-    def _follow_up(self, classifier, previous: Turn | None, text: str, prediction: Prediction,
+    def _follow_up(self, classifier: Classifier, previous: Turn | None, text: str, prediction: Prediction,
                    entities: dict[str, str]) -> tuple[Prediction, str] | None:
         """:func:`follow_up` with the combined prediction (the classifier runs again only for an
         unclear message after an answered turn)."""
@@ -432,7 +432,7 @@ class Router:
         combined = classifier.predict([f"{previous.user_text} {text}"])[0]
         return follow_up(prediction, classifier.threshold, previous, combined, entities)
 
-    def _reply_stream(self, generator, history, text, decision, entities, references=()
+    def _reply_stream(self, generator: Generator, history, text, decision, entities, references=()
                       ) -> Iterator[tuple[str, list[str]]]:
         if decision.route == Route.ANSWER:
             with self.queue.ticket() as ticket:
