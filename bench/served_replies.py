@@ -16,21 +16,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.answers import new_facts  # noqa: E402
+from bot.answers import embed, load_encoder, new_facts  # noqa: E402
 from bot.placeholders import slot_names  # noqa: E402
 from bot.settings import AnswersConfig, load_settings  # noqa: E402
-from training.reply_eval import _embed, _encoder, score  # noqa: E402
+from training.reply_eval import score  # noqa: E402
 
 
 def main() -> None:
     result = json.loads(Path(sys.argv[1]).read_text())
     rows, settings = result["rows"], load_settings()
-    encoder = _encoder(result["embedder"], settings)
+    encoder = load_encoder(result["embedder"], settings.cache)
     floor = AnswersConfig().min_source_similarity
     served, replaced = [], 0
     for row in rows:
         reply, found = row["adapter"], row["retrieved"]
-        far = not found or float((_embed(encoder, found) @ _embed(encoder, [reply])[0]).max()) < floor
+        far = not found or float((embed(encoder, found) @ embed(encoder, [reply])[0]).max()) < floor
         if found and (new_facts(reply, [row["request"], *found]) or far):
             served.append(found[0])
             replaced += 1

@@ -50,7 +50,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
 
-from bot.answers import AnswerLibrary, Retrieved, new_facts
+from bot.answers import AnswerLibrary, Retrieved, embed, new_facts
 from bot.errors import GenerationFailed
 from bot.guard import echoes_system_prompt, guarded, may_show_partial
 from bot.handoff import Inbox, WorkingHours
@@ -416,8 +416,6 @@ class Router:
     @staticmethod
     def _source_similarity(answers, reply: str, found: list[Retrieved]) -> float:
         """Highest cosine similarity of ``reply`` to the retrieved answers' replies."""
-        from bot.answers import embed
-
         vectors = embed(answers.encoder, [reply, *(r.answer.reply for r in found)])
         return float((vectors[1:] @ vectors[0]).max())
 

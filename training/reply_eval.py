@@ -86,21 +86,9 @@ def invented_slots(reply: str, known: set[str]) -> list[str]:
     return [name for name in find_slots(reply) if name not in known]
 
 
-def _encoder(ref: str, settings: Settings):
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(resolve(ref, settings.cache)), device="cpu")
-
-
-def _embed(encoder, texts: list[str]):
-    """``(len(texts), dim)`` float tensor of unit-length embeddings."""
-    return encoder.encode(texts, batch_size=64, convert_to_tensor=True, normalize_embeddings=True,
-                          show_progress_bar=False)
-
-
 def retrieve(encoder, train: list[Example], queries: list[str]) -> list[str]:
     """For each query, the reply of the training example whose text is nearest (cosine)."""
-    nearest = (_embed(encoder, queries) @ _embed(encoder, [e.text for e in train]).T).argmax(dim=1)
+    nearest = (embed(encoder, queries) @ embed(encoder, [e.text for e in train]).T).argmax(axis=1)
     return [clean_reply(train[int(i)].reply or "") for i in nearest]
 
 
@@ -113,14 +101,14 @@ def score(replies: list[str], references: list[str], encoder, known_slots: set[s
     ``[answers] min_source_similarity`` to every answer of the row)."""
     from sacrebleu.metrics import CHRF
 
-    reply_vectors = _embed(encoder, replies)
-    cosine = (reply_vectors * _embed(encoder, references)).sum(dim=1)
+    reply_vectors = embed(encoder, replies)
+    cosine = (reply_vectors * embed(encoder, references)).sum(axis=1)
     invented = [bool(invented_slots(r, known_slots)) for r in replies]
     strays = [bool(new_facts(r, given)) for r, given in zip(replies, sources or [[] for _ in replies])]
     extra = {}
     if answers is not None:
         floor = AnswersConfig().min_source_similarity
-        far = [not found or float((_embed(encoder, found) @ reply_vectors[i]).max()) < floor
+        far = [not found or float((embed(encoder, found) @ reply_vectors[i]).max()) < floor
                for i, found in enumerate(answers)]
         extra["safety_net_rate"] = round(sum(a or b for a, b in zip(strays, far)) / len(replies), 4)
     return {
@@ -235,7 +223,7 @@ def evaluate_replies(adapter: str | Path, settings: Settings, data: str | None =
     manifest, name, train, test = _test_rows(adapter, data, settings, options.limit, options.test)
     references = [clean_reply(e.reply or "") for e in test]
     known = slot_names(clean_reply(e.reply or "") for e in train)
-    encoder = _encoder(options.embedder, settings)
+    encoder = load_encoder(options.embedder, settings.cache)
     replies, seconds = {}, {}
     started = time.perf_counter()
     replies["retrieval"] = retrieve(encoder, train, [e.text for e in test])
