@@ -41,6 +41,10 @@ class BuiltinDataset:
         conversational: intents that are conversation moves (yes, no, thanks, repeat, ...):
             left out when the data set serves as a background set of out-of-scope examples,
             since a shop's bot answers them as small talk.
+        customer_words: a file under ``training/builtin/`` of training rows written for the
+            project in customers' own words (short, informal, indirect, with concrete details),
+            which the publisher's templated rows lack; :func:`training.intents.prepare` adds them
+            to the training and validation rows, never to the test split.
     """
 
     name: str
@@ -49,6 +53,7 @@ class BuiltinDataset:
     test: RemoteFile | None
     columns: dict[str, str]
     conversational: tuple[str, ...] = ()
+    customer_words: str | None = None
 
 
 _BITEXT_URL = (
@@ -76,6 +81,7 @@ BUILTIN: dict[str, BuiltinDataset] = {
         ),
         test=None,
         columns={"text": "instruction", "intent": "intent", "reply": "response"},
+        customer_words="bitext_customer_words.csv",
     ),
     "banking77": BuiltinDataset(
         name="banking77",

@@ -57,7 +57,9 @@ from training.metrics import intent_scores
 log = logging.getLogger(__name__)
 Method = Literal["finetune", "head"]
 METHODS: tuple[str, ...] = get_args(Method)
-SMALL_TALK_FILE = Path(__file__).parent / "builtin" / "small_talk.csv"
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+"""Training rows written for the project (package data)."""
+SMALL_TALK_FILE = BUILTIN_DIR / "small_talk.csv"
 """Built-in small-talk examples (greeting, thanks, goodbye, bot, affirm, negate), written for the
 project; ``--no-small-talk`` leaves them out."""
 NEAR_IN_SCOPE = 0.8
@@ -67,6 +69,9 @@ overlap the background set keeps them in scope."""
 CALIBRATION_SHARE = 0.2
 """Share of background intents (whole intents) and of the data's own out-of-scope rows held out
 of training to choose the threshold."""
+CUSTOMER_WORDS_VALIDATION = 0.25
+"""Share of each intent's rows in customers' words (:attr:`BuiltinDataset.customer_words`) that
+goes to validation, so that the threshold is also chosen on messages as customers write them."""
 
 
 @dataclass
@@ -106,6 +111,8 @@ class IntentTrainConfig:
     background_rows: int = option(1500, "at most this many background rows are trained on")
     small_talk: bool = option(True, "add the built-in small-talk intents (greeting, thanks, goodbye, bot, "
                                     "affirm, negate)")
+    customer_words: bool = option(True, "add the built-in data set's rows written in customers' own words "
+                                        "(bitext has them) to training and validation")
     augment: float = option(0.4, "probability that a training row is drawn as a noisy copy (typos, casing, "
                                  "...); 0 = off")
     details: float = option(0.3, "probability that an in-scope row is drawn with concrete details added "
@@ -238,6 +245,10 @@ def prepare(data: str | LoadedData, config: IntentTrainConfig, settings: Setting
     validation = [e for e in validation if e.intent not in held]
     if config.test:
         test = load(config.test, data_dir=settings.data_dir, home=settings.home, **config.load_options()).examples
+    words_train, words_validation = customer_word_rows(
+        data.name, [i for i in data.intents if i not in held], 0.0 if small else CUSTOMER_WORDS_VALIDATION,
+        rng) if config.customer_words else ([], [])
+    train, validation = train + words_train, validation + words_validation
     extra: list[Example] = []
     if config.small_talk:
         own = {e.intent for e in data.examples}
@@ -259,8 +270,33 @@ def prepare(data: str | LoadedData, config: IntentTrainConfig, settings: Setting
         labels.append(OUT_OF_SCOPE)
     if not small and not validation:
         raise SupportbotError(f"{data.name}: too few rows for a validation split")
-    info.update(own_rows_train=len(oos_train), own_rows_held_out=cut)
+    info.update(own_rows_train=len(oos_train), own_rows_held_out=cut,
+                customer_words_train=len(words_train), customer_words_validation=len(words_validation))
     return Prepared(data.name, data.sha256, train, validation, test, labels, held, extra, negatives, info)
+
+
+def customer_word_rows(name: str, intents: list[str], share: float,
+                       rng: random.Random) -> tuple[list[Example], list[Example]]:
+    """The built-in data set's rows in customers' own words
+    (:attr:`training.datasets.BuiltinDataset.customer_words`), for ``intents`` only, as
+    ``(training rows, validation rows)``: ``share`` of each intent's rows, drawn with ``rng``,
+    go to validation. Both are empty for a user file or a data set without such rows.
+    """
+    from training.datasets import BUILTIN
+
+    dataset = BUILTIN.get(name)
+    if dataset is None or dataset.customer_words is None:
+        return [], []
+    rows = load(str(BUILTIN_DIR / dataset.customer_words)).examples
+    train: list[Example] = []
+    validation: list[Example] = []
+    for intent in sorted(set(intents)):
+        mine = [e for e in rows if e.intent == intent]
+        rng.shuffle(mine)
+        cut = round(len(mine) * share)
+        validation += mine[:cut]
+        train += mine[cut:]
+    return train, validation
 
 
 def background_rows(config: IntentTrainConfig, settings: Settings, train: list[Example], encoder,
