@@ -2,7 +2,10 @@
 
     python bench/intent_realistic.py MODEL [MODEL ...] [--data bitext] [--json out.json]
 
-For each model folder (``models/intents/<version>``) it prints, at the model's own threshold:
+For each model folder (``models/intents/<version>``) it prints, at the model's own threshold and
+with the router's policy (:func:`bot.router.decide`, default settings, first message of a
+conversation: a message is rejected when it would be asked to rephrase or get the out-of-scope
+fallback):
 
 * realistic in-scope requests (``data/realistic_requests.csv`` = the development set, and
   ``data/realistic_requests_holdout.csv``, written separately and not tuned on): share answered
@@ -28,7 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bot.classifier import IntentClassifier  # noqa: E402
-from bot.records import OUT_OF_SCOPE, is_small_talk  # noqa: E402
+from bot.records import FALLBACK_ROUTES, OUT_OF_SCOPE, is_small_talk  # noqa: E402
+from bot.router import decide  # noqa: E402
+from bot.settings import RouterConfig  # noqa: E402
+from bot.text import normalise  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 from training.data import load  # noqa: E402
 from training.intent_eval import test_rows  # noqa: E402
@@ -37,8 +43,10 @@ SETS = {"dev": ROOT / "data" / "realistic_requests.csv", "holdout": ROOT / "data
 
 
 def outcomes(classifier: IntentClassifier, texts: list[str]) -> list[str]:
-    """The intent each text is answered with, or ``out_of_scope`` when it is rejected."""
-    return [OUT_OF_SCOPE if classifier.is_out_of_scope(p) else p.intent for p in classifier.predict(texts)]
+    """The intent each text is answered with, or ``out_of_scope`` when the router would reject it."""
+    config, predictions = RouterConfig(), classifier.predict(texts)
+    routes = [decide(normalise(t).text, p, classifier.threshold, 0, config).route for t, p in zip(texts, predictions)]
+    return [OUT_OF_SCOPE if r in FALLBACK_ROUTES else p.intent for r, p in zip(routes, predictions)]
 
 
 def share(hits: list[bool]) -> float:

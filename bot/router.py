@@ -118,6 +118,12 @@ def _listing(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
+SMALL_TALK_MAJORITY = 0.5
+"""A small-talk intent with more probability than all other classes together (out-of-scope class
+included) gets its small-talk reply even above the out-of-scope threshold: a greeting or a thanks
+is never asked to rephrase, and a wrong small-talk reply costs less than a rephrase."""
+
+
 def decide(
     text: str,
     prediction: Prediction | None,
@@ -149,6 +155,9 @@ def decide(
     if score > threshold and prediction.oos_class:
         return decision(Route.FALLBACK, Reason.OUT_OF_SCOPE_CLASS,
                         f"out of scope: the out-of-scope class wins (score {score:.3f} > {threshold:.3f})")
+    if is_small_talk(intent) and prediction.confidence > SMALL_TALK_MAJORITY:
+        return decision(Route.SMALLTALK, Reason.SMALL_TALK,
+                        f"small talk '{intent}' with confidence {prediction.confidence:.2f}")
     if score > threshold:
         if fallbacks_in_a_row + 1 >= config.rephrase_limit:
             return decision(Route.HANDOFF, Reason.OUT_OF_SCOPE_AGAIN,

@@ -19,10 +19,10 @@ def main() -> None:
     parser.add_argument("--dialog", action="store_true", help="all messages in one conversation, in order")
     args = parser.parse_args()
     router = load_router(load_settings())
-    conversation = router.store.new_conversation()
+    conversation = router.new_conversation()
     for text in args.messages:
         if not args.dialog:
-            conversation = router.store.new_conversation()
+            conversation = router.new_conversation()
         turn = list(router.respond(conversation, text))[-1].turn
         p, d = turn.prediction, turn.decision
         print(f"### customer: {text}\nroute={d.route} ({d.reason}); intent={p.intent if p else None} "

@@ -28,6 +28,10 @@ def predict(intent="track_order", oos=0.1, confidence=0.9):
      "intent 'newsletter_subscription' has a fixed reply"),
     ("hi", predict("smalltalk_greeting"), 1, "smalltalk", "small talk 'smalltalk_greeting' with confidence 0.90"),
     ("thanks!", predict("smalltalk_thanks"), 5, "smalltalk", "small talk 'smalltalk_thanks' with confidence 0.90"),
+    ("good morning", predict("smalltalk_greeting", oos=0.6, confidence=0.55), 0, "smalltalk",
+     "small talk 'smalltalk_greeting' with confidence 0.55"),
+    ("wheres my stuff", predict("smalltalk_thanks", oos=0.7, confidence=0.3), 0, "rephrase",
+     "out of scope: score 0.700 > threshold 0.500"),
     ("what's the weather", Prediction("track_order", 0.01, [], 0.99, oos_class=True), 1, "fallback",
      "out of scope: the out-of-scope class wins (score 0.990 > 0.500)"),
 ])
