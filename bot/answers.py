@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.errors import SupportbotError
+from bot.placeholders import SLOT
 from bot.records import OUT_OF_SCOPE, AnswerRef
 from bot.settings import AnswersConfig
 
@@ -153,13 +154,16 @@ class AnswerIndex:
 
 def base_answers(pairs: Iterable[tuple[str, str, str]], per_intent: int) -> list[Answer]:
     """Training answers ``t0, t1, ...`` from ``(request, intent, reply)`` triples: the first
-    ``per_intent`` of each intent, skipping repeated replies."""
+    ``per_intent`` of each intent, skipping repeated replies and replies with
+    :func:`specific_facts` (a training reply's order number or price belongs to its own
+    request, or was invented by the data set's authors: shown to another customer it is wrong).
+    Reviewers' and team answers are kept as written."""
     kept: list[Answer] = []
     counts: dict[str, int] = defaultdict(int)
     seen: set[tuple[str, str]] = set()
     for request, intent, reply in pairs:
         reply = reply.strip()
-        if not reply or counts[intent] >= per_intent or (intent, reply) in seen:
+        if not reply or counts[intent] >= per_intent or (intent, reply) in seen or specific_facts(reply):
             continue
         seen.add((intent, reply))
         counts[intent] += 1
@@ -269,6 +273,14 @@ def facts(text: str) -> set[str]:
     """Checkable facts of a text: URLs, e-mail addresses and numbers (trailing punctuation
     dropped), e.g. ``"call 555-0100 or see https://x.io."`` -> ``{"555-0100", "https://x.io"}``."""
     return {match.rstrip(".,;:!?)") for match in _FACT.findall(text)}
+
+
+def specific_facts(reply: str) -> set[str]:
+    """Facts of ``reply`` (:func:`facts`, ``{{Slot}}`` placeholders left out) that name one
+    case: URLs, e-mail addresses and numbers with a run of three or more digits (``"order
+    00004587345"``, ``"$1,499"``); step numbers, small counts and spans ("2", "14", "24/7") are not."""
+    return {fact for fact in facts(SLOT.sub(" ", reply))
+            if not fact[0].isdigit() or max(len(run) for run in re.findall(r"\d+", fact)) >= 3}
 
 
 def new_facts(reply: str, sources: Iterable[str]) -> set[str]:

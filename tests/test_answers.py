@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from bot.answers import AnswerIndex, AnswerLibrary, Answer, base_answers, facts, live_answers, new_facts, read_base
+from bot.answers import (AnswerIndex, AnswerLibrary, Answer, base_answers, facts, live_answers, new_facts, read_base,
+                         specific_facts)
 from bot.models import FixedModels
 from bot.placeholders import load_profile
 from bot.records import Decision, Prediction, Reason, Route
@@ -118,6 +119,13 @@ def test_training_answers_are_capped_per_intent_without_repeats():
     assert [(a.id, a.intent, a.reply, a.request) for a in kept] == [
         ("t0", "a", "same", "q1"), ("t1", "a", "other", "q3"), ("t2", "b", "b", "q5")]
     assert kept[0].source == "training" and kept[0].review_id is None
+
+
+def test_training_replies_naming_one_case_are_not_answers():
+    rows = [("cancel order 370795561790", "c", "Order 370795561790 is cancelled."), ("q", "c", "It costs $1,499."),
+            ("q2", "c", "Mail help@shop.example."), ("q3", "c", "1. Open {{Order History}} 2. Press cancel. We are here 24/7.")]
+    assert [a.reply for a in base_answers(rows, per_intent=5)] == [rows[3][2]]
+    assert specific_facts("see www.shop.example, within 14 days") == {"www.shop.example"}
 
 
 def _answered_turn(store, text="please refund my order 9"):
