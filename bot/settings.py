@@ -317,6 +317,11 @@ LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 """Attention and MLP projections of Llama-family models (SmolLM2): the default LoRA targets."""
 
 
+CPU_REPLY_MINUTES_WITH_REFERENCES = 4.0
+"""The reply adapter's training budget on a CPU (the demo's first run: classifier ~7 min + this +
+loading and the answer store, within 13 minutes on 2 cores)."""
+
+
 @dataclass
 class ReplyTrainConfig:
     """Hyper-parameters of one fine-tuning run (``supportbot train replies``; each field's help
@@ -347,8 +352,9 @@ class ReplyTrainConfig:
     validation_examples: int = 32
     merge: bool = option(False, "also write merged/: the base model with the adapter folded in")
     max_minutes: float | None = option(None, "wall-clock budget in minutes; training stops after the step that "
-                                              "crosses it (default: none on GPU; on CPU 4.5 with references, the "
-                                              "demo's budget, else 10; 0 = none)")
+                                              "crosses it (default: none on GPU; on CPU "
+                                              f"{CPU_REPLY_MINUTES_WITH_REFERENCES:g} with references, the demo's "
+                                              "budget, else 10; 0 = none)")
     draft_replies: int | None = option(None, "per intent, the model's own replies to this many training requests "
                                               "seed speculative decoding (drafts.json; default: 0 with references, "
                                               "whose prompt drafts instead; else 2 on CPU, 4 on GPU; 0 = training "
@@ -362,7 +368,8 @@ class ReplyTrainConfig:
         rag, cpu = self.references > 0, not device.is_gpu
         steps = self.max_steps if self.max_steps is not None else (40 if cpu else -1)
         batch = self.batch_size or (16 if not cpu else 4 if rag else 8)
-        minutes = self.max_minutes if self.max_minutes is not None else ((4.5 if rag else 10.0) if cpu else None)
+        cpu_minutes = CPU_REPLY_MINUTES_WITH_REFERENCES if rag else 10.0
+        minutes = self.max_minutes if self.max_minutes is not None else (cpu_minutes if cpu else None)
         drafts = self.draft_replies if self.draft_replies is not None else (0 if rag else 2 if cpu else 4)
         examples = self.max_train_examples
         if examples is None and cpu and steps > 0:

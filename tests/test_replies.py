@@ -12,7 +12,7 @@ from bot.errors import SupportbotError
 from bot.generation import ReplyGenerator, ServingOptions
 from bot.placeholders import slot_names
 from bot.prompting import build_messages
-from bot.settings import load_settings
+from bot.settings import CPU_REPLY_MINUTES_WITH_REFERENCES, load_settings
 from training.data import Example
 from training.reply_data import IGNORE_INDEX, clean_reply, encode, with_replies
 from training.reply_eval import EvalOptions, evaluate_replies, invented_slots, retrieve, score
@@ -147,7 +147,7 @@ def test_cpu_defaults_bound_the_demo_and_gpu_defaults_do_not():
     cpu = ReplyTrainConfig().for_device(Device("cpu", "float32"))
     gpu = ReplyTrainConfig().for_device(Device("cuda", "bfloat16"))
     plain = ReplyTrainConfig(references=0).for_device(Device("cpu", "float32"))
-    assert (cpu.max_steps, cpu.batch_size, cpu.max_minutes, cpu.draft_replies, cpu.max_train_examples) == (40, 4, 4.5, 0, 160)
+    assert (cpu.max_steps, cpu.batch_size, cpu.max_minutes, cpu.draft_replies, cpu.max_train_examples) == (40, 4, CPU_REPLY_MINUTES_WITH_REFERENCES, 0, 160)
     assert (plain.max_steps, plain.batch_size, plain.max_minutes, plain.draft_replies) == (40, 8, 10.0, 2)
     assert (gpu.max_steps, gpu.batch_size, gpu.max_minutes, gpu.draft_replies, gpu.max_train_examples) == (-1, 16, None, 0, None)
     assert ReplyTrainConfig(max_steps=0, max_minutes=0).for_device(Device("cpu", "float32")).max_minutes is None
