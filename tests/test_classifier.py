@@ -98,25 +98,29 @@ def test_oos_scores_msp_and_energy():
         oos_scores(logits, "maha")
 
 
-def test_threshold_maximises_balanced_accuracy_in_the_middle_of_the_best_gap():
+def test_threshold_maximises_weighted_accuracy_in_the_middle_of_the_best_gap():
     import numpy as np
 
     inside = np.array([0.1, 0.2, 0.3, 0.4])
     outside = np.array([0.8, 0.9, 0.95])
     threshold, rates = choose_threshold(inside, np.ones(4, bool), outside)
     assert math.isclose(threshold, 0.6) and rates == {"in_scope_answered": 1.0, "oos_rejected": 1.0,
-                                                      "balanced_accuracy": 1.0}
+                                                      "balanced_accuracy": 1.0, "weighted_accuracy": 1.0}
     # a wrong top intent is never "answered right", whatever the threshold
     threshold, rates = choose_threshold(inside, np.array([True, True, True, False]), outside)
     assert rates["in_scope_answered"] == 0.75 and rates["oos_rejected"] == 1.0
-    # overlap: the objective trades one side against the other
+    # overlap: the objective trades one side against the other, out of scope counting oos_weight times
     rng = np.random.default_rng(0)
     inside, outside = rng.normal(0, 1, 500), rng.normal(2, 1, 500)
-    threshold, rates = choose_threshold(inside, np.ones(500, bool), outside)
-    assert 0.6 < threshold < 1.4 and rates["balanced_accuracy"] > 0.8
-    for other in (threshold - 0.3, threshold + 0.3):
-        worse = (np.mean(inside <= other) + np.mean(outside > other)) / 2
-        assert worse <= rates["balanced_accuracy"] + 1e-9
+    for weight in (1.0, IntentTrainConfig().oos_weight):
+        threshold, rates = choose_threshold(inside, np.ones(500, bool), outside, oos_weight=weight)
+        assert rates["weighted_accuracy"] > 0.8
+        for other in (threshold - 0.3, threshold + 0.3):
+            worse = (np.mean(inside <= other) + weight * np.mean(outside > other)) / (1 + weight)
+            assert worse <= rates["weighted_accuracy"] + 1e-9
+    balanced, _ = choose_threshold(inside, np.ones(500, bool), outside, oos_weight=1.0)
+    weighted, rates = choose_threshold(inside, np.ones(500, bool), outside, IntentTrainConfig().oos_weight)
+    assert 0.6 < balanced < 1.4 and weighted < balanced and rates["oos_rejected"] > np.mean(outside > balanced)
     # no negatives: nothing in scope is rejected
     assert choose_threshold(inside, np.ones(500, bool), [])[0] == inside.max()
 

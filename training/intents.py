@@ -22,8 +22,8 @@ set (default: HWU64's personal-assistant requests, ``--background``), minus back
 lie close to an in-scope utterance. Training rows get noisy copies on the fly
 (:mod:`training.augment`). The out-of-scope score is ``1 -`` the largest in-scope probability
 (the ``out_of_scope`` class's mass counts against it), and its threshold is chosen to maximise
-balanced accuracy between in-scope validation rows answered with the right intent (clean and
-noisy copies) and held-out negatives (background intents never trained on, and a share of the
+cost-weighted accuracy (``--oos-weight``) between in-scope validation rows answered with the
+right intent (clean and noisy copies) and held-out negatives (background intents never trained on, and a share of the
 data's own out-of-scope rows); see :func:`choose_threshold`. Small data (fewer than
 ``cv_below`` in-scope rows) is cross-validated to choose the epochs and the threshold, then
 trained on everything.
@@ -106,6 +106,8 @@ class IntentTrainConfig:
                                      "the one above)")
     head_c: float = option(0.1, "inverse L2 strength of the logistic-regression head (on standardised features)")
     patience: int = option(2, "early stopping: epochs without better validation macro-F1")
+    oos_weight: float = option(2.0, "threshold objective: a wrongly answered out-of-scope message counts this "
+                                    "many times a wrongly rejected in-scope one (1 = balanced accuracy)")
     oos_method: OosMethod = option("msp", "out-of-scope score: msp (1 - largest in-scope probability) or "
                                    "energy (-logsumexp of the in-scope logits)")
     holdout: int = option(0, "leave this many intents out of training (for eval oos)")
@@ -146,6 +148,7 @@ class IntentTrainConfig:
             (0 <= self.augment <= 1, "augment", "must be in [0, 1]"),
             (0 <= self.details <= 1, "details", "must be in [0, 1]"),
             (self.cv_folds >= 2, "cv_folds", "must be >= 2"),
+            (self.oos_weight > 0, "oos_weight", "must be > 0"),
         ]
         for ok, name, problem in rules:
             if not ok:
@@ -464,14 +467,18 @@ def fit_head(model, tokenizer, examples: list[Example], max_length: int, c: floa
         model.classifier.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
 
 
-def choose_threshold(in_scope_scores, in_scope_right, negative_scores) -> tuple[float, dict[str, float]]:
-    """The out-of-scope threshold that maximises balanced accuracy on held-out rows.
+def choose_threshold(in_scope_scores, in_scope_right, negative_scores,
+                     oos_weight: float = 1.0) -> tuple[float, dict[str, float]]:
+    """The out-of-scope threshold that maximises cost-weighted accuracy on held-out rows.
 
-    An utterance is out of scope when its score is ``> threshold``. The objective is the mean
-    of (a) the share of in-scope rows answered with the right intent (right intent and score
-    ``<= threshold``) and (b) the share of out-of-scope rows rejected (score ``> threshold``):
-    balanced accuracy, i.e. Youden's J statistic plus one, halved (Youden 1950), with the
-    classifier's own mistakes counted against (a). Among equally good thresholds the middle of
+    An utterance is out of scope when its score is ``> threshold``. The objective is
+    ``(a + w * b) / (1 + w)`` of (a) the share of in-scope rows answered with the right intent
+    (right intent and score ``<= threshold``) and (b) the share of out-of-scope rows rejected
+    (score ``> threshold``), ``w`` = ``oos_weight`` (:attr:`IntentTrainConfig.oos_weight`): the
+    Bayes decision rule with unequal misclassification costs (Elkan 2001, "The Foundations of
+    Cost-Sensitive Learning"); with ``w = 1`` it is balanced accuracy, i.e. Youden's J statistic
+    plus one, halved (Youden 1950). The
+    classifier's own mistakes count against (a). Among equally good thresholds the middle of
     the widest best interval is taken, so that neither side sits on its edge. Without negatives
     the largest in-scope score is taken (nothing in scope rejected).
 
@@ -481,8 +488,8 @@ def choose_threshold(in_scope_scores, in_scope_right, negative_scores) -> tuple[
         negative_scores: float array ``[m]`` of out-of-scope rows' scores (may be empty).
 
     Returns:
-        ``(threshold, rates)``; ``rates`` holds ``in_scope_answered`` (a), ``oos_rejected`` (b)
-        and ``balanced_accuracy``.
+        ``(threshold, rates)``; ``rates`` holds ``in_scope_answered`` (a), ``oos_rejected`` (b),
+        ``balanced_accuracy`` and ``weighted_accuracy`` (the objective).
     """
     import numpy as np
 
@@ -495,7 +502,7 @@ def choose_threshold(in_scope_scores, in_scope_right, negative_scores) -> tuple[
         candidates = np.unique(np.concatenate([ins, neg, [-np.inf]]))
         answered = ((ins[None, :] <= candidates[:, None]) & right[None, :]).mean(axis=1) if len(ins) else 0.0
         rejected = (neg[None, :] > candidates[:, None]).mean(axis=1)
-        objective = np.round((answered + rejected) / 2, 9)
+        objective = np.round((answered + oos_weight * rejected) / (1 + oos_weight), 9)
         best = np.flatnonzero(objective == objective.max())
         runs = np.split(best, np.flatnonzero(np.diff(best) != 1) + 1)
         widths = [candidates[min(r[-1] + 1, len(candidates) - 1)] - candidates[r[0]] for r in runs]
@@ -510,6 +517,7 @@ def choose_threshold(in_scope_scores, in_scope_right, negative_scores) -> tuple[
         "oos_rejected": float(np.mean(neg > threshold)) if len(neg) else 0.0,
     }
     rates["balanced_accuracy"] = (rates["in_scope_answered"] + rates["oos_rejected"]) / 2
+    rates["weighted_accuracy"] = (rates["in_scope_answered"] + oos_weight * rates["oos_rejected"]) / (1 + oos_weight)
     return threshold, rates
 
 
@@ -579,7 +587,7 @@ def cross_validate(config: IntentTrainConfig, prepared: Prepared, settings: Sett
 
     Each fold trains up to ``config.epochs`` epochs and scores its held-out rows and the
     held-out background negatives after every epoch. The epoch count whose pooled out-of-fold
-    scores give the best balanced accuracy (:func:`choose_threshold`) wins; its threshold is
+    scores give the best weighted accuracy (:func:`choose_threshold`) wins; its threshold is
     the version's.
 
     Returns:
@@ -615,27 +623,29 @@ def cross_validate(config: IntentTrainConfig, prepared: Prepared, settings: Sett
     for epoch, parts in sorted(per_epoch.items()):
         rows = [e for held_rows, _ in parts for e in held_rows]
         logits = torch.cat([fold_logits for _, fold_logits in parts])
-        threshold, rates = _calibrate(logits, rows, prepared.labels, config.oos_method)
+        threshold, rates = _calibrate(logits, rows, prepared.labels, config)
         fold_log.append({"epochs": epoch, **rates})
-        if best is None or rates["balanced_accuracy"] > best[2]["balanced_accuracy"] + 1e-9:
+        if best is None or rates["weighted_accuracy"] > best[2]["weighted_accuracy"] + 1e-9:
             best = (epoch, threshold, rates)
     epoch, threshold, rates = best
     return {"threshold": threshold, "rates": rates, "folds": fold_log,
-            "objective": "balanced accuracy of out-of-fold rows"}, float(max(epoch, 1) if config.method == "finetune" else config.epochs)
+            "objective": f"weighted accuracy (out of scope x{config.oos_weight:g}) of out-of-fold rows"}, float(max(epoch, 1) if config.method == "finetune" else config.epochs)
 
 
-def _calibrate(logits, rows: list[Example], labels: list[str], method: str) -> tuple[float, dict[str, float]]:
+def _calibrate(logits, rows: list[Example], labels: list[str],
+               config: IntentTrainConfig) -> tuple[float, dict[str, float]]:
     """:func:`choose_threshold` for ``logits`` ``[n, len(labels)]`` of ``rows`` (in-scope and
     small-talk rows against out-of-scope rows)."""
     import numpy as np
 
     from bot.classifier import in_scope_argmax
 
-    scores = oos_scores(logits, method, labels).numpy()
+    scores = oos_scores(logits, config.oos_method, labels).numpy()
     best = in_scope_argmax(logits, labels).numpy()
     gold = np.array([labels.index(e.intent) if e.intent in labels else -1 for e in rows])
     negative = np.array([e.intent == OUT_OF_SCOPE for e in rows])
-    return choose_threshold(scores[~negative], best[~negative] == gold[~negative], scores[negative])
+    return choose_threshold(scores[~negative], best[~negative] == gold[~negative], scores[negative],
+                            config.oos_weight)
 
 
 def training_args(config: IntentTrainConfig, settings: Settings):
@@ -816,12 +826,12 @@ def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrain
         predicted = in_scope_argmax(logits[:n], labels).numpy()
         scores = _scores(gold, predicted.tolist())
         metrics = {"validation_accuracy": scores["accuracy"], "validation_macro_f1": scores["macro_f1"]}
-        threshold, rates = _calibrate(logits, rows, labels, config.oos_method)
+        threshold, rates = _calibrate(logits, rows, labels, config)
         rates["in_scope_answered_clean_validation"] = float(np.mean(
             (oos_scores(logits[:n], config.oos_method, labels).numpy() <= threshold) & (predicted == np.array(gold))))
-        objective = ("balanced accuracy: in-scope validation rows (clean + one noisy copy each, with details at "
-                     f"rate {config.details}) answered with "
-                     "the right intent, and held-out out-of-scope rows rejected")
+        objective = (f"weighted accuracy (out of scope x{config.oos_weight:g}): in-scope validation rows (clean + one "
+                     f"noisy copy each, with details at rate {config.details}) answered with the right intent, "
+                     "and held-out out-of-scope rows rejected")
         counts = {"in_scope_rows": 2 * n, "negative_rows": len(prepared.negatives)}
     else:
         threshold, rates, objective = calibration["threshold"], calibration["rates"], calibration["objective"]
