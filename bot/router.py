@@ -335,7 +335,9 @@ class Router:
         if decision.route == Route.ANSWER and self.answers is not None:
             answers = self.answers.for_version(generator.version)
         if answers is not None:  # bot/answers.py: retrieve approved answers, then the safety net
-            found = answers.search(decision.intent, text)
+            # a follow-up decided with the previous message is looked up with it too ("yes", "order 4471")
+            query = f"{known.previous.user_text} {text}" if decision.context and known.previous else text
+            found = answers.search(decision.intent, query)
             decision, approved = self._answer_plan(decision, found)
         sources = [r.answer.reply for r in found] + [text, *(part for pair in known.history for part in pair),
                                                      *self.profile.values()]

@@ -57,7 +57,8 @@ class Classifier:
     def predict(self, texts):
         out = []
         for text in texts:
-            intent = next((i for i, verb in INTENTS.items() if verb in text), "track")
+            intent = next((i for i, verb in INTENTS.items() if verb in text),
+                          "smalltalk_affirm" if text == "yes" else "track")
             out.append(Prediction(intent, 0.99, [(intent, 0.99)], 0.01))
         return out
 
@@ -207,6 +208,19 @@ def test_a_near_identical_request_gets_the_approved_answer_without_generation(tm
     stored = router.store.turn(turn.id)
     assert stored.retrieved == turn.retrieved and stored.answers_version == turn.answers_version
     assert turn.answers_version.startswith("rag+r0.a0")
+
+
+def test_a_follow_up_decided_with_the_previous_message_retrieves_with_it(tmp_path, rag_version, tiny_encoder_dir):
+    router = make_router(tmp_path, rag_version, tiny_encoder_dir, Generator(), min_score=-1, min_source_similarity=-1)
+    conversation = router.new_conversation()
+    respond(router, conversation, "please cancel my order 3")
+    turn = respond(router, conversation, "yes")
+    assert turn.decision.intent == "cancel" and turn.decision.context
+    library = router.answers.for_version("rag")
+    alone = library.search("cancel", "yes")[0].score
+    together = library.search("cancel", "please cancel my order 3 yes")[0]
+    assert turn.retrieved[0].id == together.answer.id and turn.retrieved[0].score == pytest.approx(together.score, abs=1e-4)
+    assert together.score > alone
 
 
 def test_generation_gets_the_retrieved_answers_and_the_turn_records_them(tmp_path, rag_version, tiny_encoder_dir):
