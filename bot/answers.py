@@ -204,12 +204,16 @@ def read_base(folder: Path) -> AnswerIndex | None:
 def live_answers(store) -> list[Answer]:
     """Reviewed replies in effect (``r<review id>``; intent not out of scope) and team answers
     (``a<id>``) of a :class:`bot.store.ConversationStore`."""
-    from bot.reviews import ReviewLog
+    return _live(*store.live_answer_rows()[1:])
 
-    reviewed = [Answer(f"r{c.review_id}", c.reply_intent, c.reply, c.text) for c in ReviewLog(store).corrections()
+
+def _live(settled: Iterable[dict], team: Iterable[dict]) -> list[Answer]:
+    """:func:`live_answers` from the store's settled reviews and team answer rows."""
+    from bot.reviews import correction
+
+    reviewed = [Answer(f"r{c.review_id}", c.reply_intent, c.reply, c.text) for c in map(correction, settled)
                 if c.reply and c.reply_intent and c.reply_intent != OUT_OF_SCOPE]
-    team = [Answer(f"a{row['id']}", row["intent"], row["reply"], row["request"]) for row in store.team_answers()]
-    return reviewed + team
+    return reviewed + [Answer(f"a{row['id']}", row["intent"], row["reply"], row["request"]) for row in team]
 
 
 class AnswerStore:
@@ -235,16 +239,23 @@ class AnswerStore:
         """``<replies version>+<live version>`` (see :meth:`bot.store.ConversationStore.answers_version`)."""
         return f"{self.name}+{self._live_version}" if self._live_version else self.name
 
-    def refresh(self) -> None:
-        """Reload the live answers when the conversation store's answers version changed (one
-        small query otherwise); new texts are embedded, known ones come from a cache."""
+    def refresh(self, live_version: str | None = None) -> None:
+        """Reload the live answers (one store call, :meth:`bot.store.ConversationStore.live_answer_rows`)
+        when the conversation store's answers version changed; new texts are embedded, known ones
+        come from a cache.
+
+        Args:
+            live_version: the store's :meth:`~bot.store.ConversationStore.answers_version` as the
+                caller read it (the router: :attr:`bot.store.TurnContext.answers_version`); None:
+                read it here (one small query).
+        """
         if self.store is None:
             return
-        version = self.store.answers_version()
-        if version == self._live_version:
+        if (live_version or self.store.answers_version()) == self._live_version:
             return
         with self._lock:
-            answers = live_answers(self.store)
+            version, settled, team = self.store.live_answer_rows()
+            answers = _live(settled, team)
             new = [a.key for a in answers if a.key not in self._cache]
             for text, vector in zip(new, embed(self.encoder, new)):
                 self._cache[text] = vector
@@ -256,10 +267,12 @@ class AnswerStore:
         self.refresh()
         return self.base.answers + self._live.answers
 
-    def search(self, intent: str, text: str, k: int | None = None) -> list[Retrieved]:
+    def search(self, intent: str, text: str, k: int | None = None, live_version: str | None = None
+               ) -> list[Retrieved]:
         """The ``k`` (default :attr:`k`) answers of ``intent`` most similar to ``text``, best first
-        (live and training answers together; a live answer wins a tie)."""
-        self.refresh()
+        (live and training answers together; a live answer wins a tie); ``live_version`` as in
+        :meth:`refresh`."""
+        self.refresh(live_version)
         query = embed(self.encoder, [text])[0]
         k = self.k if k is None else k
         found = self._live.search(query, intent, k) + self.base.search(query, intent, k)

@@ -151,10 +151,12 @@ class ReviewLog:
         learned from without a correction, and fallback or handoff messages are never learned
         as replies.
         """
-        return [_correction(row) for row in self.store.settled_reviews()]
+        return [correction(row) for row in self.store.settled_reviews()]
 
 
-def _correction(row: dict[str, Any]) -> Correction:
+def correction(row: dict[str, Any]) -> Correction:
+    """The :class:`Correction` of one :meth:`bot.store.ConversationStore.settled_reviews` row
+    (see :meth:`ReviewLog.corrections`)."""
     approved = row["action"] == "approve"
     answered = row["route"] in (Route.ANSWER, Route.TEMPLATE)
     predicted = (row["intent"] if row["route"] in CLASSIFIED_ROUTES

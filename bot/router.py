@@ -7,7 +7,9 @@ One call of :meth:`Router.respond` handles one customer message:
 1. the turn is written to the store as *incomplete* before any model runs (a crash leaves it so),
    and what the turn needs of the conversation is read in one call
    (:meth:`bot.store.ConversationStore.turn_context`: open handoff, fallbacks in a row, previous
-   turn, history); no other store read happens until the turn is finished;
+   turn, history, answers version); no other store read happens until the turn is finished,
+   but one (:meth:`bot.store.ConversationStore.live_answer_rows`) when an answered turn finds
+   that an approved answer was added or withdrawn since the answer store last loaded;
 2. the classifier predicts the intent (:class:`bot.records.Prediction`);
 3. :func:`decide` picks a route, with its reason: ``answer`` (generate), ``template`` (a fixed
    reply from config), ``smalltalk`` (greeting, thanks, "are you a bot?", ...: a configured
@@ -307,7 +309,7 @@ class Router:
         text = normal.text
         stored, redacted = self._stored(text)
         turn = self.store.start_turn(conversation_id, stored, normal.changes, redacted)
-        known = self.store.turn_context(conversation_id, self.config.history_turns)  # the turn's only read
+        known = self.store.turn_context(conversation_id, self.config.history_turns)  # the turn's one read
         classifier, generator = self.models.current()
         prediction = classifier.predict([text])[0] if text.strip() else None
         entities = extract_entities(text)
@@ -337,7 +339,7 @@ class Router:
         if answers is not None:  # bot/answers.py: retrieve approved answers, then the safety net
             # a follow-up decided with the previous message is looked up with it too ("yes", "order 4471")
             query = f"{known.previous.user_text} {text}" if decision.context and known.previous else text
-            found = answers.search(decision.intent, query)
+            found = answers.search(decision.intent, query, live_version=known.answers_version)
             decision, approved = self._answer_plan(decision, found)
         sources = [r.answer.reply for r in found] + [text, *(part for pair in known.history for part in pair),
                                                      *self.profile.values()]

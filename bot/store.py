@@ -249,12 +249,15 @@ class TurnContext:
         previous: the last completed turn, or None.
         history: the last completed exchanges with a customer text and a reply, oldest first,
             as ``(customer text, reply)`` pairs (the generator's context).
+        answers_version: :meth:`ConversationStore.answers_version` (the answer store reloads its
+            live answers only when it changed, :meth:`bot.answers.AnswerStore.search`).
     """
 
     handoff: Handoff | None
     fallbacks_in_a_row: int
     previous: Turn | None
     history: list[tuple[str, str]]
+    answers_version: str
 
 
 @dataclass(frozen=True)
@@ -660,7 +663,8 @@ class ConversationStore:
         exchanges = self._turns(f"{done} AND user_text != '' AND reply != ''", [conversation_id], "idx DESC",
                                 history_turns) if history_turns > 0 else []
         return TurnContext(self.open_handoff(conversation_id), fallbacks, previous[0] if previous else None,
-                           [(turn.user_text, turn.reply or "") for turn in reversed(exchanges)])
+                           [(turn.user_text, turn.reply or "") for turn in reversed(exchanges)],
+                           self.answers_version())
 
     # -- turns -------------------------------------------------------------------------------
 
@@ -894,6 +898,11 @@ class ConversationStore:
         reviews, answers = self.db.execute(
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM reviews), (SELECT COALESCE(MAX(id), 0) FROM answers)").fetchone()
         return f"r{reviews}.a{answers}"
+
+    def live_answer_rows(self) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+        """What the answer store loads in one call: ``(answers_version(), settled_reviews(),
+        team_answers())``, the version read first (so a later change is never missed)."""
+        return self.answers_version(), self.settled_reviews(), self.team_answers()
 
     # -- reviews -----------------------------------------------------------------------------
 

@@ -289,3 +289,46 @@ def test_a_reviewers_rewrite_answers_the_next_similar_request_at_once(tmp_path, 
     ReviewLog(router.store).undo("rita", first.id)             # withdrawn: not answered from it again
     third = respond(router, router.new_conversation(), text)
     assert all(ref.source == "training" for ref in third.retrieved)
+
+
+def count_calls(store):
+    """Wrap each method of a real store instance; returns the list the outermost calls are
+    appended to (calls a method makes inside the store are not counted)."""
+    import functools
+    import inspect
+
+    calls, depth = [], [0]
+
+    def counted(name, method):
+        @functools.wraps(method)
+        def wrapper(*args, **kwargs):
+            if depth[0] == 0:
+                calls.append(name)
+            depth[0] += 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+        return wrapper
+
+    for name, _ in inspect.getmembers(type(store), inspect.isfunction):
+        if not name.startswith("__"):
+            setattr(store, name, counted(name, getattr(store, name)))
+    return calls
+
+
+def test_an_answered_turn_reads_the_store_once_between_its_writes(tmp_path, rag_version, tiny_encoder_dir):
+    generator = Generator()
+    router = make_router(tmp_path, rag_version, tiny_encoder_dir, generator, verbatim_score=1.01, min_score=-1,
+                         min_source_similarity=-1)
+    conversation = router.new_conversation()
+    first = respond(router, conversation, "hey can u cancel the thing i ordered")
+    calls = count_calls(router.store)
+    second = respond(router, conversation, "hey can u cancel the thing i ordered")
+    assert second.decision.route == Route.ANSWER and second.retrieved and len(generator.calls) == 2
+    assert calls == ["start_turn", "turn_context", "finish_turn"]
+    router.store.add_answers([{"intent": "cancel", "request": "cancel the thing", "reply": "Cancelled."}], "ann", "test")
+    calls.clear()
+    third = respond(router, conversation, "hey can u cancel the thing i ordered")
+    assert calls == ["start_turn", "turn_context", "live_answer_rows", "finish_turn"]
+    assert third.answers_version != second.answers_version == first.answers_version
