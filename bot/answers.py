@@ -300,7 +300,7 @@ def new_facts(reply: str, sources: Iterable[str]) -> set[str]:
     """Facts of ``reply`` (:func:`facts`) found in none of ``sources`` (the retrieved answers,
     the customer's message, the history); ``{{Slot}}`` placeholders are not facts."""
     known = " ".join(sources)
-    return {fact for fact in facts(re.sub(r"\{\{[^{}]*\}\}", " ", reply)) if fact not in known}
+    return {fact for fact in facts(SLOT.sub(" ", reply)) if fact not in known}
 
 
 class AnswerLibrary:
