@@ -53,7 +53,7 @@ from contextlib import closing
 from dataclasses import dataclass, replace
 
 from bot.answers import AnswerLibrary, Retrieved, embed, new_facts
-from bot.errors import GenerationFailed
+from bot.errors import GenerationFailed, SupportbotError
 from bot.guard import echoes_system_prompt, guarded, may_show_partial
 from bot.handoff import Inbox, WorkingHours
 from bot.interfaces import Classifier, Generator, Models
@@ -62,6 +62,7 @@ from bot.queue import GenerationQueue, Ticket
 from bot.records import Decision, Prediction, Reason, Route, Turn, is_small_talk
 from bot.redaction import PHONE_REGIONS, redact
 from bot.settings import AnswersConfig, HandoffConfig, RouterConfig
+from bot.store import Handoff, Owner
 from bot.text import MAX_CHARS, normalise
 
 log = logging.getLogger(__name__)
@@ -290,6 +291,40 @@ class Router:
             SupportbotError: see :meth:`bot.store.ConversationStore.add_feedback`.
         """
         return self.store.add_feedback(turn_id, rating, self._stored(self._normal(comment).text)[0] or None)
+
+    def owner(self, conversation_id: str) -> Owner:
+        """Who created a conversation (channel, client, token digest), for the channels' access checks.
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        return self.store.owner(conversation_id)
+
+    def ratings(self, conversation_id: str) -> dict[int, int]:
+        """Turn id -> the customer's current rating (+1 or -1) of the conversation's rated turns.
+
+        Raises:
+            SupportbotError: unknown conversation id.
+        """
+        return self.store.ratings(conversation_id)
+
+    def open_handoff(self, conversation_id: str) -> Handoff | None:
+        """The handoff that waits for or is held by a person, else None."""
+        return self.store.open_handoff(conversation_id)
+
+    def turn_of(self, conversation_id: str, turn_id: int) -> Turn:
+        """Turn ``turn_id``, which must belong to the conversation.
+
+        Raises:
+            SupportbotError: no such turn in that conversation.
+        """
+        try:
+            turn = self.store.turn(turn_id)
+        except SupportbotError:
+            turn = None
+        if turn is None or turn.conversation_id != conversation_id:
+            raise SupportbotError(f"no turn {turn_id} in conversation {conversation_id}")
+        return turn
 
     def _normal(self, text: str | None):
         return normalise(text, self.max_chars)

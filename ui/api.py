@@ -180,10 +180,9 @@ def build_api(router: Router, config: ApiConfig) -> FastAPI:
     """The REST app, to mount at ``/api/v1`` (:func:`ui.server.build_server`).
 
     Args:
-        router: the chat's router (its store is the conversation log).
+        router: the chat's router (the API's only way to the conversation log).
         config: keys, anonymous access, rate limits, message length.
     """
-    store = router.store
     keys = {hashed.removeprefix("sha256:"): name for name, hashed in config.keys.items()}
     limiter = Limiter(config.key_rate, config.address_rate)
     api = FastAPI(title="supportbot REST channel", version="1",
@@ -228,7 +227,7 @@ def build_api(router: Router, config: ApiConfig) -> FastAPI:
         x_conversation_token: Annotated[str | None, Header(description="the token returned at creation")] = None,
     ) -> str:
         try:
-            owner = store.owner(conversation_id)
+            owner = router.owner(conversation_id)
         except SupportbotError:
             raise error(404, f"no conversation {conversation_id}") from None
         if who.key is not None and owner.client == who.key:
@@ -260,8 +259,8 @@ def build_api(router: Router, config: ApiConfig) -> FastAPI:
     def history(conversation_id: Conversation,
                 after: Annotated[int, Query(description="only turns with a higher index")] = -1) -> ConversationOut:
         turns = router.updates(conversation_id, after)
-        ratings = store.ratings(conversation_id)
-        handoff = store.open_handoff(conversation_id)
+        ratings = router.ratings(conversation_id)
+        handoff = router.open_handoff(conversation_id)
         handled_by = "bot" if handoff is None else ("agent" if handoff.agent else "waiting for an agent")
         return ConversationOut(conversation_id=conversation_id, handled_by=handled_by,
                                agent=handoff.agent if handoff else None,
@@ -306,11 +305,9 @@ def build_api(router: Router, config: ApiConfig) -> FastAPI:
               summary="Rate a reply")
     def feedback(conversation_id: Conversation, turn_id: int, body: FeedbackIn) -> dict[str, int]:
         try:
-            turn = store.turn(turn_id)
-        except SupportbotError:
-            turn = None
-        if turn is None or turn.conversation_id != conversation_id:
-            raise error(404, f"no turn {turn_id} in conversation {conversation_id}")
+            router.turn_of(conversation_id, turn_id)
+        except SupportbotError as exc:
+            raise error(404, str(exc)) from None
         try:
             return {"feedback_id": router.feedback(turn_id, body.rating, body.comment)}
         except SupportbotError as exc:

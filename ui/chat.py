@@ -146,9 +146,8 @@ class ChatHandlers:
 
     def _rebuild(self, session: ChatSession) -> tuple[Any, ChatSession]:
         """The chat from the store (with the customer's thumbs), as a Chatbot update."""
-        store = self.router.store
         turns = self.router.updates(session.conversation_id)
-        ratings = store.ratings(session.conversation_id)
+        ratings = self.router.ratings(session.conversation_id)
         session.messages, session.turn_ids, thumbs = [], {}, []
         for turn in turns:
             for message in turn_messages(turn):
@@ -168,7 +167,7 @@ class ChatHandlers:
         conversation_id, token = saved.get("conversation_id"), saved.get("token")
         if conversation_id and token:
             try:
-                owner = self.router.store.owner(conversation_id)
+                owner = self.router.owner(conversation_id)
             except SupportbotError:
                 owner = None
             if owner is not None and owner.token_hash == digest(token):
