@@ -41,7 +41,7 @@ def shortcut(base: str, seed: int) -> dict:
 
     started = time.perf_counter()
     settings = load_settings()
-    parts = split(load("banking77"), seed=seed)
+    parts = split(load("banking77", settings.data_dir, settings.home), seed=seed)
     encoder = SentenceTransformer(str(resolve(base, settings.cache)), device="cpu")
     embed = {name: encoder.encode([e.text for e in rows], batch_size=64, normalize_embeddings=True)
              for name, rows in (("train", parts.train), ("validation", parts.validation), ("test", parts.test))}

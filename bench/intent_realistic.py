@@ -64,9 +64,10 @@ def evaluate(folder: Path, data: str) -> dict[str, float]:
         row[f"{name} in-scope right"] = share([g == e.intent for g, e in zip(got, rows) if e.intent in shop])
         row[f"{name} off-topic rejected"] = share([g not in shop for g, e in zip(got, rows) if e.intent == OUT_OF_SCOPE])
         row[f"{name} small talk right"] = share([g == e.intent for g, e in zip(got, rows) if is_small_talk(e.intent)])
-    hwu = load("hwu64").test or []
+    settings = load_settings()
+    hwu = load("hwu64", settings.data_dir, settings.home).test or []
     row["HWU64 test rejected"] = share([g not in shop for g in outcomes(classifier, [e.text for e in hwu])])
-    own = test_rows(classifier, data, load_settings())
+    own = test_rows(classifier, data, settings)
     row[f"{data} test right"] = share([g == e.intent for g, e in zip(outcomes(classifier, [e.text for e in own]), own)])
     return row
 

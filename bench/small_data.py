@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bot.classifier import IntentClassifier  # noqa: E402
+from bot.settings import load_settings  # noqa: E402
 from training.data import load  # noqa: E402
 from training.intent_eval import open_set_report  # noqa: E402
 
@@ -45,7 +46,8 @@ from training.intent_eval import open_set_report  # noqa: E402
 def build(out: Path, n_intents: int, per_intent: int, seed: int = 0) -> tuple[Path, Path]:
     """Write ``train.csv`` and ``test.csv`` (``sentence,label``) into ``out``."""
     rng = random.Random(seed)
-    banking = load("banking77")
+    settings = load_settings()
+    banking = load("banking77", settings.data_dir, settings.home)
     by_intent: dict[str, list[str]] = {}
     for e in banking.examples:
         by_intent.setdefault(e.intent, []).append(e.text)
@@ -60,7 +62,7 @@ def build(out: Path, n_intents: int, per_intent: int, seed: int = 0) -> tuple[Pa
     test = [(t, i) for i in chosen for t in rng.sample(test_by[i], 8)]
     n_oos = len(test)
     near = [t for i in oos_test_intents for t in test_by[i]]
-    far = [e.text for e in load("hwu64").test or []]
+    far = [e.text for e in load("hwu64", settings.data_dir, settings.home).test or []]
     test += [(t, "none") for t in rng.sample(near, n_oos // 2) + rng.sample(far, n_oos - n_oos // 2)]
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("train.csv", train), ("test.csv", test)):

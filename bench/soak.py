@@ -119,9 +119,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def message_pool(seed: int) -> dict[str, list[str]]:
     """Messages by kind (:data:`KINDS`); ``bitext`` is the Bitext test split's texts."""
+    from bot.settings import load_settings
     from training.data import load, split
 
-    bitext = [example.text for example in split(load("bitext"), seed=42).test]
+    settings = load_settings()
+    bitext = [example.text for example in split(load("bitext", settings.data_dir, settings.home), seed=42).test]
     rng = random.Random(seed)
     long = [" ".join(rng.choices(bitext, k=60)) for _ in range(5)]
     return {"bitext": bitext, "off_topic": OFF_TOPIC, "html": HTML, "empty": ["", "   "], "long": long}

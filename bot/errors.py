@@ -8,15 +8,24 @@ class SupportbotError(Exception):
 
     The command line catches this class, prints ``error: <message>`` and exits with status 2,
     so a user mistake never ends in a bare traceback.
+
+    Attributes:
+        setting: the setting (a field name such as ``text_column``) the message names last, after
+            any text from the user's files, as the fix; the command line writes its flag there
+            (``--text-column``) when the command has one. None when the message names none.
     """
+
+    setting: str | None = None
 
 
 class DataError(SupportbotError):
     """A data file that cannot be used as it is; the message names file, row (or ``line``, for a
-    text format such as Markdown) and field, on one line (see :func:`one_line`)."""
+    text format such as Markdown) and field, on one line (see :func:`one_line`); ``setting`` as
+    in :class:`SupportbotError`."""
 
     def __init__(self, path: object, problem: str, row: int | None = None, field: str | None = None,
-                 line: int | None = None):
+                 line: int | None = None, setting: str | None = None):
+        self.setting = setting
         where = str(path)
         if row is not None:
             where += f", row {row}"
@@ -36,7 +45,7 @@ class SettingError(SupportbotError):
     """
 
     def __init__(self, field: str, problem: str):
-        self.field, self.problem = field, problem
+        self.field, self.problem, self.setting = field, problem, field
         super().__init__(f"{field} {problem}")
 
 

@@ -29,7 +29,7 @@ def test_user_mistake_is_one_line_not_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr == (f"error: {bad}: no text column found; the columns are: words, tag; name one "
-                             "text/utterance/sentence/query/question or pass --text-column\n")
+                             "text/utterance/sentence/query/question or give --text-column\n")
 
 
 def test_data_show_reads_its_own_column_names_and_out_of_scope_labels(tmp_path):
@@ -44,7 +44,8 @@ def test_data_show_reads_its_own_column_names_and_out_of_scope_labels(tmp_path):
     assert "│ out-of-scope rows │ 2" in result.stdout and "│ intents           │ 2" in result.stdout
     result = run("data", "show", str(data), "--text-column", "nope")
     assert result.returncode == 2
-    assert result.stderr == f"error: {data}: no column 'nope' (--text-column); the columns are: id, phrase, tag\n"
+    assert result.stderr == (f"error: {data}: no column 'nope'; the columns are: id, phrase, tag; "
+                             "give --text-column one of them\n")
 
 
 def test_bad_config_value(tmp_path):

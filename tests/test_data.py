@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from bot.errors import SupportbotError
 from training.data import DataError, load, split
 
 
@@ -115,8 +116,16 @@ def test_own_column_names_and_out_of_scope_labels(tmp_path):
     named = load(str(write(tmp_path, "two.csv", "query,text,topic\nwhere,x,track\n")), text_column="query",
                  intent_column="topic")
     assert named.columns == {"text": "query", "intent": "topic"} and named.examples[0].text == "where"
-    with pytest.raises(DataError, match=r"two.csv: no column 'msg' \(--text-column\); the columns are: query, text, topic"):
+    with pytest.raises(DataError, match=r"two.csv: no column 'msg'; the columns are: query, text, topic; "
+                                         r"give text_column one of them") as err:
         load(str(tmp_path / "two.csv"), text_column="msg")
+    assert err.value.setting == "text_column"
+
+
+def test_a_built_in_data_set_is_looked_up_where_the_caller_says(tmp_path):
+    with pytest.raises(SupportbotError, match=r"^bitext: bitext_customer_support_v1.csv is not in data_dir "
+                                              rf"\({tmp_path}\) and there is no home to download it into"):
+        load("bitext", data_dir=tmp_path)
 
 
 def test_hwu64_csv_is_rebuilt_from_its_published_line_files(tmp_path, data_dir):

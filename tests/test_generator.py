@@ -68,7 +68,7 @@ def test_load_refuses_folder_without_manifest_or_base(tiny_lm_dir, tiny_replies_
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest.update(base_model="nowhere/model", base_model_path="/nowhere")
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(SupportbotError, match="pass base="):
+    with pytest.raises(SupportbotError, match="give base "):
         ReplyGenerator.load(folder)
 
 

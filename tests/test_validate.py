@@ -128,7 +128,7 @@ def test_given_columns_and_unreadable_files(tmp_path):
     result = validate(str(odd))
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr == (f"error: {odd}: no text column found; the columns are: words, tag; name one "
-                             "text/utterance/sentence/query/question or pass --text-column\n")
+                             "text/utterance/sentence/query/question or give --text-column\n")
 
 
 def test_normalisation():

@@ -117,8 +117,9 @@ def load(name_or_path: str, data_dir: Path | None = None, home: Path | None = No
         name_or_path: a key of :data:`training.datasets.BUILTIN` or a ``.csv``/``.jsonl``/
             ``.yml``/``.yaml`` file, or a ``.txt`` file of out-of-scope utterances, one per line
             (a background set of sentences the team writes).
-        data_dir: folder searched first for built-in data sets.
-        home: the project home; built-in data sets are downloaded to ``home/data``.
+        data_dir: folder searched first for built-in data sets (the ``data_dir`` setting).
+        home: the project home (the ``home`` setting); built-in data sets are looked for in and
+            downloaded to ``home/data``; None: only ``data_dir`` is searched, nothing downloaded.
         text_column, intent_column: the CSV column / JSONL key of the utterance and of its
             intent; default: found by name (:data:`TEXT_COLUMNS`, :data:`INTENT_COLUMNS`).
         oos_labels: labels that mark out-of-scope rows besides :data:`DEFAULT_OOS_LABELS`; such
@@ -127,15 +128,12 @@ def load(name_or_path: str, data_dir: Path | None = None, home: Path | None = No
     Raises:
         DataError: the file is missing, unreadable or malformed, or its columns cannot be
             found (names file, row, field, and the columns the file has).
+        SupportbotError: a built-in data set is neither in ``data_dir`` nor in ``home/data`` and
+            cannot be downloaded (no ``home``, or no network).
     """
     oos = {label.strip().casefold() for label in (*DEFAULT_OOS_LABELS, *oos_labels) if label.strip()}
     if name_or_path in BUILTIN:
-        from bot.settings import load_settings
-
-        settings = load_settings()
-        return _with_oos(_load_builtin(
-            BUILTIN[name_or_path], data_dir or settings.data_dir, home or settings.home
-        ), oos)
+        return _with_oos(_load_builtin(BUILTIN[name_or_path], data_dir, home), oos)
     path = Path(name_or_path)
     if path.is_dir():
         raise DataError(path, "is a folder; give a CSV, JSONL or nlu.yml file")
@@ -194,8 +192,8 @@ def find_columns(path: Path, header: list[str], wanted: dict[str, str | None]) -
         given = wanted.get(ours)
         if given:
             if given.casefold() not in by_fold:
-                raise DataError(path, f"no column '{given}' (--{ours}-column); the columns are: "
-                                f"{', '.join(header) or '(none)'}")
+                raise DataError(path, f"no column '{given}'; the columns are: {', '.join(header) or '(none)'}; "
+                                f"give {ours}_column one of them", setting=f"{ours}_column")
             found[ours] = by_fold[given.casefold()]
             continue
         match = next((by_fold[n] for n in names if n in by_fold and by_fold[n] not in found.values()), None)
@@ -203,11 +201,11 @@ def find_columns(path: Path, header: list[str], wanted: dict[str, str | None]) -
             found[ours] = match
         elif ours in REQUIRED:
             raise DataError(path, f"no {ours} column found; the columns are: {', '.join(header) or '(none)'}; "
-                            f"name one {'/'.join(names[:5])} or pass --{ours}-column")
+                            f"name one {'/'.join(names[:5])} or give {ours}_column", setting=f"{ours}_column")
     return found
 
 
-def _load_builtin(dataset: BuiltinDataset, data_dir: Path | None, home: Path) -> LoadedData:
+def _load_builtin(dataset: BuiltinDataset, data_dir: Path | None, home: Path | None) -> LoadedData:
     train_path = locate(dataset, dataset.train, data_dir, home)
     examples = _checked(train_path, _read_csv(train_path, dict(dataset.columns))[0], dict(dataset.columns), quiet=True)
     digest, test = dataset.train.sha256, None

@@ -130,19 +130,24 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def locate(dataset: BuiltinDataset, remote: RemoteFile, data_dir: Path | None, home: Path) -> Path:
-    """Local path of one file of a built-in data set, downloading it when it is nowhere local.
+def locate(dataset: BuiltinDataset, remote: RemoteFile, data_dir: Path | None, home: Path | None) -> Path:
+    """Local path of one file of a built-in data set (in ``data_dir``, then ``home/data``),
+    downloading it into ``home/data`` when it is nowhere local.
 
     Raises:
-        SupportbotError: the local file's sha256 differs from the published one, or the download
-            failed (no network and no local copy).
+        SupportbotError: the local file's sha256 differs from the published one, or it is not
+            local and cannot be downloaded (no ``home`` given, or no network).
     """
-    for root in [d for d in (data_dir, home / "data") if d is not None]:
-        candidate = Path(root) / dataset.folder / remote.name
+    roots = [Path(d) for d in (data_dir, home and Path(home) / "data") if d is not None]
+    for root in roots:
+        candidate = root / dataset.folder / remote.name
         if candidate.is_file():
             _verify(candidate, remote)
             return candidate
-    return _download(dataset, remote, home / "data")
+    if home is None:
+        raise SupportbotError(f"{dataset.name}: {remote.name} is not in data_dir ({data_dir}) and there is no home "
+                              "to download it into; set data_dir or home")
+    return _download(dataset, remote, Path(home) / "data")
 
 
 def _verify(path: Path, remote: RemoteFile) -> None:

@@ -690,7 +690,11 @@ def main() -> None:
         typer.echo(f"error: {f'{flag} {exc.problem}' if flag in _flags(sys.argv[1:]) else exc}", err=True)
         raise SystemExit(2) from None
     except SupportbotError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        message, setting = str(exc), exc.setting
+        if setting and (flag := "--" + setting.replace("_", "-")) in _flags(sys.argv[1:]):
+            head, _, tail = message.rpartition(setting)  # the library names the setting last
+            message = head + flag + tail
+        typer.echo(f"error: {message}", err=True)
         raise SystemExit(2) from None
     except typer.TyperException as exc:  # typer's (vendored click's) ClickException and subclasses
         if type(exc).__name__ == "NoArgsIsHelpError":  # the help is the message (or already printed by rich)

@@ -120,8 +120,8 @@ def base_dir(manifest: ReplyManifest, base: str | Path | None, cache_dir: Path |
     try:
         return resolve(ref, Path(cache_dir) if cache_dir else Settings.model_fields["home"].default / "cache")
     except SupportbotError as exc:
-        raise SupportbotError(f"{folder}: base model of this adapter not found ({exc}); pass base=<folder>, "
-                              "or train with --merge") from None
+        raise SupportbotError(f"{folder}: base model of this adapter not found ({exc}); give base (its "
+                              "folder), or train the version with merge set") from None
 
 
 def placement(device: str | Device | None, options: ServingOptions | None) -> tuple[Device, ServingOptions]:
