@@ -13,15 +13,19 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from bot.errors import SupportbotError
 from bot.redaction import redact
-from bot.reviews import ReviewLog
-from bot.store import ConversationStore
 
-FORMATS = ("jsonl", "csv")
-WHAT = ("conversations", "examples")
+if TYPE_CHECKING:  # the command line imports the choices below without the store
+    from bot.store import ConversationStore
+
+What = Literal["conversations", "examples"]
+"""What :func:`export` writes: every turn, or the reviewed corrections."""
+WHAT: tuple[str, ...] = get_args(What)
+Format = Literal["jsonl", "csv"]
+FORMATS: tuple[str, ...] = get_args(Format)
 
 
 def _clean(value: Any) -> Any:
@@ -35,6 +39,8 @@ def conversation_rows(store: ConversationStore) -> list[dict[str, Any]]:
 
 def example_rows(store: ConversationStore) -> list[dict[str, Any]]:
     """Reviewed corrections with an intent, as ``{"text", "intent", "reply"}``; text redacted."""
+    from bot.reviews import ReviewLog
+
     return [{"text": _clean(c.text), "intent": c.intent, "reply": _clean(c.reply) or ""}
             for c in ReviewLog(store).corrections() if c.intent]
 

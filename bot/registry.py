@@ -12,12 +12,14 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from bot.errors import SupportbotError
 from bot.manifest import MANIFEST, read
 
-KINDS = ("intents", "replies")
+Kind = Literal["intents", "replies"]
+"""The model kinds the registry keeps."""
+KINDS: tuple[str, ...] = get_args(Kind)
 
 
 def _now() -> str:

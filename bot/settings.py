@@ -379,13 +379,18 @@ class ReplyTrainConfig:
                                    "draft_replies": drafts, "max_train_examples": examples})
 
 
+DEFAULT_DATA = "bitext"
+"""The data set trained on when none is named (``--data`` of the training, evaluation and demo
+commands, :attr:`RetrainConfig.data`)."""
+
+
 @dataclass
 class RetrainConfig:
     """Options of one retraining (``supportbot retrain``; each help text is the field's
     ``metadata["help"]``)."""
 
     what: Literal["intents", "replies", "both"] = option("both", "intents, replies or both")
-    data: str = option("bitext", "the original data set the corrections are added to")
+    data: str = option(DEFAULT_DATA, "the original data set the corrections are added to")
     reply_max_steps: int | None = option(None, "LoRA steps (default: as for the production version)")
     macro_f1_tolerance: float = option(0.005, "largest accepted macro-F1 drop on the frozen test split "
                                               "(0.005 = 0.5 points)")

@@ -14,6 +14,15 @@ def test_help_lists_commands():
     assert "data" in result.stdout
 
 
+def test_eval_oos_help_lists_the_choices_and_the_training_defaults():
+    result = run("eval", "oos", "--help", env={**os.environ, "COLUMNS": "200"})  # rich wraps at the width
+    assert result.returncode == 0, result.stderr
+    assert "<msp|energy>" in result.stdout and "<finetune|head>" in result.stdout
+    assert "[default: msp]" in result.stdout and "[default: 4.0]" in result.stdout
+    result = run("eval", "oos", "--oos-method", "cosine")
+    assert result.returncode == 2 and "'cosine' is not one of 'msp', 'energy'" in result.stderr
+
+
 def test_data_show_bitext(data_dir):
     result = run("data", "show", "bitext", "--data-dir", str(data_dir))
     assert result.returncode == 0, result.stderr

@@ -37,7 +37,8 @@ def test_export_conversations_and_examples(tmp_path):
                                                               "Refunds take 5 days.")
     bad = subprocess.run([exe, "export", "--format", "xml", "--output", str(tmp_path / "x"), "--db", str(db)],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and "error: unknown format 'xml'; expected one of jsonl, csv" in bad.stderr
+    assert bad.returncode == 2 and "error: Invalid value for '--format'" in bad.stderr
+    assert "'xml' is not one of 'jsonl', 'csv'" in bad.stderr  # typer checks the Literal choices
     missing = tmp_path / "nonexistent" / "dir" / "x.jsonl"
     typo = subprocess.run([exe, "export", "--output", str(missing), "--db", str(db)], capture_output=True, text=True)
     assert typo.returncode == 2 and "Traceback" not in typo.stderr

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
 from bot.registry import Registry
-from bot.settings import Settings
+from bot.settings import DEFAULT_DATA, Settings
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ DEMO_INTENT = {"method": "finetune", "epochs": 2.0}
 Bitext test split, about 7 minutes on 2 busy CPU cores (``head`` alone: 98.9 % in 25 s)."""
 
 
-def ensure_models(settings: Settings, data: str = "bitext") -> Iterator[tuple[str, str, bool]]:
+def ensure_models(settings: Settings, data: str = DEFAULT_DATA) -> Iterator[tuple[str, str, bool]]:
     """Make sure each model kind has a production version, training the missing ones.
 
     Yields:
@@ -41,7 +41,7 @@ def ensure_models(settings: Settings, data: str = "bitext") -> Iterator[tuple[st
         yield kind, version, True
 
 
-def ensure_models_apart(settings: Settings, data: str = "bitext") -> list[tuple[str, str, bool]]:
+def ensure_models_apart(settings: Settings, data: str = DEFAULT_DATA) -> list[tuple[str, str, bool]]:
     """:func:`ensure_models`, training in a child process when something is missing.
 
     Training leaves gigabytes in the process that ran it (the allocator keeps freed memory; the

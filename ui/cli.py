@@ -20,10 +20,13 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from bot.classifier import OosMethod
 from bot.errors import DataError, SettingError, SupportbotError, one_line
-from bot.settings import ReplyTrainConfig, RetrainConfig, load_settings
+from bot.export import Format, What
+from bot.registry import Kind
+from bot.settings import DEFAULT_DATA, ReplyTrainConfig, RetrainConfig, load_settings
 from training.data import DEFAULT_OOS_LABELS, INTENT_COLUMNS, TEXT_COLUMNS
-from training.intents import IntentTrainConfig
+from training.intents import IntentTrainConfig, Method
 from training.validate import MIN_EXAMPLES, validate
 
 # pretty_exceptions_enable=False: a bug's traceback is printed as Python prints it, not redrawn
@@ -43,7 +46,7 @@ app.add_typer(db_app, name="db")
 answers_app = typer.Typer(help="Approved answers retrieved for the reply generator: list, add, remove, import.",
                           no_args_is_help=True)
 app.add_typer(answers_app, name="answers")
-KIND = typer.Argument(..., help="intents or replies")
+KIND = typer.Argument(..., help="the model kind")
 DB = typer.Option(None, help="SQLite conversation log (default <home>/conversations.db)")
 MODELS = typer.Option(None, help="home folder whose models/ and registry.json to use (default: the home setting)")
 DATA_DIR = typer.Option(None, help="folder searched first for built-in data sets", exists=True,
@@ -57,6 +60,24 @@ INTENT_COLUMN = typer.Option(None, "--intent-column", metavar="COLUMN",
 OOS_LABEL = typer.Option([], "--oos-label", metavar="LABEL",
                          help=f"a label that marks out-of-scope rows, besides {' and '.join(DEFAULT_OOS_LABELS)} "
                               "(repeatable)")
+SEED = typer.Option(None, help="seed of the data split and of training (default: the seed setting)")
+HOST = typer.Option("127.0.0.1", help="address to listen on")
+PORT = typer.Option(7860, min=1, max=65535, help="port to listen on")
+
+
+def field_option(field: dataclasses.Field, note: str = "", default: typing.Any = dataclasses.MISSING):
+    """The typer option of a config dataclass field made with :func:`bot.settings.option`: its
+    help text (``note`` appended) and default (unless ``default`` is given)."""
+    if default is dataclasses.MISSING:
+        default = field.metadata.get("cli_default", field.default)
+    return typer.Option(default, help=field.metadata["help"] + note)
+
+
+def config_field(config_class, name: str) -> dataclasses.Field:
+    """The field ``name`` of a config dataclass."""
+    return next(f for f in dataclasses.fields(config_class) if f.name == name)
+
+
 console = Console()
 
 
@@ -72,7 +93,7 @@ def config_options(config_class):
         signature = inspect.signature(command)
         own = [p for p in signature.parameters.values() if p.name != "config"]
         options = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
-                                     default=typer.Option(f.metadata.get("cli_default", f.default), help=f.metadata["help"]),
+                                     default=field_option(f),
                                      annotation=f.metadata.get("cli_type", hints[f.name])) for f in exposed]
 
         @functools.wraps(command)
@@ -90,7 +111,7 @@ def config_options(config_class):
 def data_show(
     name: str = typer.Argument(..., help="built-in data set (bitext, banking77, hwu64) or a CSV/JSONL/nlu.yml file"),
     data_dir: Optional[Path] = DATA_DIR,
-    seed: Optional[int] = typer.Option(None, help="split seed"),
+    seed: Optional[int] = SEED,
     text_column: Optional[str] = TEXT_COLUMN,
     intent_column: Optional[str] = INTENT_COLUMN,
     oos_label: list[str] = OOS_LABEL,
@@ -151,8 +172,8 @@ def data_validate(
 
 @app.command()
 def serve(
-    host: str = typer.Option("127.0.0.1", help="address to listen on"),
-    port: int = typer.Option(7860, min=1, max=65535, help="port to listen on"),
+    host: str = HOST,
+    port: int = PORT,
     db: Optional[Path] = DB,
     models: Optional[Path] = MODELS,
 ) -> None:
@@ -196,9 +217,9 @@ def serve(
 
 @app.command()
 def demo(
-    host: str = typer.Option("127.0.0.1", help="address to listen on"),
-    port: int = typer.Option(7860, min=1, max=65535, help="port to listen on"),
-    data: str = typer.Option("bitext", help="data set to train on when no model exists yet"),
+    host: str = HOST,
+    port: int = PORT,
+    data: str = typer.Option(DEFAULT_DATA, help="data set to train on when no model exists yet"),
 ) -> None:
     """Train both models on the first run (CPU budget, or full training on a GPU), then serve.
 
@@ -274,11 +295,11 @@ def chat(
 @config_options(ReplyTrainConfig)
 def train_replies_command(
     config: ReplyTrainConfig,
-    data: str = typer.Option("bitext", help="built-in data set or a CSV/JSONL file with a reply column"),
+    data: str = typer.Option(DEFAULT_DATA, help="built-in data set or a CSV/JSONL file with a reply column"),
     base: Optional[str] = typer.Option(None, help="instruct LM: hub id or local path (default settings.reply_base)"),
     output: Optional[Path] = typer.Option(None, help="output folder (default <home>/models/replies/<version>)"),
     data_dir: Optional[Path] = DATA_DIR,
-    seed: Optional[int] = typer.Option(None, help="split and training seed"),
+    seed: Optional[int] = SEED,
 ) -> None:
     """LoRA fine-tune of the reply generator (loss on reply tokens only)."""
     from training.replies import train_replies
@@ -327,9 +348,9 @@ def _register(kind: str, folder: Path) -> str:
 @config_options(IntentTrainConfig)
 def train_intents_command(
     config: IntentTrainConfig,
-    data: str = typer.Option("bitext", help="built-in data set (bitext, banking77, hwu64) or a CSV/JSONL/nlu.yml file"),
+    data: str = typer.Option(DEFAULT_DATA, help="built-in data set (bitext, banking77, hwu64) or a CSV/JSONL/nlu.yml file"),
     base: Optional[str] = typer.Option(None, help="sentence encoder: hub id or local path (default settings.intent_base)"),
-    seed: Optional[int] = typer.Option(None, help="split and training seed"),
+    seed: Optional[int] = SEED,
     output: Optional[Path] = typer.Option(None, help="version folder to create (default <home>/models/intents/<UTC time>)"),
     text_column: Optional[str] = TEXT_COLUMN,
     intent_column: Optional[str] = INTENT_COLUMN,
@@ -382,7 +403,7 @@ def _print_intent_report(model: Path, data: str, data_dir, test, text_column, in
 @eval_app.command("intents")
 def eval_intents_command(
     model: Path = typer.Argument(..., help="intent model folder (models/intents/<version>)"),
-    data: str = typer.Option("bitext", help="the data set the model was trained on (its test split is used)"),
+    data: str = typer.Option(DEFAULT_DATA, help="the data set the model was trained on (its test split is used)"),
     test: Optional[str] = typer.Option(None, help="your own test file instead (may hold out-of-scope rows)"),
     text_column: Optional[str] = TEXT_COLUMN,
     intent_column: Optional[str] = INTENT_COLUMN,
@@ -399,10 +420,10 @@ def eval_oos_command(
     model: Optional[Path] = typer.Argument(None, help="a model trained with --holdout; default: train one now"),
     data: str = typer.Option("banking77", help="built-in data set or file"),
     holdout: int = typer.Option(10, help="intents to hold out when training a model here"),
-    method: str = typer.Option("head", help="training method when training here: head or finetune"),
-    epochs: float = typer.Option(4.0, help="maximum epochs when training here (finetune)"),
-    oos_method: str = typer.Option("msp", help="out-of-scope score when training here: msp or energy"),
-    seed: Optional[int] = typer.Option(None, help="split, hold-out and training seed"),
+    method: Method = field_option(config_field(IntentTrainConfig, "method"), " (when training here)", "head"),
+    epochs: float = field_option(config_field(IntentTrainConfig, "epochs"), " (when training here)"),
+    oos_method: OosMethod = field_option(config_field(IntentTrainConfig, "oos_method"), " (when training here)"),
+    seed: Optional[int] = SEED,
     data_dir: Optional[Path] = DATA_DIR,
 ) -> None:
     """Out-of-scope detection on whole unseen intents: AUROC and OOS recall at the model's threshold."""
@@ -435,8 +456,8 @@ def retrain(config: RetrainConfig) -> None:
 
 @app.command()
 def export(
-    what: str = typer.Option("conversations", help="conversations (every turn) or examples (reviewed corrections)"),
-    format: str = typer.Option("jsonl", "--format", help="jsonl or csv"),
+    what: What = typer.Option("conversations", help="conversations (every turn) or examples (reviewed corrections)"),
+    format: Format = typer.Option("jsonl", "--format", help="file format"),
     output: Path = typer.Option(..., help="file to write"),
     db: Optional[Path] = DB,
     overwrite: bool = typer.Option(False, help="replace OUTPUT if it exists"),
@@ -508,7 +529,7 @@ def models_list() -> None:
 
 
 @models_app.command("show")
-def models_show(kind: str = KIND, version: Optional[str] = typer.Argument(None, help="default: production")) -> None:
+def models_show(kind: Kind = KIND, version: Optional[str] = typer.Argument(None, help="default: production")) -> None:
     """A version's manifest, and the registry history of its kind."""
     from bot.manifest import read
 
@@ -521,7 +542,7 @@ def models_show(kind: str = KIND, version: Optional[str] = typer.Argument(None, 
 
 
 @models_app.command("promote")
-def models_promote(kind: str = KIND, version: str = typer.Argument(...),
+def models_promote(kind: Kind = KIND, version: str = typer.Argument(...),
                    reason: str = typer.Option("promoted by hand", help="why, kept in the history")) -> None:
     """Put a version in production (a running server switches to it before its next turn)."""
     _registry().promote(kind, version, reason)
@@ -529,7 +550,7 @@ def models_promote(kind: str = KIND, version: str = typer.Argument(...),
 
 
 @models_app.command("rollback")
-def models_rollback(kind: str = KIND) -> None:
+def models_rollback(kind: Kind = KIND) -> None:
     """Put back the version that was in production before the current one."""
     console.print(f"{kind}: {_registry().rollback(kind)} is in production again")
 
