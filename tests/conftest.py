@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import write_csv
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The venv's scripts (supportbot, torchrun) are found even when the venv is not activated.
@@ -101,7 +102,6 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
 def tiny_intents_csv(tmp_path_factory) -> Path:
     """A CSV of 4 intents x 16 utterances, each intent marked by its own keywords: small enough
     for the tiny encoder to train on in seconds, distinct enough for it to learn."""
-    import csv
     import random
 
     keywords = {"refund": ["refund", "reimburse", "money back", "repay"],
@@ -110,35 +110,21 @@ def tiny_intents_csv(tmp_path_factory) -> Path:
                 "invoice": ["invoice", "bill", "receipt", "statement"]}
     subjects = ["my order", "the purchase", "order 1234", "my parcel"]
     rng = random.Random(0)
-    path = tmp_path_factory.mktemp("intents") / "tiny_intents.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "intent"])
-        for intent, words in keywords.items():
-            for i in range(16):
-                writer.writerow([f"{rng.choice(['please', 'can you', 'I want to'])} {words[i % 4]} "
-                                 f"{subjects[i // 4]}", intent])
-    return path
+    rows = [(f"{rng.choice(['please', 'can you', 'I want to'])} {words[i % 4]} {subjects[i // 4]}", intent)
+            for intent, words in keywords.items() for i in range(16)]
+    return write_csv(tmp_path_factory.mktemp("intents") / "tiny_intents.csv", ["text", "intent"], rows)
 
 
 @pytest.fixture(scope="session")
 def reply_csv(tmp_path_factory) -> Path:
     """A small CSV (3 intents x 10 rows) with ``text``, ``intent`` and ``reply`` columns; replies
     hold ``{{Slot}}`` placeholders."""
-    import csv
-
-    path = tmp_path_factory.mktemp("replies-data") / "replies.csv"
     topics = {"cancel_order": "cancel my order", "track_order": "track my parcel",
               "get_refund": "get my money back"}
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "intent", "reply"])
-        for intent, topic in topics.items():
-            for i in range(10):
-                writer.writerow([f"please help me {topic} number {i}", intent,
-                                 f"Sure, I can help you {topic}. Open {{{{Order Section}}}} and "
-                                 f"follow step {i}."])
-    return path
+    rows = [(f"please help me {topic} number {i}", intent,
+             f"Sure, I can help you {topic}. Open {{{{Order Section}}}} and follow step {i}.")
+            for intent, topic in topics.items() for i in range(10)]
+    return write_csv(tmp_path_factory.mktemp("replies-data") / "replies.csv", ["text", "intent", "reply"], rows)
 
 
 @pytest.fixture(scope="session")

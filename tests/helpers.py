@@ -3,15 +3,18 @@ gradio_client like a browser would; tiny language models with a fixed greedy out
 
 from __future__ import annotations
 
+import csv
 import html
+import json
 import os
 import shutil
 import socket
 import sqlite3
 import subprocess
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +29,27 @@ def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = N
     exe = shutil.which("supportbot")
     assert exe, "the supportbot script is not installed (run make setup)"
     return subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=120, input=input, cwd=cwd)
+
+
+def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[object]]) -> Path:
+    """Write a UTF-8 CSV file (``header``, then ``rows``); returns ``path``."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def anonymous_post(url: str, body: dict | None = None) -> int:
+    """HTTP status of a POST without credentials of ``body`` as JSON (default ``{"data": []}``,
+    a Gradio API call)."""
+    request = urllib.request.Request(url, data=json.dumps(body or {"data": []}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 def free_port() -> int:

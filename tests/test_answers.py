@@ -3,11 +3,11 @@ its safety net, with a tiny real LM and encoder and real SQLite files."""
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
 import pytest
+from helpers import write_csv
 
 from bot.answers import (AnswerIndex, AnswerLibrary, Answer, base_answers, facts, live_answers, new_facts, read_base,
                          specific_facts)
@@ -24,16 +24,10 @@ INTENTS = {"cancel": "cancel", "refund": "get a refund for", "track": "track", "
 
 @pytest.fixture(scope="module")
 def rag_csv(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rag-data") / "replies.csv"
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "intent", "reply"])
-        for intent, verb in INTENTS.items():
-            for i in range(8):
-                writer.writerow([f"please {verb} my order {i}", intent,
-                                 f"Happy to {verb} it. Open your account, choose the order and follow step {i}; "
-                                 "questions: {{Customer Support Phone Number}}."])
-    return path
+    rows = [(f"please {verb} my order {i}", intent, f"Happy to {verb} it. Open your account, choose the order and "
+             f"follow step {i}; questions: {{{{Customer Support Phone Number}}}}.")
+            for intent, verb in INTENTS.items() for i in range(8)]
+    return write_csv(tmp_path_factory.mktemp("rag-data") / "replies.csv", ["text", "intent", "reply"], rows)
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,10 @@ turn record names the review. Undoing the review withdraws the answer again."""
 
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
-from helpers import converse, running_server
+from helpers import converse, running_server, write_csv
 
 from bot.records import Reason
 from bot.registry import Registry
@@ -29,13 +28,9 @@ def rag_home(tiny_home, tiny_lm_dir, tiny_encoder_dir, tmp_path):
     classifier's) in production."""
     from training.replies import ReplyTrainConfig, train_replies
 
-    data = tmp_path / "replies.csv"
-    with data.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "intent", "reply"])
-        for intent in ("cancel", "invoice", "refund", "track"):
-            for i in range(10):
-                writer.writerow([f"please {intent} order {i}", intent, f"We can {intent} it: step {i}."])
+    data = write_csv(tmp_path / "replies.csv", ["text", "intent", "reply"],
+                     [(f"please {intent} order {i}", intent, f"We can {intent} it: step {i}.")
+                      for intent in ("cancel", "invoice", "refund", "track") for i in range(10)])
     settings = load_settings(home=tiny_home, reply_base=str(tiny_lm_dir), answers={"encoder": str(tiny_encoder_dir)})
     train_replies(str(data), settings, ReplyTrainConfig(max_steps=1, batch_size=2, max_length=128, lora_r=4,
                                                         lora_alpha=8, validation_examples=0),

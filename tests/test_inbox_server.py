@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import urllib.error
-import urllib.request
 
 import httpx
 import pytest
 from gradio_client import Client
+from helpers import anonymous_post
 
 from test_api import STAFF, server  # noqa: F401  (the real-server fixture: staff accounts, keys)
 
@@ -125,23 +124,13 @@ def texts(update) -> list[str]:
     return [message["content"][0]["text"] for message in chat or [] if message["content"]]
 
 
-def anonymous_post(url: str) -> int:
-    request = urllib.request.Request(url, data=b'{"data": ["x", "y"]}', headers={"Content-Type": "application/json"},
-                                     method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
 def test_no_agent_action_without_an_agents_login(server):
     url, home = server
     conversation = httpx.post(url + "api/v1/conversations").json()["conversation_id"]
     # Gradio's API of the inbox: every endpoint refused anonymously
     for endpoint in INBOX_ENDPOINTS:
-        assert anonymous_post(url + f"inbox/gradio_api/call/{endpoint}") in (401, 403), endpoint
-        assert anonymous_post(url + f"inbox/gradio_api/run/{endpoint}") in (401, 403, 404), endpoint
+        assert anonymous_post(url + f"inbox/gradio_api/call/{endpoint}", {"data": ["x", "y"]}) in (401, 403), endpoint
+        assert anonymous_post(url + f"inbox/gradio_api/run/{endpoint}", {"data": ["x", "y"]}) in (401, 403, 404), endpoint
     # the page itself: the login form, not the inbox
     page = httpx.get(url + "inbox/").text
     assert "Conversations waiting for a person" not in page

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+from helpers import write_csv
 
 from bot.errors import SupportbotError
 from bot.settings import load_settings
@@ -149,10 +150,8 @@ def own_layout_csv(tiny_intents_csv, tmp_path_factory):
            "who won the match", "turn the lights off", "how tall is everest", "book a taxi home"]
     folder = tmp_path_factory.mktemp("own")
     for name, part, oos in (("train.csv", rows[::2], off[:6]), ("test.csv", rows[1::2], off[6:])):
-        with (folder / name).open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["sentence", "label"])
-            writer.writerows([(r["text"], r["intent"]) for r in part] + [(t, "none") for t in oos])
+        write_csv(folder / name, ["sentence", "label"],
+                  [(r["text"], r["intent"]) for r in part] + [(t, "none") for t in oos])
     return folder
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from gradio_client import Client
-from helpers import converse, running_server
+from helpers import anonymous_post, converse, running_server
 
 from ui.server import hash_password
 
@@ -76,21 +75,10 @@ REVIEWER_ENDPOINTS = ["next_item", "review_action", "undo_review", "try_send", "
                       "start_retrain", "retrain_status", "models", "promote", "rollback"]
 
 
-def anonymous_call(url: str, endpoint: str, path: str = "review/gradio_api/call/", body: dict | None = None) -> int:
-    """HTTP status of an anonymous POST to a Gradio endpoint (by default of the review app)."""
-    request = urllib.request.Request(url + path + endpoint, data=json.dumps(body or {"data": []}).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
 def test_review_pages_need_a_login(server):
     url, home = server
     for endpoint in REVIEWER_ENDPOINTS:
-        assert anonymous_call(url, endpoint) in (401, 403), endpoint
+        assert anonymous_post(f"{url}review/gradio_api/call/{endpoint}") in (401, 403), endpoint
     with pytest.raises(Exception):
         Client(url + "review/", verbose=False).predict(api_name="/next_item")
     with pytest.raises(Exception):
@@ -113,7 +101,7 @@ def test_unknown_functions_get_a_clean_404_without_a_traceback(server):
              ("gradio_api/queue/", "join", {"data": [], "fn_index": -1, "session_hash": "x2"}),
              ("gradio_api/api/", "predict", {"data": [], "fn_index": 999}),
              ("review/gradio_api/queue/", "join", {"data": [], "fn_index": 999, "session_hash": "x3"})]
-    statuses = [anonymous_call(url, endpoint, path, body) for path, endpoint, body in calls]
+    statuses = [anonymous_post(url + path + endpoint, body) for path, endpoint, body in calls]
     assert statuses[:5] == [404] * 5 and statuses[5] in (401, 403, 404)
     converse(url, ["still answering?"])
     assert "Traceback" not in (home / "server.log").read_text()
