@@ -24,7 +24,7 @@ Paths (all in one process, taking turns on each request so a noisy machine slows
   for a replies version only (its conversion is kept beside the version).
 
 Printed per path: tokens/s over the first ``--prompts`` requests (prefill included), median TTFT,
-the ratio to the reference; then ROUGE-L (the project's: ``rouge_score`` rougeL F1 with
+the ratio to the reference; then ROUGE-L (the project's, :func:`training.metrics.rouge_l`: rougeL F1 with
 stemming, x100) of each path's replies on ``--rows`` requests against the data set's replies
 (and the difference to the reference), ROUGE-L against the reference's own replies, how many
 replies are identical to the reference's, and replies holding an invented ``{{Slot}}`` (names
@@ -55,6 +55,7 @@ from bot.generation.streaming import run_in_worker  # noqa: E402
 from bot.manifest import MANIFEST, read  # noqa: E402
 from bot.prompting import build_messages, prompt_ids  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
+from training.metrics import rouge_l  # noqa: E402
 
 PLAIN = ServingOptions(dtype_name="float32", int8=False, draft_tokens=0, pack_weights=False)
 
@@ -277,14 +278,6 @@ def timed_stream(engine, ids: list[int], new_tokens: int) -> tuple[list[int], fl
     return run_in_worker(run)
 
 
-def rouge(a: list[str], b: list[str]) -> float:
-    """Mean ROUGE-L F1 x100 of ``a[i]`` against ``b[i]`` (``rouge_score``, stemming)."""
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return 100 * statistics.mean(scorer.score(ref, hyp)["rougeL"].fmeasure for hyp, ref in zip(a, b))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None)
@@ -347,14 +340,14 @@ def main() -> None:
     texts = {name: [tokenizer.decode(r[0], skip_special_tokens=True).strip() for r in rs] for name, rs in results.items()}
     references = [clean_reply(e.reply) for e in rows[:args.rows]]
     ref_texts = texts["transformers fp32"]
-    ref_rouge = rouge(ref_texts, references)
+    ref_rouge = rouge_l(ref_texts, references)
     print(f"\n| path | ROUGE-L vs data ({args.rows} rows) | diff to reference | ROUGE-L vs reference replies | "
           f"identical | stop at <|im_end|> | invented slots |\n|---|---|---|---|---|---|---|")
     for name, replies in texts.items():
-        score = rouge(replies, references)
+        score = rouge_l(replies, references)
         stopped = sum(bool(r[0]) and r[0][-1] in stops for r in results[name])
         invented = sum(bool(invented_slots(t, slots)) for t in replies) if slots else "n/a (no manifest slots)"
-        print(f"| {name} | {score:.2f} | {score - ref_rouge:+.2f} | {rouge(replies, ref_texts):.1f} | "
+        print(f"| {name} | {score:.2f} | {score - ref_rouge:+.2f} | {rouge_l(replies, ref_texts):.1f} | "
               f"{sum(a == b for a, b in zip(replies, ref_texts))}/{len(replies)} | {stopped}/{len(replies)} | {invented} |")
 
     batch_prompts = prompts[:args.batch]

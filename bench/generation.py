@@ -121,19 +121,17 @@ def quality(paths: dict[str, ReplyGenerator], plain: ReplyGenerator, examples: l
             new_tokens: int) -> dict[str, str]:
     """ROUGE-L F1 (x100) of each generator's streamed replies, and for the serving paths how many
     replies equal the plain stream's, on ``examples``."""
-    from rouge_score import rouge_scorer
-
+    from training.metrics import rouge_l
     from training.reply_data import clean_reply
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     replies = {name: [g.generate(user_text=e.text, intent=e.intent, max_new_tokens=new_tokens) for e in examples]
                for name, g in {"merged (plain stream)": plain, **paths}.items()}
     reference = replies["merged (plain stream)"]
     out = {}
     for name, texts in replies.items():
-        rouge = statistics.mean(scorer.score(clean_reply(e.reply), t)["rougeL"].fmeasure for e, t in zip(examples, texts))
+        rouge = rouge_l(texts, [clean_reply(e.reply) for e in examples])
         same = sum(a == b for a, b in zip(texts, reference))
-        out[name] = f"ROUGE-L {100 * rouge:.2f}, identical to plain {same}/{len(examples)}"
+        out[name] = f"ROUGE-L {rouge:.2f}, identical to plain {same}/{len(examples)}"
     return out
 
 
