@@ -57,6 +57,35 @@ def test_draft_candidates_are_cut_to_max_length():
     assert DraftCandidates(store, "b", 3, 20).get_candidates(prompt)[0] is prompt
 
 
+def test_transformers_still_asks_the_hook_drafting_replaces(tiny_lm_dir):
+    """transformers 5.x takes no CandidateGenerator through a public ``generate`` argument (only
+    ``assistant_model``, prompt lookup and a few built-in kinds, chosen in the private
+    ``GenerationMixin._get_candidate_generator``); :func:`bot.generation.speculative.enable_drafting`
+    wraps that method. This fails loudly when a transformers release renames or bypasses it."""
+    from transformers.generation.utils import GenerationMixin
+
+    from bot.generation.speculative import drafting
+
+    assert callable(getattr(GenerationMixin, "_get_candidate_generator", None)), (
+        "transformers no longer has GenerationMixin._get_candidate_generator: speculative decoding "
+        "(bot/generation/speculative.py enable_drafting) must find the new way to pass DraftCandidates")
+    fast = ReplyGenerator.from_pretrained(tiny_lm_dir, options=DRAFTING)
+    asked = []
+
+    class Counted(DraftCandidates):
+        def get_candidates(self, input_ids, **kwargs):
+            asked.append(input_ids.shape[1])
+            return super().get_candidates(input_ids, **kwargs)
+
+    prompt = torch.tensor([[1, 2, 3]])
+    with drafting(Counted(fast.drafts, "a", 3, 8)):
+        fast.model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4,
+                            do_sample=False, prompt_lookup_num_tokens=fast.drafts.draft_tokens)
+    assert asked, ("assisted generate did not ask DraftCandidates for drafts: transformers changed how it picks "
+                   "the candidate generator (private GenerationMixin._get_candidate_generator, wrapped by "
+                   "bot.generation.speculative.enable_drafting)")
+
+
 def test_drafting_gives_the_plain_reply_in_fewer_forward_passes(tiny_lm_dir):
     plain = ReplyGenerator.from_pretrained(tiny_lm_dir, options=PLAIN)
     fast = ReplyGenerator.from_pretrained(tiny_lm_dir, options=DRAFTING)

@@ -197,6 +197,10 @@ def enable_drafting(model) -> None:
 
     transformers picks the candidate generator in ``model._get_candidate_generator``; this wraps
     that method on this model object only. Threads without drafts keep the original behaviour.
+    It is private, but transformers 5.x has no public way in: ``generate`` takes an
+    ``assistant_model`` (a model that drafts by generating, a fixed number of tokens each time) or
+    prompt lookup (drafts from the prompt only), and a ``custom_generate`` callable would have to
+    re-implement assisted decoding. ``tests/test_speculative.py`` fails loudly when the hook changes.
     """
     original = model._get_candidate_generator
 
