@@ -187,7 +187,9 @@ def follow_up(prediction: Prediction, threshold: float, previous: Turn | None, c
     message decides alone.
 
     A message is unclear when it is out of scope alone (``oos_score > threshold``) or a bare
-    affirmation (:data:`AFFIRM`), and it follows a turn that was answered. Then:
+    affirmation (:data:`AFFIRM`), and it follows a turn that was answered; a message the
+    out-of-scope class itself wins (``oos_class``) and that gives no entity is off topic, not
+    unclear. Then:
 
     1. ``combined``, the prediction for the previous message and this one together, is taken
        when it is in scope and not small talk ("cancel my order" + "it's order 4471");
@@ -201,7 +203,8 @@ def follow_up(prediction: Prediction, threshold: float, previous: Turn | None, c
         combined: the prediction for ``previous.user_text + " " + message``, or None.
         entities: from :func:`bot.placeholders.extract_entities` of this message.
     """
-    unclear = prediction.oos_score > threshold or prediction.intent == AFFIRM
+    off_topic = prediction.oos_class and not entities  # "tell me a joke" after an answer stays off topic
+    unclear = (prediction.oos_score > threshold and not off_topic) or prediction.intent == AFFIRM
     answered = previous is not None and previous.decision is not None and previous.decision.route == Route.ANSWER
     if not (unclear and answered and previous.decision.intent):
         return None

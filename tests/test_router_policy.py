@@ -62,6 +62,12 @@ def answered(intent="cancel_order", index=1):
     # a bare "yes" after an answer continues its topic
     (predict("smalltalk_affirm", oos=0.05), answered("delete_account"), predict("delete_account", oos=0.2), {},
      ("delete_account", "classified with the previous message (turn 1)")),
+    # an off-topic message (the out-of-scope class wins) after an answer stays off topic...
+    (Prediction("track_order", 0.01, [], 0.99, oos_class=True), answered(), predict("cancel_order", oos=0.1), {},
+     None),
+    # ...unless it gives an entity
+    (Prediction("track_order", 0.01, [], 0.99, oos_class=True), answered(), predict("cancel_order", oos=0.1),
+     {"order_number": "4471"}, ("cancel_order", "classified with the previous message (turn 1)")),
     # clear messages, and messages after a turn that was not answered, decide alone
     (predict("track_order", oos=0.1), answered(), predict("cancel_order"), {}, None),
     (predict("track_order", oos=0.9), None, None, {"order_number": "4471"}, None),
