@@ -158,7 +158,7 @@ def decide(
     if score > threshold and prediction.oos_class:
         return decision(Route.FALLBACK, Reason.OUT_OF_SCOPE_CLASS,
                         f"out of scope: the out-of-scope class wins (score {score:.3f} > {threshold:.3f})")
-    if is_small_talk(intent) and prediction.confidence > SMALL_TALK_MAJORITY:
+    if is_small_talk(intent) and (score <= threshold or prediction.confidence > SMALL_TALK_MAJORITY):
         return decision(Route.SMALLTALK, Reason.SMALL_TALK,
                         f"small talk '{intent}' with confidence {prediction.confidence:.2f}")
     if score > threshold:
@@ -167,9 +167,6 @@ def decide(
                             f"out of scope again ({fallbacks_in_a_row + 1} fallbacks in a row)")
         return decision(Route.REPHRASE, Reason.OUT_OF_SCOPE,
                         f"out of scope: score {score:.3f} > threshold {threshold:.3f}")
-    if is_small_talk(intent):
-        return decision(Route.SMALLTALK, Reason.SMALL_TALK,
-                        f"small talk '{intent}' with confidence {prediction.confidence:.2f}")
     if intent in config.handoff_intents:
         return decision(Route.HANDOFF, Reason.HANDOFF_INTENT, f"intent '{intent}' is handed off by configuration")
     if intent in config.templates:
