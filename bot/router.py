@@ -153,7 +153,8 @@ def decide(
     def decision(route: Route, code: Reason, reason: str) -> Decision:
         return Decision(route, reason, intent, threshold, code=code)
 
-    if re.search(config.human_request, text, flags=re.IGNORECASE):
+    if re.search(config.human_request, text, flags=re.IGNORECASE) and not re.search(
+            config.identity_question, text, flags=re.IGNORECASE):
         return decision(Route.HANDOFF, Reason.ASKED_FOR_PERSON, "customer asked for a person")
     if score > threshold and prediction.oos_class:
         return decision(Route.FALLBACK, Reason.OUT_OF_SCOPE_CLASS,

@@ -57,6 +57,10 @@ class RouterConfig(BaseModel):
         templates: intent -> fixed reply (may hold ``{{Slot}}`` placeholders) used instead of
             generating.
         human_request: regular expression (case-insensitive) that marks a request for a person.
+        identity_question: regular expression (case-insensitive) for a question about who is
+            answering ("am I talking to a human?", "r u a real person?"): such a message is not a
+            request for a person, whatever ``human_request`` says, and the classifier decides it
+            (small talk ``smalltalk_bot`` when trained).
         max_new_tokens: cap on generated reply length, in tokens.
         history_turns: earlier turns given to the generator.
         max_concurrent_generations: replies generated at once (>= 1); later turns that need a
@@ -80,6 +84,10 @@ class RouterConfig(BaseModel):
         r"|\b(real|live|human) (agent|person|being|support)\b"
         r"|^\W*(agent|human|representative|operator)\W*(please)?\W*$"
     )
+    identity_question: str = (
+        r"^\W*(am i (talking|chatting|speaking) (to|with)|are (you|u)|r u|is (this|it|that))"
+        r" (a |an )?(real |actual |live )?(human|person|bot|robot|computer|machine|ai|automated)\b"
+    )
     max_new_tokens: int = Field(160, ge=1, le=1024)
     history_turns: int = Field(2, ge=0)
     max_concurrent_generations: int = Field(2, ge=1)
@@ -101,7 +109,7 @@ class RouterConfig(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    @field_validator("human_request")
+    @field_validator("human_request", "identity_question")
     @classmethod
     def _compiles(cls, pattern: str) -> str:
         try:

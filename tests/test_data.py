@@ -214,3 +214,24 @@ def test_loading_logs_the_first_problems_and_points_at_data_validate(tmp_path, c
         load(str(path))
     assert caplog.text.count("is labelled with 2 intents") == 5
     assert f"{path}: 2 more problem(s); `supportbot data validate {path}` lists them all" in caplog.text
+
+
+def test_hwu64_conversation_moves_teach_small_talk_and_are_never_out_of_scope(data_dir, tmp_path):
+    """HWU64's affirm/negate/praise become small-talk rows (relabelled, at most MOVES_PER_INTENT each);
+    no conversation move is ever an out-of-scope example; without a background set there are none."""
+    import random
+
+    from bot.settings import load_settings
+    from training.intents import MOVES_PER_INTENT, IntentTrainConfig, background_rows, conversation_moves
+
+    settings = load_settings(data_dir=str(data_dir), home=str(tmp_path))
+    config = IntentTrainConfig()
+    moves = conversation_moves(config, settings, random.Random(0))
+    by_intent = {i: [e for e in moves if e.intent == i] for i in {e.intent for e in moves}}
+    assert {i: len(rows) for i, rows in by_intent.items()} == dict.fromkeys(
+        ["smalltalk_affirm", "smalltalk_negate", "smalltalk_thanks"], MOVES_PER_INTENT)
+    hwu = {e.text: e.intent for e in load("hwu64", data_dir=data_dir).examples}
+    assert {hwu[e.text] for e in by_intent["smalltalk_thanks"]} == {"general_praise"}
+    trained, held, _ = background_rows(config, settings, [], None, random.Random(0))
+    assert not {hwu[e.text] for e in trained + held} & {"general_affirm", "general_commandstop", "general_praise"}
+    assert conversation_moves(IntentTrainConfig(background="none"), settings, random.Random(0)) == []

@@ -8,7 +8,7 @@ pooch (https://www.fatiando.org/pooch/), which checks the sha256.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.errors import DataError, SupportbotError
@@ -38,9 +38,12 @@ class BuiltinDataset:
         train: the file with the training rows.
         test: the publisher's test file, when the data set has an official split.
         columns: our field -> the file's column (``text``, ``intent``, optional ``reply``).
-        conversational: intents that are conversation moves (yes, no, thanks, repeat, ...):
-            left out when the data set serves as a background set of out-of-scope examples,
-            since a shop's bot answers them as small talk.
+        conversational: intents that are conversation moves (yes, no, thanks, repeat, ...) ->
+            the small-talk intent whose replies fit them, or None. They are never out-of-scope
+            examples when the data set serves as the background set, since a shop's bot answers
+            them in the conversation; with small talk on, up to
+            :data:`training.intents.MOVES_PER_INTENT` rows of each mapped move teach its
+            small-talk intent.
         customer_words: a file under ``training/builtin/`` of training rows written for the
             project in customers' own words (short, informal, indirect, with concrete details),
             which the publisher's templated rows lack; :func:`training.intents.prepare` adds them
@@ -52,7 +55,7 @@ class BuiltinDataset:
     train: RemoteFile
     test: RemoteFile | None
     columns: dict[str, str]
-    conversational: tuple[str, ...] = ()
+    conversational: dict[str, str | None] = field(default_factory=dict)
     customer_words: str | None = None
 
 
@@ -115,8 +118,10 @@ BUILTIN: dict[str, BuiltinDataset] = {
             lines=(_HWU64_URL + "test/seq.in", _HWU64_URL + "test/label"),
         ),
         columns={"text": "text", "intent": "intent"},
-        conversational=("general_affirm", "general_commandstop", "general_confirm", "general_dontcare",
-                        "general_explain", "general_negate", "general_praise", "general_repeat"),
+        conversational={"general_affirm": "smalltalk_affirm", "general_negate": "smalltalk_negate",
+                        "general_praise": "smalltalk_thanks", "general_commandstop": None,
+                        "general_confirm": None, "general_dontcare": None, "general_explain": None,
+                        "general_repeat": None},
     ),
 }
 

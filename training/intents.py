@@ -75,6 +75,10 @@ goes to validation, so that the threshold is also chosen on messages as customer
 CUSTOMER_WORDS_REPEAT = 3
 """Each training row in customers' words is trained on this many times per epoch: a few hundred
 of them against thousands of templated rows (measured on the realistic request sets, README)."""
+MOVES_PER_INTENT = 40
+"""Rows of each conversation move of the background set (:attr:`BuiltinDataset.conversational`,
+e.g. HWU64's ``general_praise``) added to the small-talk intent it maps to: as many as the
+built-in file has per small-talk intent, so the moves widen its phrasing without outweighing it."""
 
 
 @dataclass
@@ -258,7 +262,8 @@ def prepare(data: str | LoadedData, config: IntentTrainConfig, settings: Setting
     extra: list[Example] = []
     if config.small_talk:
         own = {e.intent for e in data.examples}
-        talk = [e for e in load(str(SMALL_TALK_FILE)).examples if e.intent not in own]
+        talk = load(str(SMALL_TALK_FILE)).examples + conversation_moves(config, settings, rng)
+        talk = [e for e in talk if e.intent not in own]
         rng.shuffle(talk)
         cut = 0 if small else len(talk) // 7
         validation, extra = validation + talk[:cut], talk[cut:]
@@ -304,6 +309,29 @@ def customer_word_rows(name: str, intents: list[str], share: float,
         validation += mine[:cut]
         train += mine[cut:]
     return train, validation
+
+
+def conversation_moves(config: IntentTrainConfig, settings: Settings, rng: random.Random) -> list[Example]:
+    """Small-talk rows from the background set's conversation moves: up to
+    :data:`MOVES_PER_INTENT` rows, drawn with ``rng``, of each move that
+    :attr:`training.datasets.BuiltinDataset.conversational` maps to a small-talk intent, relabelled
+    to it (HWU64: affirm, negate, praise -> ``smalltalk_affirm``, ``smalltalk_negate``,
+    ``smalltalk_thanks``). Empty for a background set that is not built in, or none.
+    """
+    from training.datasets import BUILTIN
+
+    name = (config.background or "none").strip()
+    moves = BUILTIN[name].conversational if name in BUILTIN and config.background_rows else {}
+    if not any(moves.values()):
+        return []
+    rows = load(name, data_dir=settings.data_dir, home=settings.home).examples
+    picked: list[Example] = []
+    for move, intent in sorted(moves.items()):
+        if intent:
+            mine = [e for e in rows if e.intent == move]
+            picked += [Example(e.text, intent, None, e.source)
+                       for e in rng.sample(mine, min(MOVES_PER_INTENT, len(mine)))]
+    return picked
 
 
 def background_rows(config: IntentTrainConfig, settings: Settings, train: list[Example], encoder,
