@@ -12,8 +12,9 @@ Replies learnt from Bitext hold slots such as ``{{Customer Support Phone Number}
 3. **business fact** (phone numbers, e-mail addresses, hours, websites, chat, durations,
    percentages, numbered or long descriptive placeholders; see :func:`is_fact_slot`): only the
    company can state these, so the *sentence* holding the slot is dropped;
-4. **personal value** (``... Anonymized`` or an identifier: a name, a date, a number the customer
-   did not give): the slot is removed with its lead-in ("with the number", "#");
+4. **personal value** (``... Anonymized``, an identifier, or an entity slot of kind 2: a name, a
+   date, a number the customer did not give): the slot is removed with its lead-in ("with the
+   number", "#"; "cancel order number {{Order Number}}" -> "cancel your order");
 5. **UI label** (anything else, e.g. ``{{Order History}}``, ``{{Account Settings}}``: Bitext's
    slots are mostly button and page names): shown as its own words, "Order History".
 
@@ -77,7 +78,13 @@ ENTITY_PATTERNS = {
 
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 _NOT_SENTENCE_ENDS = frozenset({"e.g.", "i.e.", "mr.", "mrs.", "ms.", "dr.", "no.", "vs.", "approx."})
-_LEAD_IN = re.compile(r"(?:\s+with\s+(?:the\s+)?(?:number|id|reference)|\s*#|\s+no\.)?\s*$", re.IGNORECASE)
+_LEAD_IN = re.compile(
+    r"(?:\s+with\s+(?:the\s+|your\s+)?(?:(?:order|purchase)\s+)?(?:number|id|reference)"
+    r"|(?P<space>^|\s+)(?:(?P<det>the|your|this|that)\s+)?(?P<what>order|purchase)\s*(?:number|id|no\.?|#)"
+    r"|\s*#|\s+no\.)?\s*$", re.IGNORECASE)
+"""What leads into a personal value that is removed: dropped with it ("with the number",
+"#"), or, for "the order number", left as the order ("cancel order number {{Order Number}}"
+-> "cancel your order", "Your order #{{Order Number}}" -> "Your order"): :func:`_lead_in`."""
 _LIST_ITEM = re.compile(r"(\s*)(\d{1,3})(?=\.\s)")
 _ANONYMIZED = re.compile(r"\banonymized$", re.IGNORECASE)
 _WORD = re.compile(r"[^\W\d_]{2,}")
@@ -289,7 +296,7 @@ class _Resolver:
                 return None
             out += piece[start:match.start()]
             if value is None:
-                out, removed = _LEAD_IN.sub("", out), True
+                out, removed = _LEAD_IN.sub(_lead_in, out), True
             else:
                 out += value
             start = match.end()
@@ -306,7 +313,7 @@ class _Resolver:
         entity = "order_number" if is_identifier(name) else ENTITY_SLOTS.get(key)
         if entity in self.entities:
             return self.entities[entity]
-        if is_fact_slot(name) or _ANONYMIZED.search(name) or is_identifier(name):
+        if entity or is_fact_slot(name) or _ANONYMIZED.search(name):
             self._missing(name)
             return _DROP if is_fact_slot(name) else None
         return name
@@ -314,6 +321,16 @@ class _Resolver:
     def _missing(self, name: str) -> None:
         if name not in self.missing:
             self.missing.append(name)
+
+
+def _lead_in(match: re.Match) -> str:
+    """What is left of a lead-in (:data:`_LEAD_IN`) whose slot is removed."""
+    if not match["what"]:
+        return ""
+    det, what = match["det"], match["what"]
+    if not det:  # "Order number {{Order Number}} was shipped." -> "Your order was shipped."
+        det, what = ("Your", what.lower()) if what[0].isupper() else ("your", what)
+    return f"{match['space'] and ' '}{det} {what}"
 
 
 _DROP = object()

@@ -132,9 +132,21 @@ def test_personal_values_not_given_are_removed_with_their_lead_in(profile):
              "{{Order Number Anonymized}}. Track order #{{Order ID Anonymized}} now.\n- Date of purchase: "
              "{{Purchase Date Anonymized}}")
     filled = fill(reply, profile, {})
-    assert filled.text == "No worries, I'm here. Look for the order. Track order now.\n- Date of purchase"
+    assert filled.text == "No worries, I'm here. Look for the order. Track your order now.\n- Date of purchase"
     assert filled.missing_slots == ["Name Field Anonymized", "Order Number Anonymized",
                                     "Order ID Anonymized", "Purchase Date Anonymized"]
+
+
+@pytest.mark.parametrize("reply,expected", [
+    ("I understand your need to cancel order number {{Order Number}}.", "I understand your need to cancel your order."),
+    ("It's hard, especially if it's order number {{Purchase ID Anonymized}}.", "It's hard, especially if it's your order."),
+    ("Order number {{Order Number}} was shipped.", "Your order was shipped."),
+    ("Canceling the purchase number {{Order Number Anonymized}} is easy.", "Canceling the purchase is easy."),
+    ("Enter it in the {{Order Number}} field.", "Enter it in the field."),  # an entity slot is never a label
+])
+def test_an_order_number_not_given_leaves_the_order(profile, reply, expected):
+    filled = fill(reply, profile, {})
+    assert (filled.text, len(filled.missing_slots)) == (expected, 1)
 
 
 def test_nothing_useful_left_asks_for_a_fallback():
