@@ -17,6 +17,10 @@ class SupportbotError(Exception):
 
     setting: str | None = None
 
+    def __init__(self, message: str = "", setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
+
 
 class DataError(SupportbotError):
     """A data file that cannot be used as it is; the message names file, row (or ``line``, for a
@@ -25,7 +29,6 @@ class DataError(SupportbotError):
 
     def __init__(self, path: object, problem: str, row: int | None = None, field: str | None = None,
                  line: int | None = None, setting: str | None = None):
-        self.setting = setting
         where = str(path)
         if row is not None:
             where += f", row {row}"
@@ -33,7 +36,7 @@ class DataError(SupportbotError):
             where += f", line {line}"
         if field is not None:
             where += f", field '{field}'"
-        super().__init__(one_line(f"{where}: {problem}"))
+        super().__init__(one_line(f"{where}: {problem}"), setting)
 
 
 class SettingError(SupportbotError):
@@ -45,8 +48,8 @@ class SettingError(SupportbotError):
     """
 
     def __init__(self, field: str, problem: str):
-        self.field, self.problem, self.setting = field, problem, field
-        super().__init__(f"{field} {problem}")
+        self.field, self.problem = field, problem
+        super().__init__(f"{field} {problem}", field)
 
 
 def one_line(text: str) -> str:

@@ -63,7 +63,7 @@ def export(store: ConversationStore, what: str, fmt: str, output: Path, overwrit
     if output.is_dir():
         raise SupportbotError(f"{output} is a folder; give a file name")
     if output.exists() and not overwrite:
-        raise SupportbotError(f"{output} already exists; choose another name or pass --overwrite")
+        raise SupportbotError(f"{output} already exists; choose another name or pass overwrite", "overwrite")
     if not output.parent.is_dir():
         raise SupportbotError(f"{output}: the folder {output.parent} does not exist; create it first")
     rows = conversation_rows(store) if what == "conversations" else example_rows(store)

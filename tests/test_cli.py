@@ -171,6 +171,11 @@ def test_prune_and_export_leave_other_files_alone(tmp_path):
     result = run("export", "--db", str(log), "--output", str(log), "--overwrite")
     assert result.returncode == 2 and "is the conversation log itself" in result.stderr
     assert _rows(log, "PRAGMA integrity_check") == [("ok",)]
+    taken = tmp_path / "taken.csv"
+    taken.write_text("keep me", encoding="utf-8")
+    result = run("export", "--db", str(log), "--output", str(taken))
+    assert result.returncode == 2 and result.stderr.strip().endswith("choose another name or pass --overwrite")
+    assert taken.read_text(encoding="utf-8") == "keep me"
 
 
 def test_serve_refuses_a_port_out_of_range():

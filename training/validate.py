@@ -48,6 +48,8 @@ class Finding:
         rows: 1-based data rows (JSONL: lines; Rasa: intent blocks) it concerns; may be empty.
         field: the file's column (or key) concerned, or None.
         problem: what is wrong and what to do, one line.
+        setting: the option the problem names last as the fix (``oos_label``), or None; the
+            command line writes its flag there (:class:`bot.errors.SupportbotError`'s ``setting``).
     """
 
     severity: Severity
@@ -55,6 +57,7 @@ class Finding:
     problem: str
     rows: tuple[int, ...] = ()
     field: str | None = None
+    setting: str | None = None
 
     @property
     def where(self) -> str:
@@ -292,7 +295,8 @@ def _unmapped_oos(name: str, examples: list[Example], intent_field: str) -> Iter
             by_label[e.intent].append(e)
     for label, rows in by_label.items():
         yield Finding("warning", name, f"{len(rows)} row(s) labelled {label!r} look out of scope but are "
-                      f"trained as an intent; pass --oos-label {label} if they are", _rows(rows), intent_field)
+                      f"trained as an intent; pass oos_label {label} if they are", _rows(rows), intent_field,
+                      "oos_label")
 
 
 def _leakage(train_name: str, train: list[Example], test_name: str, test: list[Example],

@@ -164,8 +164,10 @@ def data_validate(
     logging.getLogger("training.data").setLevel(logging.ERROR)  # its load-time warnings are findings here
     report = validate(file, test, data_dir=settings.data_dir, home=settings.home, text_column=text_column,
                       intent_column=intent_column, oos_labels=oos_label, min_examples=min_examples)
-    for line in [*report.files, *report.findings]:
-        typer.echo(str(line))
+    for summary in report.files:
+        typer.echo(str(summary))
+    for finding in report.findings:
+        typer.echo(_flagged(str(finding), finding.setting))
     typer.echo(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
     raise typer.Exit(1 if report.errors else 0)
 
@@ -699,6 +701,16 @@ def _flags(args: list[str]) -> set[str]:
     return {flag for param in command.params for flag in param.opts}
 
 
+def _flagged(message: str, setting: str | None) -> str:
+    """``message`` with the ``setting`` it names last (the fix, :class:`SupportbotError`'s
+    ``setting``) written as this command's flag (``oos_label`` -> ``--oos-label``), when the
+    command has that flag."""
+    if setting and (flag := "--" + setting.replace("_", "-")) in _flags(sys.argv[1:]):
+        head, _, tail = message.rpartition(setting)
+        return head + flag + tail
+    return message
+
+
 def main() -> None:
     """Entry point of the ``supportbot`` script."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -711,11 +723,7 @@ def main() -> None:
         typer.echo(f"error: {f'{flag} {exc.problem}' if flag in _flags(sys.argv[1:]) else exc}", err=True)
         raise SystemExit(2) from None
     except SupportbotError as exc:
-        message, setting = str(exc), exc.setting
-        if setting and (flag := "--" + setting.replace("_", "-")) in _flags(sys.argv[1:]):
-            head, _, tail = message.rpartition(setting)  # the library names the setting last
-            message = head + flag + tail
-        typer.echo(f"error: {message}", err=True)
+        typer.echo(f"error: {_flagged(str(exc), exc.setting)}", err=True)
         raise SystemExit(2) from None
     except typer.TyperException as exc:  # typer's (vendored click's) ClickException and subclasses
         if type(exc).__name__ == "NoArgsIsHelpError":  # the help is the message (or already printed by rich)
