@@ -298,9 +298,13 @@ def specific_facts(reply: str) -> set[str]:
 
 def new_facts(reply: str, sources: Iterable[str]) -> set[str]:
     """Facts of ``reply`` (:func:`facts`) found in none of ``sources`` (the retrieved answers,
-    the customer's message, the history); ``{{Slot}}`` placeholders are not facts."""
+    the customer's message, the history); ``{{Slot}}`` placeholders are not facts. A number with
+    a run of three or more digits counts as found only whole: ``"010-447"``, a reply cut short
+    inside ``"+1 (555) 010-4477"``, is new."""
     known = " ".join(sources)
-    return {fact for fact in facts(SLOT.sub(" ", reply)) if fact not in known}
+    return {fact for fact in facts(SLOT.sub(" ", reply))
+            if fact not in known or (re.search(r"\d{3}", fact) and not re.search(
+                rf"(?<!\d){re.escape(fact)}(?!\d)", known))}
 
 
 class AnswerLibrary:

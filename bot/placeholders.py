@@ -79,11 +79,13 @@ ENTITY_PATTERNS = {
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 _NOT_SENTENCE_ENDS = frozenset({"e.g.", "i.e.", "mr.", "mrs.", "ms.", "dr.", "no.", "vs.", "approx."})
 _LEAD_IN = re.compile(
-    r"(?:\s+with\s+(?:the\s+|your\s+)?(?:(?:order|purchase)\s+)?(?:number|id|reference)"
-    r"|(?P<space>^|\s+)(?:(?P<det>the|your|this|that)\s+)?(?P<what>order|purchase)\s*(?:number|id|no\.?|#)"
+    r"(?:(?:\s+associated)?\s+(?:with|bearing|label+ed|identified\s+as)(?:\s+(?:the|your))?"
+    r"(?:\s+(?:order|purchase|reference|invoice|bill|tracking))?(?:\s+(?:number|id|no\.?))?"
+    r"|(?P<space>^|\s+)(?:(?P<det>the|your|this|that|specific)\s+)?(?P<what>order|purchase|invoice|bill)"
+    r"\s*(?:number|id|no\.?|#)"
     r"|\s*#|\s+no\.)?\s*$", re.IGNORECASE)
 """What leads into a personal value that is removed: dropped with it ("with the number",
-"#"), or, for "the order number", left as the order ("cancel order number {{Order Number}}"
+"associated with", "identified as", "#"), or, for "the order number", left as the order ("cancel order number {{Order Number}}"
 -> "cancel your order", "Your order #{{Order Number}}" -> "Your order"): :func:`_lead_in`."""
 _LIST_ITEM = re.compile(r"(\s*)(\d{1,3})(?=\.\s)")
 _ANONYMIZED = re.compile(r"\banonymized$", re.IGNORECASE)

@@ -438,7 +438,7 @@ class Router:
                                             f"near-identical request (similarity {best.score:.2f})",
                            code=Reason.APPROVED_ANSWER), best.answer
         if best is None or best.score < config.min_score:
-            why = (f"no approved answer close enough (best {best.answer.id}: {best.score:.2f} < {config.min_score:.2f})"
+            why = (f"no approved answer close enough (best {best.answer.id}: {best.score:.3f} < {config.min_score:.3f})"
                    if best else f"no approved answer for intent '{decision.intent}'")
             if config.unsure == "closest" and best is not None:
                 return replace(decision, reason=f"{decision.reason}; {why}: the closest one",

@@ -94,6 +94,9 @@ def test_facts_are_numbers_urls_and_emails_and_slots_are_not():
     assert facts("call 555-0100 or see https://x.io. Mail a@b.co!") == {"555-0100", "https://x.io", "a@b.co"}
     assert new_facts("Order 4471 ships in 3 days, see {{Website URL}} 2", ["my order 4471", "step 2"]) == {"3"}
     assert new_facts("No facts here.", []) == set()
+    phone = "Call +1 (555) 010-4477."
+    assert new_facts("Call +1 (555) 010-447", [phone]) == {"010-447"}  # cut short at the token limit
+    assert new_facts("Call +1 (555) 010-4477 or see step 1", [phone, "step 12"]) == set()
 
 
 def test_search_stays_in_the_intent_ranks_by_similarity_and_excludes():

@@ -65,7 +65,9 @@ def test_converse_read_history_rate_and_ask_for_a_person(api, server):
                       headers=headers)
     assert answer.status_code == 200, answer.text
     turn = answer.json()["turn"]
-    assert turn["index"] == 0 and turn["reply"] and turn["intent"] in {"refund", "cancel", "track", "invoice"}
+    assert turn["index"] == 0 and turn["reply"]
+    assert (turn["intent"] in {"refund", "cancel", "track", "invoice"} if turn["route"] not in {"rephrase", "fallback"}
+            else turn["intent"] is None)
     rated = api.post(f"/conversations/{conversation}/turns/{turn['id']}/feedback",
                      json={"rating": -1, "comment": "wrong, mail me at jo@example.com"}, headers=headers)
     assert rated.status_code == 201 and rated.json()["feedback_id"] >= 1
@@ -74,6 +76,7 @@ def test_converse_read_history_rate_and_ask_for_a_person(api, server):
     history = api.get(f"/conversations/{conversation}", headers=headers).json()
     assert history["handled_by"] == "waiting for an agent" and history["agent"] is None
     assert [t["route"] for t in history["turns"]] == [turn["route"], "handoff"]
+    assert history["turns"][1]["intent"] is None  # pressed "talk to a human": no intent decided
     assert history["turns"][0]["rating"] == -1
     assert api.get(f"/conversations/{conversation}", params={"after": 0}, headers=headers).json()["turns"][0]["index"] == 1
     db = sqlite3.connect(server[1] / "conversations.db")

@@ -143,6 +143,9 @@ def test_personal_values_not_given_are_removed_with_their_lead_in(profile):
     ("Order number {{Order Number}} was shipped.", "Your order was shipped."),
     ("Canceling the purchase number {{Order Number Anonymized}} is easy.", "Canceling the purchase is easy."),
     ("Enter it in the {{Order Number}} field.", "Enter it in the field."),  # an entity slot is never a label
+    ("3. Find the purchase associated with {{Order ID Anonymized}}.", "3. Find the purchase."),
+    ("Look for the order with the reference number {{Order Number}}.", "Look for the order."),
+    ("Find the invoice identified as {{Invoice Number}}.", "Find the invoice."),
 ])
 def test_an_order_number_not_given_leaves_the_order(profile, reply, expected):
     filled = fill(reply, profile, {})

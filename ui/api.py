@@ -43,7 +43,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from bot.errors import SupportbotError
-from bot.records import Route, Turn
+from bot.records import FALLBACK_ROUTES, Route, Turn
 from bot.router import Router
 from bot.settings import ApiConfig
 from bot.text import MAX_CHARS
@@ -104,8 +104,10 @@ class TurnOut(BaseModel):
     route: Route | None = Field(description="human: left for the agent; agent: an agent's reply; notice: a "
                                             "status message; the others: the bot's reply")
     reason: str | None
-    intent: str | None
-    confidence: float | None
+    intent: str | None = Field(description="the intent the reply is for (for a follow-up, the one decided with "
+                                           "the previous message); null when the message was not understood "
+                                           "(rephrase, fallback)")
+    confidence: float | None = Field(description="the classifier's confidence in its top intent for this message alone")
     agent: str | None = Field(description="the staff member who wrote the reply, if a person did")
     status: str
     started_at: str | None
@@ -140,7 +142,7 @@ def turn_out(turn: Turn, rating: int | None = None) -> TurnOut:
     return TurnOut(id=turn.id, index=turn.index, user_text=turn.user_text, reply=turn.reply,
                    route=turn.decision.route if turn.decision else None,
                    reason=turn.decision.reason if turn.decision else None,
-                   intent=turn.prediction.intent if turn.prediction else None,
+                   intent=turn.decision.intent if turn.decision and turn.decision.route not in FALLBACK_ROUTES else None,
                    confidence=turn.prediction.confidence if turn.prediction else None,
                    agent=turn.agent, status=turn.status, started_at=turn.started_at,
                    finished_at=turn.finished_at, rating=rating)
