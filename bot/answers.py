@@ -154,16 +154,18 @@ class AnswerIndex:
 
 def base_answers(pairs: Iterable[tuple[str, str, str]], per_intent: int) -> list[Answer]:
     """Training answers ``t0, t1, ...`` from ``(request, intent, reply)`` triples: the first
-    ``per_intent`` of each intent, skipping repeated replies and replies with
+    ``per_intent`` of each intent, skipping repeated replies, replies with
     :func:`specific_facts` (a training reply's order number or price belongs to its own
-    request, or was invented by the data set's authors: shown to another customer it is wrong).
-    Reviewers' and team answers are kept as written."""
+    request, or was invented by the data set's authors: shown to another customer it is wrong)
+    and replies that repeat a name from their request (:func:`echoed_names`). Reviewers' and
+    team answers are kept as written."""
     kept: list[Answer] = []
     counts: dict[str, int] = defaultdict(int)
     seen: set[tuple[str, str]] = set()
     for request, intent, reply in pairs:
         reply = reply.strip()
-        if not reply or counts[intent] >= per_intent or (intent, reply) in seen or specific_facts(reply):
+        if (not reply or counts[intent] >= per_intent or (intent, reply) in seen or specific_facts(reply)
+                or echoed_names(request, reply)):
             continue
         seen.add((intent, reply))
         counts[intent] += 1
@@ -294,6 +296,16 @@ def specific_facts(reply: str) -> set[str]:
     00004587345"``, ``"$1,499"``); step numbers, small counts and spans ("2", "14", "24/7") are not."""
     return {fact for fact in facts(SLOT.sub(" ", reply))
             if not fact[0].isdigit() or max(len(run) for run in re.findall(r"\d+", fact)) >= 3}
+
+
+_PERSON = re.compile(r"\b(?:(?:Mr|Ms|Mrs|Dr)\.? [A-Z][a-z]+|[A-Z][a-z]+ [A-Z][a-z]+)\b")
+
+
+def echoed_names(request: str, reply: str) -> set[str]:
+    """Person-like names of ``request`` (an honorific and a name, or two capitalised words:
+    ``"Mr. Smith"``, ``"Anna Freeman"``) that ``reply`` repeats: the reply is about that person.
+    Bitext has 157 such pairs (check_invoice, get_invoice: "the bill from Anna Freeman")."""
+    return {name for name in _PERSON.findall(request) if name in reply}
 
 
 def new_facts(reply: str, sources: Iterable[str]) -> set[str]:
