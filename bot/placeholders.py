@@ -79,7 +79,7 @@ ENTITY_PATTERNS = {
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 _NOT_SENTENCE_ENDS = frozenset({"e.g.", "i.e.", "mr.", "mrs.", "ms.", "dr.", "no.", "vs.", "approx."})
 _LEAD_IN = re.compile(
-    r"(?:(?:\s+associated)?\s+(?:with|bearing|label+ed|identified\s+as)(?:\s+(?:the|your))?"
+    r"(?:(?:\s+associated)?\s+(?:with|bearing|labell?ed|identified\s+as)(?:\s+(?:the|your))?"
     r"(?:\s+(?:order|purchase|reference|invoice|bill|tracking))?(?:\s+(?:number|id|no\.?))?"
     r"|(?P<space>^|\s+)(?:(?P<det>the|your|this|that|specific)\s+)?(?P<what>order|purchase|invoice|bill)"
     r"\s*(?:number|id|no\.?|#)"

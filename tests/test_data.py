@@ -222,16 +222,18 @@ def test_hwu64_conversation_moves_teach_small_talk_and_are_never_out_of_scope(da
     import random
 
     from bot.settings import load_settings
-    from training.intents import MOVES_PER_INTENT, IntentTrainConfig, background_rows, conversation_moves
+    from training.intents import MOVES_PER_INTENT, IntentTrainConfig, background_rows, background_set, conversation_moves
 
     settings = load_settings(data_dir=str(data_dir), home=str(tmp_path))
     config = IntentTrainConfig()
-    moves = conversation_moves(config, settings, random.Random(0))
+    background = background_set(config, settings)
+    moves = conversation_moves(config, background, random.Random(0))
     by_intent = {i: [e for e in moves if e.intent == i] for i in {e.intent for e in moves}}
     assert {i: len(rows) for i, rows in by_intent.items()} == dict.fromkeys(
         ["smalltalk_affirm", "smalltalk_negate", "smalltalk_thanks"], MOVES_PER_INTENT)
     hwu = {e.text: e.intent for e in load("hwu64", data_dir=data_dir).examples}
     assert {hwu[e.text] for e in by_intent["smalltalk_thanks"]} == {"general_praise"}
-    trained, held, _ = background_rows(config, settings, [], None, random.Random(0))
+    trained, held, _ = background_rows(config, background, [], None, random.Random(0))
     assert not {hwu[e.text] for e in trained + held} & {"general_affirm", "general_commandstop", "general_praise"}
-    assert conversation_moves(IntentTrainConfig(background="none"), settings, random.Random(0)) == []
+    nothing = IntentTrainConfig(background="none")
+    assert conversation_moves(nothing, background_set(nothing, settings), random.Random(0)) == []

@@ -260,9 +260,10 @@ def prepare(data: str | LoadedData, config: IntentTrainConfig, settings: Setting
         rng) if config.customer_words else ([], [])
     train, validation = train + words_train * CUSTOMER_WORDS_REPEAT, validation + words_validation
     extra: list[Example] = []
+    background = background_set(config, settings)
     if config.small_talk:
         own = {e.intent for e in data.examples}
-        talk = load(str(SMALL_TALK_FILE)).examples + conversation_moves(config, settings, rng)
+        talk = load(str(SMALL_TALK_FILE)).examples + conversation_moves(config, background, rng)
         talk = [e for e in talk if e.intent not in own]
         rng.shuffle(talk)
         cut = 0 if small else len(talk) // 7
@@ -271,7 +272,7 @@ def prepare(data: str | LoadedData, config: IntentTrainConfig, settings: Setting
     rng.shuffle(own_oos)
     cut = round(len(own_oos) * CALIBRATION_SHARE) if len(own_oos) > 1 and not small else 0
     negatives, oos_train = own_oos[:cut], own_oos[cut:]
-    bg_train, bg_negatives, info = background_rows(config, settings, train + extra, encoder, rng)
+    bg_train, bg_negatives, info = background_rows(config, background, train + extra, encoder, rng)
     negatives = negatives + bg_negatives  # small data: the data's own rows are held out fold by fold
     train = train + oos_train
     extra = extra + [Example(e.text, OUT_OF_SCOPE, None, f"background:{e.source}") for e in bg_train]
@@ -311,8 +312,19 @@ def customer_word_rows(name: str, intents: list[str], share: float,
     return train, validation
 
 
-def conversation_moves(config: IntentTrainConfig, settings: Settings, rng: random.Random) -> list[Example]:
-    """Small-talk rows from the background set's conversation moves: up to
+def background_set(config: IntentTrainConfig, settings: Settings) -> LoadedData | None:
+    """The background set of out-of-scope examples (``config.background``: a built-in data set
+    or a file), loaded once for :func:`conversation_moves` and :func:`background_rows`; None for
+    ``none`` or ``background_rows = 0``."""
+    name = (config.background or "none").strip()
+    if name.lower() == "none" or config.background_rows == 0:
+        return None
+    return load(name, data_dir=settings.data_dir, home=settings.home)
+
+
+def conversation_moves(config: IntentTrainConfig, background: LoadedData | None,
+                       rng: random.Random) -> list[Example]:
+    """Small-talk rows from the background set's conversation moves (:func:`background_set`): up to
     :data:`MOVES_PER_INTENT` rows, drawn with ``rng``, of each move that
     :attr:`training.datasets.BuiltinDataset.conversational` maps to a small-talk intent, relabelled
     to it (HWU64: affirm, negate, praise -> ``smalltalk_affirm``, ``smalltalk_negate``,
@@ -321,10 +333,10 @@ def conversation_moves(config: IntentTrainConfig, settings: Settings, rng: rando
     from training.datasets import BUILTIN
 
     name = (config.background or "none").strip()
-    moves = BUILTIN[name].conversational if name in BUILTIN and config.background_rows else {}
+    moves = BUILTIN[name].conversational if background is not None and name in BUILTIN else {}
     if not any(moves.values()):
         return []
-    rows = load(name, data_dir=settings.data_dir, home=settings.home).examples
+    rows = background.examples
     picked: list[Example] = []
     for move, intent in sorted(moves.items()):
         if intent:
@@ -334,9 +346,9 @@ def conversation_moves(config: IntentTrainConfig, settings: Settings, rng: rando
     return picked
 
 
-def background_rows(config: IntentTrainConfig, settings: Settings, train: list[Example], encoder,
+def background_rows(config: IntentTrainConfig, background: LoadedData | None, train: list[Example], encoder,
                     rng: random.Random) -> tuple[list[Example], list[Example], dict[str, Any]]:
-    """Training rows and held-out negatives from the background set (``config.background``).
+    """Training rows and held-out negatives from the background set (:func:`background_set`).
 
     Conversation moves of a built-in set (``BuiltinDataset.conversational``) are left out. Whole
     background intents (:data:`CALIBRATION_SHARE` of them) are held out, so the threshold is
@@ -348,13 +360,12 @@ def background_rows(config: IntentTrainConfig, settings: Settings, train: list[E
     """
     from training.datasets import BUILTIN
 
-    name = (config.background or "none").strip()
-    if name.lower() == "none" or config.background_rows == 0:
+    if background is None:
         return [], [], {"background": None}
-    loaded = load(name, data_dir=settings.data_dir, home=settings.home)
+    name = (config.background or "none").strip()
     skip = set(BUILTIN[name].conversational) if name in BUILTIN else set()
     in_scope = {e.intent for e in train}
-    rows = [e for e in loaded.examples if e.intent not in skip]
+    rows = [e for e in background.examples if e.intent not in skip]
     if not rows:
         raise SupportbotError(f"{name}: the background set of out-of-scope examples is empty")
     groups = sorted({e.intent for e in rows} - in_scope)
