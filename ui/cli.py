@@ -285,6 +285,9 @@ def chat(
         shown = ""
         console.print("[bold]bot>[/bold] ", end="")
         for chunk in router.respond(conversation, text):
+            if not chunk.text.startswith(shown):  # the safety net replaced what was shown: show the new reply whole
+                console.print("\n[bold]bot> (instead)[/bold] ", end="")
+                shown = ""
             console.print(chunk.text[len(shown):], end="", markup=False, highlight=False)
             shown = chunk.text
         console.print()
