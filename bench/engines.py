@@ -248,11 +248,11 @@ class ServeOrt:
         self.generator = OrtGenerator.load(version, cache_dir=settings.cache, precision=precision)
 
     def stream(self, ids: list[int], new_tokens: int):
-        yield from self.generator._tokens(ids, new_tokens)
+        yield from self.generator.tokens(ids, new_tokens)
         yield self.generator.tokenizer.eos_token_id  # _tokens leaves the stop token out
 
     def batch(self, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
-        """Streams on concurrent threads (one ``og.Generator`` each), as the router runs them."""
+        """Streams on concurrent threads, decoded together in the backend's continuous batch."""
         out: list = [None] * len(prompts)
 
         def run(i):
@@ -356,7 +356,7 @@ def main() -> None:
     for name, engine in batchers.items():
         if name in ("ort int8", "ort fp32"):
             continue
-        how = {"ort": "Engine", "ct2": "generate_batch", "serve-ort": "concurrent streams, one og.Generator each"}
+        how = {"ort": "Engine", "ct2": "generate_batch", "serve-ort": "concurrent streams, continuous batch"}
         label = f"{name} ({how.get(name.split()[0], 'generate, padded')})"
         out = run_in_worker(lambda e=engine: _timed_batch(e, batch_prompts, args.new_tokens))
         print(f"| {label} | {out:.1f} | {out / base:.2f} |")

@@ -9,25 +9,30 @@ complete, under a file lock. ``int8`` stores the linear weights in 8 bits (``Mat
 computes in float32; measured by ``bench/engines.py`` against plain float32 ``generate``.
 
 :class:`OrtGenerator` is a :class:`bot.generation.ReplyGenerator` (same prompt, prompt cap, stop
-tokens, slot names, ``stream``/``generate``/``generate_batch`` calls) whose tokens come from an
-``og.Generator``, one per stream, greedy. The slot constraint is the same code as in-process
-(:mod:`bot.slot_decoding`): each step's logits are read (``get_logits``), masked by
-:class:`bot.slot_decoding.SlotLogitsProcessor` and written back (``set_logits``) before the next
-token is chosen. Streams run concurrently, each on its own ``og.Generator`` (the router's queue
-bounds how many); ``og.Engine``'s scheduler is not used: on CPU it batches only requests that
-start together (a static batch; joining a running batch needs its paged attention, CUDA-only
-in onnxruntime-genai 0.18) and it has no per-token logits hook for the slot constraint.
+tokens, slot names, ``stream``/``generate``/``generate_batch`` calls) whose tokens come from a
+:class:`ContinuousBatcher`: every stream of the version joins one running batch at a token
+boundary and leaves it when done, each with its own stream of tokens; the router's queue
+(:mod:`bot.queue`) holds the rest, with their place shown, while all ``slots`` rows are taken.
+The batcher runs the builder's ``model.onnx`` on plain ``onnxruntime`` with I/O binding:
+onnxruntime-genai's own ``og.Engine`` batches only requests that start together on CPU (joining
+a running batch needs its paged attention, CUDA-only in 0.18), and ``og.Generator`` decodes one
+stream at a time. The slot constraint is the same code as in-process (:mod:`bot.slot_decoding`),
+applied to each row's logits before its greedy choice.
 Transformers stays the reference path: evaluation and the retraining gate use it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -104,26 +109,221 @@ def _build(source: Path, precision: str, output: Path) -> None:
         raise SupportbotError(f"{source}: ONNX conversion failed: {(run.stderr or run.stdout)[-600:]}")
 
 
+class _Request:
+    """One reply in a :class:`ContinuousBatcher`: its prompt, what it produced, where it sits."""
+
+    def __init__(self, ids: list[int], new_tokens: int, processor):
+        self.ids, self.new_tokens, self.processor = list(ids), new_tokens, processor
+        self.tokens: list[int] = []      # generated so far (stop token excluded)
+        self.cached = 0                  # positions of its row in the key/value cache
+        self.out: queue.SimpleQueue = queue.SimpleQueue()  # token ids, then None or an exception
+        self.cancelled = False
+
+    @property
+    def decoding(self) -> bool:
+        return self.cached >= len(self.ids)
+
+
+class ContinuousBatcher:
+    """Continuous batching over an ONNX model built by onnxruntime-genai's model builder.
+
+    One scheduler thread owns an ``onnxruntime.InferenceSession`` and a key/value cache of
+    ``slots`` rows (``[slots, kv heads, max_length, head size]`` per layer and kind). A reply
+    joins at a token boundary: its prompt is prefilled into the first free row in chunks of at
+    most ``prefill_chunk`` tokens, one chunk between two decode steps, so a newcomer stalls the
+    others for one chunk at a time; then it decodes with every other decoding row in one forward
+    pass (``input_ids [rows, 1]``), and leaves when it stops (stop token, ``new_tokens``, full
+    row, or its consumer left), its row refilled by the last one. Rows ``0..decoding-1`` always
+    decode; the one prefilling sits right after them.
+
+    The cache is one buffer that the graph reads and writes in place (past and present bound to
+    the same memory, onnxruntime-genai's ``past_present_share_buffer``); the builder's
+    ``GroupQueryAttention`` takes each row's length from its ``attention_mask`` row (right
+    padding) and rotates positions itself, so rows of different lengths decode together.
+    Decoding is greedy, the slot constraint applied per row (:mod:`bot.slot_decoding`); a step's
+    tokens equal those of ``og.Generator`` alone (``tests/test_ort_backend.py``).
+
+    Sources: Orca (Yu et al., OSDI 2022) for iteration-level scheduling; Sarathi (Agrawal et al.,
+    2023) for chunked prefill; https://onnxruntime.ai/docs/api/python/api_summary.html#iobinding.
+
+    Raises:
+        SupportbotError: the ONNX model has inputs this scheduler does not feed.
+    """
+
+    def __init__(self, onnx_dir: Path, stops: Sequence[int], slots: int, max_length: int, prefill_chunk: int = 128):
+        import numpy as np
+        import onnxruntime as ort
+
+        config = json.loads((onnx_dir / "genai_config.json").read_text())["model"]
+        decoder = config["decoder"]
+        self.np, self.vocab, self.layers = np, config["vocab_size"], decoder["num_hidden_layers"]
+        self.stops, self.slots, self.max_length, self.prefill_chunk = set(stops), slots, max_length, prefill_chunk
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # other threads need the cores
+        self.session = ort.InferenceSession(str(onnx_dir / decoder["filename"]), options,
+                                            providers=["CPUExecutionProvider"])
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        names = decoder["inputs"], decoder["outputs"]
+        self.cache_names = [(names[0][f"past_{kind}_names"] % layer, names[1][f"present_{kind}_names"] % layer)
+                            for layer in range(self.layers) for kind in ("key", "value")]
+        fed = {names[0]["input_ids"], names[0]["attention_mask"], *(past for past, _ in self.cache_names)}
+        if set(inputs) - fed:
+            raise SupportbotError(f"{onnx_dir}: ONNX inputs {sorted(set(inputs) - fed)} are not supported "
+                                  "(rebuild the version's onnx folder with this onnxruntime-genai)")
+        self.ids_name, self.mask_name, self.logits_name = names[0]["input_ids"], names[0]["attention_mask"], names[1]["logits"]
+        self.dtype = np.float16 if "float16" in inputs[self.cache_names[0][0]].type else np.float32
+        shape = (slots, decoder["num_key_value_heads"], max_length, decoder["head_size"])
+        self.cache = [np.zeros(shape, self.dtype) for _ in self.cache_names]
+        self.rows: list[_Request] = []
+        self.waiting: deque[_Request] = deque()
+        self.changed = threading.Condition()
+        threading.Thread(target=self._loop, name="ort-batcher", daemon=True).start()
+
+    def tokens(self, ids: list[int], new_tokens: int, processor=None) -> Iterator[int]:
+        """Greedy token ids after the prompt ``ids``, the stop token left out.
+
+        Args:
+            ids: prompt token ids (at most ``max_length - 1``).
+            new_tokens: the most tokens to generate.
+            processor: a :class:`bot.slot_decoding.SlotLogitsProcessor` or None.
+
+        Yields:
+            Token ids as the batch produces them; closing the iterator frees the row at the
+            next step.
+
+        Raises:
+            SupportbotError: the prompt does not fit a row; any error of the forward pass.
+        """
+        if len(ids) >= self.max_length:
+            raise SupportbotError(f"the prompt has {len(ids)} tokens; the ort cache holds {self.max_length}")
+        if new_tokens <= 0:
+            return
+        request = _Request(ids, min(new_tokens, self.max_length - len(ids)), processor)
+        with self.changed:
+            self.waiting.append(request)
+            self.changed.notify()
+        try:
+            while (item := request.out.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            request.cancelled = True
+
+    # ---- the scheduler thread --------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self.changed:
+                self.changed.wait_for(lambda: self.rows or self.waiting)
+                self._drop_finished()
+                while self.waiting and self.waiting[0].cancelled:
+                    self.waiting.popleft()
+                if len(self.rows) < self.slots and self.waiting and all(r.decoding for r in self.rows):
+                    self.rows.append(self.waiting.popleft())
+            try:
+                self._step()
+            except Exception as exc:  # every reply in the batch fails; the scheduler goes on
+                log.exception("ort batch step failed")
+                with self.changed:
+                    for request in self.rows:
+                        request.out.put(SupportbotError(f"generation failed: {exc}"))
+                    self.rows.clear()
+
+    def _step(self) -> None:
+        """One prefill chunk of the newcomer (if any), then one decode step of the others."""
+        np = self.np
+        decoding = [r for r in self.rows if r.decoding]
+        if len(decoding) < len(self.rows):
+            row, request = len(decoding), self.rows[len(decoding)]
+            chunk = request.ids[request.cached:request.cached + self.prefill_chunk]
+            end = request.cached + len(chunk)
+            logits = self._forward(row, row + 1, np.array([chunk], np.int64), np.ones((1, end), np.int64))
+            request.cached = end
+            if request.decoding:
+                self._emit(request, logits[0, -1])
+        if decoding:
+            width = max(r.cached for r in decoding) + 1
+            mask = (np.arange(width)[None, :] <= np.array([r.cached for r in decoding])[:, None]).astype(np.int64)
+            last = np.array([[r.tokens[-1]] for r in decoding], np.int64)
+            logits = self._forward(0, len(decoding), last, mask)
+            for i, request in enumerate(decoding):
+                request.cached += 1
+                self._emit(request, logits[i, -1])
+
+    def _forward(self, first: int, end: int, input_ids, attention_mask):
+        """Logits ``[end - first, seq, vocab]`` of rows ``first..end-1``, their cache updated in place."""
+        np = self.np
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.ids_name, input_ids)
+        binding.bind_cpu_input(self.mask_name, attention_mask)
+        for buffer, (past, present) in zip(self.cache, self.cache_names):
+            rows = buffer[first:end]  # contiguous: the rows are the first axis
+            for name, bind in ((past, binding.bind_input), (present, binding.bind_output)):
+                bind(name, "cpu", 0, self.dtype, list(rows.shape), rows.ctypes.data)
+        logits = np.empty((end - first, input_ids.shape[1], self.vocab), np.float32)
+        binding.bind_output(self.logits_name, "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
+        self.session.run_with_iobinding(binding)
+        return logits
+
+    def _emit(self, request: _Request, scores) -> None:
+        """Choose the request's next token from its ``scores [vocab]`` and hand it over."""
+        import torch
+
+        if request.processor is not None:
+            row = torch.from_numpy(scores.reshape(1, -1))
+            request.processor(torch.tensor([request.ids + request.tokens]), row)  # masks in place
+        token = int(scores.argmax())
+        if token in self.stops or request.cancelled:
+            request.new_tokens = 0
+            return
+        request.tokens.append(token)
+        request.out.put(token)
+        if len(request.tokens) >= request.new_tokens:
+            request.new_tokens = 0
+
+    def _drop_finished(self) -> None:
+        """Remove finished rows, the others keeping their order (caller holds the lock): each row
+        moves down into the lowest free one (its key/value copied, up to its length), so the
+        decoding rows stay first and the prefilling one right after them."""
+        alive = []
+        for request in self.rows:
+            if request.new_tokens > 0 and not request.cancelled and request.cached < self.max_length - 1:
+                alive.append(request)
+            else:
+                request.out.put(None)
+        for target, request in enumerate(alive):
+            source = self.rows.index(request)
+            if source != target:  # target < source, and no later row's source is below it
+                for buffer in self.cache:
+                    buffer[target, :, :request.cached] = buffer[source, :, :request.cached]
+        self.rows = alive
+
+
 class OrtGenerator(ReplyGenerator):
-    """A reply generator on ONNX Runtime GenAI (see the module docstring).
+    """A reply generator on ONNX Runtime (see the module docstring).
 
     Attributes:
-        onnx: the ``og.Model``.
+        batcher: the :class:`ContinuousBatcher` every stream of this version joins.
         folder: its ONNX folder.
     """
 
-    def __init__(self, onnx_dir: Path, tokenizer, version: str, manifest: ReplyManifest, options: ServingOptions):
-        import onnxruntime_genai as og
-
-        self.og, self.folder = og, onnx_dir
-        self.onnx = og.Model(str(onnx_dir))
-        device = pick_device("cpu")
-        super().__init__(None, tokenizer, version, device, options, manifest)
+    def __init__(self, onnx_dir: Path, tokenizer, version: str, manifest: ReplyManifest, options: ServingOptions,
+                 slots: int = 8, prefill_chunk: int = 128):
+        super().__init__(None, tokenizer, version, pick_device("cpu"), options, manifest)
+        self.folder = onnx_dir
+        self.batcher = ContinuousBatcher(onnx_dir, self.stop_token_ids, slots,
+                                         options.max_prompt_tokens + options.max_new_tokens, prefill_chunk)
 
     @classmethod
     def load(cls, folder: str | Path, cache_dir: str | Path | None = None, precision: str = "int8",
-             options: ServingOptions | None = None) -> "OrtGenerator":
+             options: ServingOptions | None = None, slots: int = 8, prefill_chunk: int = 128) -> "OrtGenerator":
         """Load a replies version, converting it first when ``onnx-<precision>/`` is missing.
+
+        Args:
+            slots: replies decoded together (the batch's rows; the router's
+                ``max_concurrent_generations``).
+            prefill_chunk: prompt tokens prefilled between two decode steps.
 
         Raises:
             SupportbotError: see :func:`onnx_folder`; no such folder or manifest.
@@ -136,7 +336,7 @@ class OrtGenerator(ReplyGenerator):
         options = ServingOptions(max_prompt_tokens=(options or ServingOptions()).max_prompt_tokens,
                                  max_new_tokens=(options or ServingOptions()).max_new_tokens,
                                  draft_tokens=0, pack_weights=False, dtype_name="float32", int8=False)
-        return cls(onnx_dir, AutoTokenizer.from_pretrained(onnx_dir), version, manifest, options)
+        return cls(onnx_dir, AutoTokenizer.from_pretrained(onnx_dir), version, manifest, options, slots, prefill_chunk)
 
     def stream(self, messages=None, *, history: Sequence[Turn] | None = None, user_text: str | None = None,
                intent: str | None = None, max_new_tokens: int | None = None,
@@ -147,7 +347,7 @@ class OrtGenerator(ReplyGenerator):
         ids = self.prompt_ids(self.messages_for(messages, history, user_text, intent, references))
         tokens: list[int] = []
         shown = ""
-        for token in self._tokens(ids, max_new_tokens or self.options.max_new_tokens):
+        for token in self.tokens(ids, max_new_tokens or self.options.max_new_tokens):
             tokens.append(token)
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             if text.endswith("\ufffd"):  # half a multi-byte character: wait for the rest
@@ -156,34 +356,22 @@ class OrtGenerator(ReplyGenerator):
                 yield text[len(shown):]
                 shown = text
 
-    def _tokens(self, ids: list[int], new_tokens: int) -> Iterator[int]:
-        """Greedy token ids after ``ids``, without the stop token; the slot constraint applied."""
-        import numpy as np
-        import torch
-
-        og, stops = self.og, set(self.stop_token_ids)
-        params = og.GeneratorParams(self.onnx)
-        params.set_search_options(max_length=len(ids) + new_tokens, do_sample=False)
-        generator = og.Generator(self.onnx, params)
+    def tokens(self, ids: list[int], new_tokens: int) -> Iterator[int]:
+        """Greedy token ids after ``ids`` from the batch, without the stop token; the slot
+        constraint applied."""
         processor = self.known_slots.processor(len(ids)) if self.known_slots else None
-        sequence = list(ids)
-        generator.append_tokens(np.array(ids, dtype=np.int32))  # prefill
-        for _ in range(new_tokens):
-            if generator.is_done():
-                return
-            if processor is not None:
-                logits = generator.get_logits()
-                scores = torch.from_numpy(logits.reshape(1, -1).copy())
-                processor(torch.tensor([sequence]), scores)
-                generator.set_logits(scores.numpy().reshape(logits.shape))
-            generator.generate_next_token()
-            token = int(generator.get_next_tokens()[0])
-            if token in stops:
-                return
-            sequence.append(token)
-            yield token
+        return self.batcher.tokens(ids, new_tokens, processor)
 
     def generate_batch(self, conversations, max_new_tokens: int | None = None, progress: bool = False) -> list[str]:
-        """One greedy reply per conversation, in order (one stream after the other)."""
-        return [self.generate(list(m), max_new_tokens=max_new_tokens) for m in conversations]
+        """One greedy reply per conversation, in order, all decoded in the batch together."""
+        results: list = [None] * len(conversations)
 
+        def one(i: int) -> None:
+            results[i] = self.generate(list(conversations[i]), max_new_tokens=max_new_tokens)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(conversations))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results

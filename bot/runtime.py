@@ -34,7 +34,8 @@ def load_router(settings: Settings, db: Path | None = None, models_dir: Path | N
     from bot.backends import generator_loader
 
     registry = Registry(models_dir or settings.home)
-    models = LiveModels(registry, settings.cache, load_generator=generator_loader(settings.serving, settings.cache))
+    models = LiveModels(registry, settings.cache, load_generator=generator_loader(
+        settings.serving, settings.cache, settings.router.max_concurrent_generations))
     store = ConversationStore(db or settings.home / "conversations.db")
     answers = AnswerLibrary(lambda version: registry.folder("replies", version),
                             lambda ref: load_encoder(ref, settings.cache), store)

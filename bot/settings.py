@@ -173,6 +173,9 @@ class ServingConfig(BaseModel):
             :class:`OpenAIBackendConfig`).
         ort_precision: weights of the ``ort`` backend: ``int8`` (8-bit weights, float32
             compute), ``int4`` (faster, replies differ more) or ``fp32``.
+        prefill_chunk: prompt tokens the ``ort`` backend prefills between two decode steps of the
+            replies already streaming (smaller: they pause less when a customer joins; larger:
+            the newcomer's first words come sooner).
         openai: the server of the ``openai`` backend.
     """
 
@@ -182,6 +185,7 @@ class ServingConfig(BaseModel):
     int8: bool = False
     backend: Literal["local", "ort", "openai"] = "local"
     ort_precision: Literal["int8", "int4", "fp32"] = "int8"
+    prefill_chunk: int = Field(128, ge=1)
     openai: OpenAIBackendConfig = OpenAIBackendConfig()
 
     model_config = {"extra": "forbid"}

@@ -76,3 +76,71 @@ def test_the_router_answers_with_the_ort_backend(tiny_home, monkeypatch):
     stored = sqlite3.connect(tiny_home / "conversations.db").execute(
         "SELECT status, reply, generator_version FROM turns WHERE id = ?", (turn.id,)).fetchone()
     assert stored == ("complete", turn.reply, "v1")
+
+
+def _prompts(generator, texts):
+    return [generator.prompt_ids(generator.messages_for(user_text=t, intent="cancel_order")) for t in texts]
+
+
+def _plain_version(tiny_lm_dir, folder):
+    """The tiny Llama with large random weights (std 0.5) as a version folder: its greedy tokens
+    change with every earlier token and position, so a wrong cache row or mask shows."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(tiny_lm_dir)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() > 1:
+                weight.normal_(0, 0.5)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_lm_dir).save_pretrained(folder)
+    (folder / "manifest.json").write_text(json.dumps({"kind": "replies", "data": {"name": "tiny"}}))
+    return folder
+
+
+def test_replies_that_join_a_running_batch_are_those_each_gets_alone(tiny_lm_dir, tmp_path):
+    """Continuous batching: a reply that joins while others decode (prefilled in chunks between
+    their steps, then decoded in the same forward passes, rows of different lengths) and replies
+    that leave early change no token of any other; a reply that finds every row taken waits."""
+    import threading
+
+    version = _plain_version(tiny_lm_dir, tmp_path / "v1")
+    reference = ReplyGenerator.from_pretrained(version, device="cpu", options=FLOAT32)  # transformers, one at a time
+    texts = ["please cancel my order", "I want a refund for order 1234, it arrived broken",
+             "hi", "where is my parcel, I ordered it two weeks ago and nothing came"]
+    expected = [reference.generate(user_text=t, intent="cancel_order", max_new_tokens=40) for t in texts]
+    assert all(len(reply) >= 40 for reply in expected), expected  # long enough to overlap
+
+    batched = OrtGenerator.load(version, precision="fp32", slots=3, prefill_chunk=8)
+    prompts = _prompts(batched, texts)
+    steps: list[int] = []
+    forward = batched.batcher._forward
+    batched.batcher._forward = lambda *args: steps.append(args[2].shape[0]) or forward(*args)
+    got: list = [None] * len(prompts)
+
+    def run(i: int) -> None:
+        got[i] = list(batched.tokens(prompts[i], 40))
+
+    first = batched.tokens(prompts[0], 40)
+    opened = [next(first)]  # the first reply is decoding; the others join it
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(1, len(prompts))]
+    for thread in threads:
+        thread.start()
+    got[0] = opened + list(first)
+    for thread in threads:
+        thread.join(60)
+    assert [batched.tokenizer.decode(tokens, skip_special_tokens=True).strip() for tokens in got] == expected
+    assert max(steps) == 3  # three rows decoded in one pass: the batch was full, the fourth waited
+    assert not batched.batcher.rows and not batched.batcher.waiting
+
+
+def test_a_customer_who_leaves_frees_the_row_at_once(tiny_lm_dir, tmp_path):
+    generator = OrtGenerator.load(_plain_version(tiny_lm_dir, tmp_path / "v1"), precision="fp32", slots=1)
+    first, second = _prompts(generator, ["please cancel my order", "refund please"])
+    expected = list(generator.tokens(second, 20))
+    leaving = generator.tokens(first, 400)
+    next(leaving)
+    leaving.close()  # the customer closed the chat: the only row must serve the next one
+    assert list(generator.tokens(second, 20)) == expected
