@@ -1,6 +1,7 @@
 """Which generator answers for a replies version: the ``[serving] backend`` switch.
 
-* ``local`` (default): :class:`bot.generation.ReplyGenerator` in this process (transformers; the
+* ``auto`` (default): ``ort`` on a CPU, ``local`` on a GPU (:func:`backend_of`);
+* ``local``: :class:`bot.generation.ReplyGenerator` in this process (transformers; the
   reference path, which evaluation uses too);
 * ``ort``: :class:`bot.ort_backend.OrtGenerator`, ONNX Runtime in this process, one continuous
   batch of every reply;
@@ -15,6 +16,16 @@ from pathlib import Path
 from typing import Any
 
 
+def backend_of(serving) -> str:
+    """The backend ``serving.backend`` names, ``auto`` resolved: ``local`` when a GPU is there
+    (transformers on CUDA), else ``ort`` (measured by ``bench/engines.py``)."""
+    if serving.backend != "auto":
+        return serving.backend
+    from bot.device import pick_device
+
+    return "local" if pick_device().name == "cuda" else "ort"
+
+
 def generator_loader(serving, cache_dir: Path, slots: int) -> Callable[[Path], Any]:
     """``folder -> generator`` for :class:`bot.models.LiveModels`, per ``serving.backend``.
 
@@ -24,11 +35,12 @@ def generator_loader(serving, cache_dir: Path, slots: int) -> Callable[[Path], A
         slots: replies generated at once (``router.max_concurrent_generations``): the rows of
             the ``ort`` backend's continuous batch.
     """
-    if serving.backend == "openai":
+    backend = backend_of(serving)
+    if backend == "openai":
         from bot.openai_backend import OpenAIGenerator
 
         return lambda folder: OpenAIGenerator.for_version(serving.openai, folder)
-    if serving.backend == "ort":
+    if backend == "ort":
         from bot.ort_backend import OrtGenerator
 
         return lambda folder: OrtGenerator.load(folder, cache_dir=cache_dir, precision=serving.ort_precision,

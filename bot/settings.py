@@ -63,8 +63,10 @@ class RouterConfig(BaseModel):
             (small talk ``smalltalk_bot`` when trained).
         max_new_tokens: cap on generated reply length, in tokens.
         history_turns: earlier turns given to the generator.
-        max_concurrent_generations: replies generated at once (>= 1); later turns that need a
-            generated reply wait in line and are shown their place (:mod:`bot.queue`).
+        max_concurrent_generations: replies generated at once (>= 1): the rows of the ``ort``
+            backend's continuous batch; later turns that need a generated reply wait in line and
+            are shown their place (:mod:`bot.queue`). Lower it for ``backend = "local"`` on a CPU,
+            where each reply runs its own ``generate``.
         small_talk: small-talk intent (``smalltalk_*``) -> its reply (may hold ``{{Slot}}``
             placeholders); a small-talk intent without an entry gets ``smalltalk_other``'s.
         out_of_scope_reply: the reply to a message that is plainly out of scope (the classifier's
@@ -90,7 +92,7 @@ class RouterConfig(BaseModel):
     )
     max_new_tokens: int = Field(160, ge=1, le=1024)
     history_turns: int = Field(2, ge=0)
-    max_concurrent_generations: int = Field(2, ge=1)
+    max_concurrent_generations: int = Field(8, ge=1)
     small_talk: dict[str, str] = {
         "smalltalk_greeting": "Hello! How can I help you today?",
         "smalltalk_thanks": "You're welcome! Is there anything else I can help you with?",
@@ -166,9 +168,10 @@ class ServingConfig(BaseModel):
             (:mod:`bot.generation.packing`).
         int8: dynamic int8 quantisation on CPU: replies change and lose quality; no drafts
             (``bench/generation.py``).
-        backend: ``"local"`` (generate in this process with transformers, :mod:`bot.generation`),
-            ``"ort"`` (in this process with ONNX Runtime GenAI, :mod:`bot.ort_backend`; needs the
-            ``ort`` extra; each version converted once on first load) or ``"openai"`` (stream
+        backend: ``"auto"`` (``ort`` on a CPU, ``local`` on a GPU), ``"local"`` (generate in this
+            process with transformers, :mod:`bot.generation`), ``"ort"`` (in this process with
+            ONNX Runtime, one continuous batch, :mod:`bot.ort_backend`; each version converted
+            once, when trained or else on first load) or ``"openai"`` (stream
             replies from an OpenAI-compatible server such as vLLM or TGI, see
             :class:`OpenAIBackendConfig`).
         ort_precision: weights of the ``ort`` backend: ``int8`` (8-bit weights, float32
@@ -183,7 +186,7 @@ class ServingConfig(BaseModel):
     draft_tokens: int = Field(4, ge=0, le=16)
     pack_weights: bool = True
     int8: bool = False
-    backend: Literal["local", "ort", "openai"] = "local"
+    backend: Literal["auto", "local", "ort", "openai"] = "auto"
     ort_precision: Literal["int8", "int4", "fp32"] = "int8"
     prefill_chunk: int = Field(128, ge=1)
     openai: OpenAIBackendConfig = OpenAIBackendConfig()

@@ -13,6 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The venv's scripts (supportbot, torchrun) are found even when the venv is not activated.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests generate with transformers (the reference path) unless they choose a backend: the CPU's
+# default, ``ort``, would convert each tiny model first (tests/test_ort_backend.py covers it).
+os.environ.setdefault("SUPPORTBOT_SERVING__BACKEND", "local")
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SUPPORTBOT_TEST_CACHE", str(REPO / ".supportbot" / "cache"))

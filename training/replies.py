@@ -21,12 +21,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bot.answers import AnswerIndex, base_answers, embed, load_encoder, write_base
+from bot.backends import backend_of
 from bot.base_models import resolve
 from bot.device import Device, pick_device
 from bot.errors import SettingError, SupportbotError
 from bot.generation import MERGED, ReplyGenerator, ServingOptions
 from bot.generation.speculative import write_drafts
 from bot.manifest import ReplyManifest, save as save_manifest
+from bot.ort_backend import onnx_folder
 from bot.placeholders import slot_names
 from bot.prompting import SYSTEM_PROMPT, build_messages
 from bot.settings import ReplyTrainConfig, Settings
@@ -234,6 +236,11 @@ def train_replies(data: str | LoadedData, settings: Settings, config: ReplyTrain
             write_base(scratch, index.answers, index.embeddings)
         own = own_replies(scratch, settings, all_train, config.draft_replies, references)
         write_drafts(scratch, [*own, *((e.intent, clean_reply(e.reply)) for e in all_train)])
+    if backend_of(settings.serving) == "ort":  # converted now, so serving starts at once
+        try:
+            onnx_folder(target, settings.serving.ort_precision, settings.cache)
+        except SupportbotError as exc:  # the version is complete; serving converts it on first load
+            log.warning("%s", exc)
     return target
 
 
