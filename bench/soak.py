@@ -1,7 +1,8 @@
 """Soak test: N simulated customers chat with the real server at once for a bounded time.
 
 Starts ``supportbot serve`` on a free localhost port for ``--home`` (or uses a running server at
-``--url``; its conversation log must then be ``--home``'s or ``--db``), then runs ``--customers``
+``--url``; its conversation log must then be ``--home``'s or ``--db``, and ``chat.show_internals`` on, so
+each reply names its route), then runs ``--customers``
 threads, each a ``gradio_client`` session like one browser tab: it sends a message (mostly
 customer requests from the Bitext test split, some off-topic, empty, very long or HTML ones),
 waits for the streamed reply, sometimes rates it (``/feedback``), thinks, and now and then starts
@@ -168,8 +169,8 @@ def send(client: Client, result: TurnResult, text: str) -> None:
         _, _, info = job.result()
         result.full_s = time.monotonic() - started
         result.turn_id, result.route = info.get("turn_id"), info.get("route")
-        if result.turn_id is None:
-            result.error = f"no turn id in the reply's info: {info}"
+        if result.turn_id is None or result.route is None:
+            result.error = f"no turn id or route in the reply's info (is chat.show_internals on?): {info}"
     except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
         result.error = f"{type(exc).__name__}: {exc}"
 
@@ -195,7 +196,7 @@ def customer_loop(index: int, url: str, pool: dict[str, list[str]], args: argpar
         result = TurnResult(index, kind)
         tally.turns.append(result)          # sent, whether or not it is ever answered
         send(client, result, rng.choice(pool[kind]))
-        if not result.error and result.route != "human" and rng.random() < args.feedback:
+        if not result.error and result.route not in ("human", "agent", "notice") and rng.random() < args.feedback:
             rate(client, result, rng.choice((1, -1)), tally)
         # after a handoff the bot stays silent until an agent hands the conversation back: start afresh
         if result.route == "handoff" or rng.random() < args.new_conversation:
@@ -225,7 +226,9 @@ class ServerProcess:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         self.url, self.log = f"http://127.0.0.1:{port}/", home / "soak-server.log"
-        env = {**os.environ, "SUPPORTBOT_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False"}
+        # the info panel names each turn's route (handoff -> start afresh; generated or not)
+        env = {**os.environ, "SUPPORTBOT_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False",
+               "SUPPORTBOT_CHAT__SHOW_INTERNALS": "true"}
         if max_concurrent is not None:
             env["SUPPORTBOT_ROUTER__MAX_CONCURRENT_GENERATIONS"] = str(max_concurrent)
         with self.log.open("w") as log:

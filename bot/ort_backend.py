@@ -107,6 +107,37 @@ def _build(source: Path, precision: str, output: Path) -> None:
     run = subprocess.run(command, capture_output=True, text=True)
     if run.returncode != 0 or not (output / "genai_config.json").is_file():
         raise SupportbotError(f"{source}: ONNX conversion failed: {(run.stderr or run.stdout)[-600:]}")
+    last_position_logits(output / "model.onnx")
+
+
+def last_position_logits(model_file: Path) -> None:
+    """Let the graph compute logits for the last position only (``[batch, 1, vocab]``): a
+    ``Slice`` before the LM head, so a prefill chunk of n tokens skips n - 1 products with the
+    49,152 x 576 head (about a fifth of SmolLM2-135M's prefill) and a [n, vocab] output.
+
+    The builder's graph is edited in place; its weights (``model.onnx.data``) are untouched.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(model_file), load_external_data=False)
+    graph = model.graph
+    producers = {name: node for node in graph.node for name in node.output}
+    head = producers["logits"]
+    while head.op_type == "Cast":
+        head = producers[head.input[0]]
+    sliced = head.input[0] + "/last_position"
+    bounds = {"starts": -1, "ends": np.iinfo(np.int64).max, "axes": 1}
+    for key, value in bounds.items():
+        graph.initializer.append(numpy_helper.from_array(np.array([value], np.int64), f"{sliced}/{key}"))
+    graph.node.insert(list(graph.node).index(head), helper.make_node(
+        "Slice", [head.input[0], *(f"{sliced}/{key}" for key in bounds)], [sliced], name=sliced))
+    head.input[0] = sliced
+    length = next(o for o in graph.output if o.name == "logits").type.tensor_type.shape.dim[1]
+    length.ClearField("dim_param")
+    length.dim_value = 1
+    onnx.save(model, str(model_file))
 
 
 class _Request:
@@ -171,6 +202,8 @@ class ContinuousBatcher:
             raise SupportbotError(f"{onnx_dir}: ONNX inputs {sorted(set(inputs) - fed)} are not supported "
                                   "(rebuild the version's onnx folder with this onnxruntime-genai)")
         self.ids_name, self.mask_name, self.logits_name = names[0]["input_ids"], names[0]["attention_mask"], names[1]["logits"]
+        logits = next(o for o in self.session.get_outputs() if o.name == self.logits_name)
+        self.last_only = logits.shape[1] == 1  # last_position_logits applied (older conversions: every position)
         self.dtype = np.float16 if "float16" in inputs[self.cache_names[0][0]].type else np.float32
         shape = (slots, decoder["num_key_value_heads"], max_length, decoder["head_size"])
         self.cache = [np.zeros(shape, self.dtype) for _ in self.cache_names]
@@ -261,7 +294,7 @@ class ContinuousBatcher:
             rows = buffer[first:end]  # contiguous: the rows are the first axis
             for name, bind in ((past, binding.bind_input), (present, binding.bind_output)):
                 bind(name, "cpu", 0, self.dtype, list(rows.shape), rows.ctypes.data)
-        logits = np.empty((end - first, input_ids.shape[1], self.vocab), np.float32)
+        logits = np.empty((end - first, 1 if self.last_only else input_ids.shape[1], self.vocab), np.float32)
         binding.bind_output(self.logits_name, "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
         self.session.run_with_iobinding(binding)
         return logits

@@ -34,6 +34,7 @@ def test_an_adapter_version_is_converted_once_and_answers_as_transformers_does(t
     pieces = list(generator.stream(**ASKED))
     assert "".join(pieces) == "".join(reference.stream(**ASKED)) and generator.version == "v1"
     assert generator.known_slots is not None  # from the manifest, as in-process
+    assert generator.batcher.last_only  # the LM head sees the last position only (last_position_logits)
     OrtGenerator.load(version, precision="fp32")
     assert config.stat().st_mtime_ns == stamp  # converted once
 
