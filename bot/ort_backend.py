@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -210,7 +211,8 @@ class ContinuousBatcher:
         self.rows: list[_Request] = []
         self.waiting: deque[_Request] = deque()
         self.changed = threading.Condition()
-        threading.Thread(target=self._loop, name="ort-batcher", daemon=True).start()
+        self.thread = threading.Thread(target=_schedule, args=(weakref.ref(self),), name="ort-batcher", daemon=True)
+        self.thread.start()
 
     def tokens(self, ids: list[int], new_tokens: int, processor=None) -> Iterator[int]:
         """Greedy token ids after the prompt ``ids``, the stop token left out.
@@ -245,23 +247,25 @@ class ContinuousBatcher:
 
     # ---- the scheduler thread --------------------------------------------------------------
 
-    def _loop(self) -> None:
-        while True:
+    def _next(self, wait_s: float) -> None:
+        """Wait up to ``wait_s`` seconds for work; then drop finished rows, admit a newcomer when
+        no row is prefilling, and run one step."""
+        with self.changed:
+            if not self.changed.wait_for(lambda: self.rows or self.waiting, wait_s):
+                return
+            self._drop_finished()
+            while self.waiting and self.waiting[0].cancelled:
+                self.waiting.popleft()
+            if len(self.rows) < self.slots and self.waiting and all(r.decoding for r in self.rows):
+                self.rows.append(self.waiting.popleft())
+        try:
+            self._step()
+        except Exception as exc:  # every reply in the batch fails; the scheduler goes on
+            log.exception("ort batch step failed")
             with self.changed:
-                self.changed.wait_for(lambda: self.rows or self.waiting)
-                self._drop_finished()
-                while self.waiting and self.waiting[0].cancelled:
-                    self.waiting.popleft()
-                if len(self.rows) < self.slots and self.waiting and all(r.decoding for r in self.rows):
-                    self.rows.append(self.waiting.popleft())
-            try:
-                self._step()
-            except Exception as exc:  # every reply in the batch fails; the scheduler goes on
-                log.exception("ort batch step failed")
-                with self.changed:
-                    for request in self.rows:
-                        request.out.put(SupportbotError(f"generation failed: {exc}"))
-                    self.rows.clear()
+                for request in self.rows:
+                    request.out.put(SupportbotError(f"generation failed: {exc}"))
+                self.rows.clear()
 
     def _step(self) -> None:
         """One prefill chunk of the newcomer (if any), then one decode step of the others."""
@@ -331,6 +335,15 @@ class ContinuousBatcher:
                 for buffer in self.cache:
                     buffer[target, :, :request.cached] = buffer[source, :, :request.cached]
         self.rows = alive
+
+
+def _schedule(batcher: "weakref.ref[ContinuousBatcher]") -> None:
+    """The scheduler thread: steps the batcher while it exists. It holds the batcher only for one
+    wait or step at a time, so a version that is switched out (and its session and cache) is
+    freed once its last reply ends."""
+    while (strong := batcher()) is not None:
+        strong._next(wait_s=1.0)
+        del strong
 
 
 class OrtGenerator(ReplyGenerator):

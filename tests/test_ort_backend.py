@@ -145,3 +145,22 @@ def test_a_customer_who_leaves_frees_the_row_at_once(tiny_lm_dir, tmp_path):
     next(leaving)
     leaving.close()  # the customer closed the chat: the only row must serve the next one
     assert list(generator.tokens(second, 20)) == expected
+
+
+def test_a_switched_out_version_frees_its_batch(tiny_lm_dir, tmp_path):
+    """The scheduler thread holds its batcher weakly: once the generator is dropped (a new
+    version in production, its replies done), its session, cache and thread go."""
+    import gc
+    import time
+    import weakref
+
+    generator = OrtGenerator.load(_plain_version(tiny_lm_dir, tmp_path / "v1"), precision="fp32", slots=2)
+    assert generator.generate(user_text="hi", max_new_tokens=3)
+    batcher, thread = weakref.ref(generator.batcher), generator.batcher.thread
+    assert thread.is_alive()
+    del generator
+    deadline = time.monotonic() + 10
+    while (batcher() is not None or thread.is_alive()) and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.2)
+    assert batcher() is None and not thread.is_alive()
