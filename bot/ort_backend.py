@@ -38,7 +38,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bot.device import pick_device
-from bot.errors import SupportbotError
+from bot.errors import GenerationFailed, SupportbotError
 from bot.generation import MERGED, ReplyGenerator, ServingOptions
 from bot.generation.loading import model_folder
 from bot.manifest import MANIFEST, ReplyManifest
@@ -227,7 +227,9 @@ class ContinuousBatcher:
             next step.
 
         Raises:
-            SupportbotError: the prompt does not fit a row; any error of the forward pass.
+            SupportbotError: the prompt does not fit a row.
+            GenerationFailed: the forward pass failed (the router gives its no-answer reply and
+                logs why); the scheduler goes on with the next replies.
         """
         if len(ids) >= self.max_length:
             raise SupportbotError(f"the prompt has {len(ids)} tokens; the ort cache holds {self.max_length}")
@@ -264,7 +266,7 @@ class ContinuousBatcher:
             log.exception("ort batch step failed")
             with self.changed:
                 for request in self.rows:
-                    request.out.put(SupportbotError(f"generation failed: {exc}"))
+                    request.out.put(GenerationFailed(f"onnxruntime batch step failed: {exc}"))
                 self.rows.clear()
 
     def _step(self) -> None:

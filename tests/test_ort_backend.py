@@ -164,3 +164,23 @@ def test_a_switched_out_version_frees_its_batch(tiny_lm_dir, tmp_path):
         gc.collect()
         time.sleep(0.2)
     assert batcher() is None and not thread.is_alive()
+
+
+def test_a_failed_step_fails_its_replies_and_the_batch_goes_on(tiny_lm_dir, tmp_path):
+    """An onnxruntime error in a step: the replies in the batch raise GenerationFailed (the
+    router's no-answer reply and logged reason), and the next reply is served as usual."""
+    from bot.errors import GenerationFailed
+
+    generator = OrtGenerator.load(_plain_version(tiny_lm_dir, tmp_path / "v1"), precision="fp32", slots=2)
+    ids = _prompts(generator, ["please cancel my order"])[0]
+    expected = list(generator.tokens(ids, 8))
+    forward = generator.batcher._forward
+
+    def broken(*args):
+        generator.batcher._forward = forward  # fails once
+        raise RuntimeError("injected onnxruntime failure")
+
+    generator.batcher._forward = broken
+    with pytest.raises(GenerationFailed, match="injected onnxruntime failure"):
+        list(generator.tokens(ids, 8))
+    assert list(generator.tokens(ids, 8)) == expected
