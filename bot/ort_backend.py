@@ -47,7 +47,7 @@ from bot.prompting import Turn
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("int8", "int4", "fp32")
-INSTALL = "pip install 'supportbot[ort]'  (onnxruntime-genai, onnx, onnx-ir)"
+INSTALL = "pip install onnxruntime onnxruntime-genai onnx onnx-ir  (dependencies of supportbot: reinstall it with 'pip install -e .')"
 
 
 def onnx_folder(folder: Path, precision: str, cache_dir: Path | None = None) -> Path:
