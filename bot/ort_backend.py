@@ -37,6 +37,8 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from bot.device import pick_device
 from bot.errors import GenerationFailed, SupportbotError
 from bot.generation import MERGED, ReplyGenerator, ServingOptions
@@ -118,7 +120,6 @@ def last_position_logits(model_file: Path) -> None:
 
     The builder's graph is edited in place; its weights (``model.onnx.data``) are untouched.
     """
-    import numpy as np
     import onnx
     from onnx import helper, numpy_helper
 
@@ -165,15 +166,16 @@ class ContinuousBatcher:
     most ``prefill_chunk`` tokens, one chunk between two decode steps, so a newcomer stalls the
     others for one chunk at a time; then it decodes with every other decoding row in one forward
     pass (``input_ids [rows, 1]``), and leaves when it stops (stop token, ``new_tokens``, full
-    row, or its consumer left), its row refilled by the last one. Rows ``0..decoding-1`` always
-    decode; the one prefilling sits right after them.
+    row, or its consumer left); the rows after it then move down one. Rows ``0..decoding-1``
+    always decode; the one prefilling sits right after them.
 
     The cache is one buffer that the graph reads and writes in place (past and present bound to
     the same memory, onnxruntime-genai's ``past_present_share_buffer``); the builder's
     ``GroupQueryAttention`` takes each row's length from its ``attention_mask`` row (right
     padding) and rotates positions itself, so rows of different lengths decode together.
-    Decoding is greedy, the slot constraint applied per row (:mod:`bot.slot_decoding`); a step's
-    tokens equal those of ``og.Generator`` alone (``tests/test_ort_backend.py``).
+    Decoding is greedy, the slot constraint applied per row (:mod:`bot.slot_decoding`); a reply's
+    tokens are those it gets alone, whoever shares its steps (``tests/test_ort_backend.py``
+    compares them with transformers float32, one reply at a time).
 
     Sources: Orca (Yu et al., OSDI 2022) for iteration-level scheduling; Sarathi (Agrawal et al.,
     2023) for chunked prefill; https://onnxruntime.ai/docs/api/python/api_summary.html#iobinding.
@@ -183,12 +185,11 @@ class ContinuousBatcher:
     """
 
     def __init__(self, onnx_dir: Path, stops: Sequence[int], slots: int, max_length: int, prefill_chunk: int = 128):
-        import numpy as np
         import onnxruntime as ort
 
         config = json.loads((onnx_dir / "genai_config.json").read_text())["model"]
         decoder = config["decoder"]
-        self.np, self.vocab, self.layers = np, config["vocab_size"], decoder["num_hidden_layers"]
+        self.vocab, self.layers = config["vocab_size"], decoder["num_hidden_layers"]
         self.stops, self.slots, self.max_length, self.prefill_chunk = set(stops), slots, max_length, prefill_chunk
         options = ort.SessionOptions()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # other threads need the cores
@@ -271,7 +272,6 @@ class ContinuousBatcher:
 
     def _step(self) -> None:
         """One prefill chunk of the newcomer (if any), then one decode step of the others."""
-        np = self.np
         decoding = [r for r in self.rows if r.decoding]
         if len(decoding) < len(self.rows):
             row, request = len(decoding), self.rows[len(decoding)]
@@ -291,8 +291,7 @@ class ContinuousBatcher:
                 self._emit(request, logits[i, -1])
 
     def _forward(self, first: int, end: int, input_ids, attention_mask):
-        """Logits ``[end - first, seq, vocab]`` of rows ``first..end-1``, their cache updated in place."""
-        np = self.np
+        """Logits ``[end - first, seq or 1, vocab]`` of rows ``first..end-1``, their cache updated in place."""
         binding = self.session.io_binding()
         binding.bind_cpu_input(self.ids_name, input_ids)
         binding.bind_cpu_input(self.mask_name, attention_mask)
@@ -307,9 +306,9 @@ class ContinuousBatcher:
 
     def _emit(self, request: _Request, scores) -> None:
         """Choose the request's next token from its ``scores [vocab]`` and hand it over."""
-        import torch
-
         if request.processor is not None:
+            import torch
+
             row = torch.from_numpy(scores.reshape(1, -1))
             request.processor(torch.tensor([request.ids + request.tokens]), row)  # masks in place
         token = int(scores.argmax())
