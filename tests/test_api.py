@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 
 import httpx
 import pytest
@@ -189,3 +190,38 @@ def test_api_key_command_prints_a_key_and_its_digest():
     assert result.returncode == 0, result.stderr
     key = result.stdout.split("key (shown once): ")[1].split()[0]
     assert f'"website" = "sha256:{digest(key)}"' in result.stdout and len(key) > 40
+
+
+def test_a_rest_client_that_leaves_mid_reply_frees_its_place_and_leaves_an_interrupted_turn(
+        tiny_home_template, tmp_path):
+    """One generation slot; a client reads the start of a long streamed reply and disconnects.
+    The slot must be freed at once (the next customer is answered), the long generation stopped,
+    and the turn kept, marked interrupted (it once stayed waiting forever, holding the slot)."""
+    from test_openai_backend import drip_app, serving
+
+    served: list[dict] = []
+    home = tmp_path / "home"
+    shutil.copytree(tiny_home_template, home)
+    with serving(drip_app(served)) as backend, running_server(
+            home, tmp_path / "server.log", SUPPORTBOT_SERVING__BACKEND="openai",
+            SUPPORTBOT_SERVING__OPENAI__BASE_URL=backend, SUPPORTBOT_ROUTER__MAX_CONCURRENT_GENERATIONS="1",
+            SUPPORTBOT_API__ADDRESS_RATE="1000/minute") as (url, _):
+        with httpx.Client(base_url=url + "api/v1", timeout=30) as client:
+            left, headers = create(client)
+            with client.stream("POST", f"/conversations/{left}/messages/stream",
+                               json={"text": "please refund my order"}, headers=headers) as response:
+                assert response.status_code == 200
+                lines = (line for line in response.iter_lines() if line.startswith("data: "))
+                assert "looking into it" in next(lines)  # the reply has started: leave
+            started = time.monotonic()
+            other, headers = create(client)
+            answer = client.post(f"/conversations/{other}/messages", json={"text": "quick, please refund my order"},
+                                 headers=headers)
+            assert answer.status_code == 200, answer.text
+            assert time.monotonic() - started < 20  # the long reply alone would take 60 s
+            assert answer.json()["turn"]["route"] == "answer" and "looking into it" in answer.json()["turn"]["reply"]
+        stored = sqlite3.connect(home / "conversations.db").execute(
+            "SELECT status, interrupted_at IS NOT NULL, user_text FROM turns WHERE conversation_id = ?",
+            [left]).fetchall()
+        assert stored == [("incomplete", 1, "please refund my order")]
+        assert [r["finished"] for r in served] == [False, True]  # the long generation was stopped

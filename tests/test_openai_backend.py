@@ -76,6 +76,31 @@ def openai_app(generator: ReplyGenerator, requests: list):
     return app
 
 
+def drip_app(served: list[dict]):
+    """An OpenAI-compatible server that writes a long reply slowly (one sentence every 0.1 s, 600
+    of them), or a short one when the customer's message says "quick"; ``served`` records for each
+    request whether it was streamed to its end."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def completions(request: Request):
+        customer = (await request.json())["messages"][-1]["content"]
+        record = {"customer": customer, "finished": False}
+        served.append(record)
+
+        async def events():
+            for _ in range(2 if "quick" in customer else 600):
+                yield _chunk("We are looking into it. ")
+                await asyncio.sleep(0.1)
+            yield _chunk(finish="stop")
+            yield "data: [DONE]\n\n"
+            record["finished"] = True
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
 @contextmanager
 def serving(app):
     """Run ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yields its ``/v1`` URL."""

@@ -24,15 +24,19 @@ The API has no agent actions: agents work in the inbox page (``/inbox/``, login)
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations, which name
 # dependencies defined inside build_api.
 
+import asyncio
 import hashlib
 import hmac
 import secrets
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -70,6 +74,51 @@ def new_token() -> tuple[str, str]:
     """A new conversation token and its digest (stored with the conversation)."""
     token = secrets.token_urlsafe(32)
     return token, digest(token)
+
+
+async def in_own_thread(chunks: Iterator) -> AsyncIterator:
+    """Iterate the blocking generator ``chunks`` (for instance :meth:`bot.router.Router.respond`)
+    in a thread of its own, and close it in that thread once the consumer stops: when the client
+    disconnects, the server cancels the consumer, and the generator is closed at its next item, so
+    a customer who leaves mid-reply frees their generation slot and leaves an interrupted turn.
+
+    A plain ``iterate_in_threadpool`` cannot do this: a cancelled ``next()`` keeps running in its
+    worker thread, so the generator cannot be closed from the event loop, and is left suspended
+    with its queue ticket until garbage collection.
+
+    Yields:
+        The items of ``chunks``; an exception it raises is raised here.
+    """
+    loop, items, stop = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
+
+    def put(item: tuple) -> None:
+        try:
+            loop.call_soon_threadsafe(items.put_nowait, item)
+        except RuntimeError:  # the server's event loop is closed: nobody listens any more
+            pass
+
+    def drive() -> None:
+        try:
+            with closing(chunks):
+                for chunk in chunks:
+                    if stop.is_set():
+                        return
+                    put((True, chunk))
+            put((False, None))
+        except BaseException as exc:  # handed to the consumer
+            put((False, exc))
+
+    threading.Thread(target=drive, name="api-reply", daemon=True).start()
+    try:
+        while True:
+            more, item = await items.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> HTTPException:
@@ -276,11 +325,12 @@ def build_api(router: Router, config: ApiConfig) -> FastAPI:
 
     @api.post("/conversations/{conversation_id}/messages/stream", response_class=EventSourceResponse,
               summary="Send a message, get the reply as Server-Sent Events")
-    def send_streamed(conversation_id: Conversation, text: Message) -> Iterator[ServerSentEvent]:
+    async def send_streamed(conversation_id: Conversation, text: Message) -> AsyncIterator[ServerSentEvent]:
         """Events: ``reply`` (``{"text": the reply so far}``, sent again each time it grows; while the turn
-        waits for a generation slot, its place in the queue), then ``turn`` (the finished turn)."""
+        waits for a generation slot, its place in the queue), then ``turn`` (the finished turn).
+        A client that disconnects stops the reply; the turn stays, marked interrupted."""
         shown = None
-        for chunk in router.respond(conversation_id, text):
+        async for chunk in in_own_thread(router.respond(conversation_id, text)):
             if chunk.turn is None:
                 if chunk.text != shown:  # the reply grows sentence by sentence, not every token
                     shown = chunk.text
@@ -290,18 +340,18 @@ def build_api(router: Router, config: ApiConfig) -> FastAPI:
 
     @api.get("/conversations/{conversation_id}/events", response_class=EventSourceResponse,
              summary="Wait for new turns (an agent's replies) as Server-Sent Events")
-    def events(conversation_id: Conversation,
-               after: Annotated[int, Query(description="only turns with a higher index")] = -1,
-               wait: Annotated[float, Query(gt=0, le=120, description="seconds to keep the stream open")] = 60.0,
-               ) -> Iterator[ServerSentEvent]:
+    async def events(conversation_id: Conversation,
+                     after: Annotated[int, Query(description="only turns with a higher index")] = -1,
+                     wait: Annotated[float, Query(gt=0, le=120, description="seconds to keep the stream open")] = 60.0,
+                     ) -> AsyncIterator[ServerSentEvent]:
         """One ``turn`` event per new complete turn, for ``wait`` seconds; reconnect with ``after``
         set to the last index seen."""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            for turn in router.updates(conversation_id, after):
+        deadline = asyncio.get_running_loop().time() + wait
+        while asyncio.get_running_loop().time() < deadline:
+            for turn in await run_in_threadpool(router.updates, conversation_id, after):
                 after = turn.index
                 yield ServerSentEvent(event="turn", id=str(turn.index), data=turn_out(turn).model_dump())
-            time.sleep(POLL_S)
+            await asyncio.sleep(POLL_S)
 
     @api.post("/conversations/{conversation_id}/turns/{turn_id}/feedback", status_code=201,
               summary="Rate a reply")
