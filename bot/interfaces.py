@@ -30,14 +30,23 @@ class Generator(Protocol):
     """A reply generator that streams."""
 
     version: str
-    """The version folder's name, recorded on each answered turn."""
+    """What served the reply, recorded on each answered turn: the replies version folder's name,
+    with the engine when it is not transformers (``v3+onnx-int8``, ``openai:<model>``)."""
+    replies_version: str | None
+    """The replies version (registry folder name) whose answer store and prompt it uses; None
+    when it serves no registry version."""
 
     def stream(self, *, history: Sequence[Turn] | None = None, user_text: str | None = None,
                intent: str | None = None, max_new_tokens: int | None = None,
                references: Sequence[str] = ()) -> Iterator[str]:
         """The reply as text chunks; closing the iterator stops generation. ``references``:
         approved answers for the prompt (:func:`bot.prompting.build_messages`), passed only to a
-        version trained with them."""
+        version trained with them.
+
+        The generator's return value (``StopIteration.value``) is the finish reason, as in the
+        OpenAI API's ``finish_reason``: ``"length"`` when ``max_new_tokens`` cut the reply,
+        ``"stop"`` (or None) when the model ended it; the router drops a cut reply's unfinished
+        last sentence."""
         ...
 
 

@@ -28,7 +28,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 from bot.errors import GenerationFailed
@@ -52,16 +52,20 @@ class OpenAIGenerator:
         slots: the ``{{Slot}}`` names replies may use (the version's manifest ``slots``); empty:
             no check.
         version: what the turn log records as the generator version (default ``openai:<model>``).
+        replies_version: the local replies version the server's model was trained as (its
+            answer store retrieves the approved answers for the prompt); None: no retrieval.
 
     Attributes:
-        version: see above.
+        version, replies_version: see above.
     """
 
-    def __init__(self, config, slots: Sequence[str] = (), version: str | None = None):
+    def __init__(self, config, slots: Sequence[str] = (), version: str | None = None,
+                 replies_version: str | None = None):
         import httpx
 
         self.config = config
         self.version = version or f"openai:{config.model}"
+        self.replies_version = replies_version
         self.grammar = SlotGrammar(slots) if slots else None
         key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -71,12 +75,14 @@ class OpenAIGenerator:
 
     @classmethod
     def for_version(cls, config, folder: Path | None) -> "OpenAIGenerator":
-        """A generator whose slot check uses the manifest ``slots`` of the replies version
-        ``folder`` (none when ``folder`` is None or has no manifest)."""
+        """A generator for the replies version ``folder``: its slot check uses the manifest's
+        ``slots``, its answer store gives the prompt's approved answers (none of either when
+        ``folder`` is None or has no manifest)."""
         from bot.manifest import MANIFEST, read
 
-        slots = (read(folder, "replies").slots or []) if folder and (folder / MANIFEST).is_file() else []
-        return cls(config, slots)
+        known = bool(folder and (folder / MANIFEST).is_file())
+        return cls(config, (read(folder, "replies").slots or []) if known else [],
+                   replies_version=folder.name if known else None)
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -107,16 +113,17 @@ class OpenAIGenerator:
                     response.read()
                     raise GenerationFailed(f"backend answered HTTP {response.status_code}: "
                                            f"{response.text[:200]!r}")
-                yield from self._pieces(response.iter_lines(), deadline)
+                return (yield from self._pieces(response.iter_lines(), deadline))
         except httpx.TimeoutException as exc:
             raise GenerationFailed(f"backend timed out ({type(exc).__name__}) at {self.config.base_url}") from None
         except httpx.HTTPError as exc:
             raise GenerationFailed(f"backend unreachable ({type(exc).__name__}: {exc}) at "
                                    f"{self.config.base_url}") from None
 
-    def _pieces(self, lines: Iterator[str], deadline: float) -> Iterator[str]:
-        """The text pieces of an SSE stream of chat completion chunks, checked as they come."""
-        text, finished = "", False
+    def _pieces(self, lines: Iterator[str], deadline: float) -> Generator[str, None, str | None]:
+        """The text pieces of an SSE stream of chat completion chunks, checked as they come;
+        returns the server's ``finish_reason`` (``"stop"``, ``"length"``; None if it sent none)."""
+        text, finished, reason = "", False, None
         for line in lines:
             if time.monotonic() > deadline:
                 raise GenerationFailed(f"backend reply took longer than {self.config.total_timeout_s} s")
@@ -128,8 +135,9 @@ class OpenAIGenerator:
             if data == "[DONE]":
                 finished = True
                 break
-            piece, done = self._chunk(data)
-            finished = finished or done
+            piece, said = self._chunk(data)
+            reason = reason or said
+            finished = finished or said is not None
             if piece:
                 text += piece
                 if self.grammar and not self.grammar.allows_text(text):
@@ -137,10 +145,11 @@ class OpenAIGenerator:
                 yield piece
         if not finished:
             raise GenerationFailed("backend stream ended before the reply was complete")
+        return reason
 
     @staticmethod
-    def _chunk(data: str) -> tuple[str, bool]:
-        """(text piece, finished) of one ``chat.completion.chunk`` JSON object.
+    def _chunk(data: str) -> tuple[str, str | None]:
+        """(text piece, finish reason or None) of one ``chat.completion.chunk`` JSON object.
 
         Raises:
             GenerationFailed: not JSON, or not shaped like a chat completion chunk.
@@ -153,7 +162,7 @@ class OpenAIGenerator:
             piece = choice.get("delta", {}).get("content") or ""
             if not isinstance(piece, str):
                 raise TypeError("content is not a string")
-            return piece, choice.get("finish_reason") is not None
+            return piece, choice.get("finish_reason")
         except GenerationFailed:
             raise
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:

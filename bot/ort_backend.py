@@ -359,6 +359,7 @@ class OrtGenerator(ReplyGenerator):
                  slots: int = 8, prefill_chunk: int = 128):
         super().__init__(None, tokenizer, version, pick_device("cpu"), options, manifest)
         self.folder = onnx_dir
+        self.version = f"{version}+{onnx_dir.name}"  # the turn log says which engine served: v3+onnx-int8
         self.batcher = ContinuousBatcher(onnx_dir, self.stop_token_ids, slots,
                                          options.max_prompt_tokens + options.max_new_tokens, prefill_chunk)
 
@@ -390,11 +391,11 @@ class OrtGenerator(ReplyGenerator):
                references: Sequence[str] = ()) -> Iterator[str]:
         """Stream the reply as text chunks, greedy; same contract as
         :meth:`bot.generation.ReplyGenerator.stream` (stops at ``<|im_end|>`` or after
-        ``max_new_tokens``; closing the iterator stops generation)."""
+        ``max_new_tokens``; closing the iterator stops generation; returns the finish reason)."""
         ids = self.prompt_ids(self.messages_for(messages, history, user_text, intent, references))
         tokens: list[int] = []
-        shown = ""
-        for token in self.tokens(ids, max_new_tokens or self.options.max_new_tokens):
+        shown, cap = "", max_new_tokens or self.options.max_new_tokens
+        for token in self.tokens(ids, cap):
             tokens.append(token)
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             if text.endswith("\ufffd"):  # half a multi-byte character: wait for the rest
@@ -402,6 +403,7 @@ class OrtGenerator(ReplyGenerator):
             if len(text) > len(shown):
                 yield text[len(shown):]
                 shown = text
+        return "length" if len(tokens) >= cap else "stop"
 
     def tokens(self, ids: list[int], new_tokens: int) -> Iterator[int]:
         """Greedy token ids after ``ids`` from the batch, without the stop token; the slot

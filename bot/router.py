@@ -104,6 +104,24 @@ class ReplyChunk:
     notice: str | None = None
 
 
+_BARE_MARKER = re.compile(r"(?:^|\n)[ \t]*(?:\d{1,2}[.)]|[-*\u2022])$")
+"""A list item's marker with nothing after it, at the end of a text."""
+
+
+def complete_sentences(text: str) -> str:
+    """``text`` without its unfinished last sentence, for a reply that the token cap cut
+    (``"... call us on {{Customer Support Pho"`` -> ``"..."``); a sentence announcing what was
+    cut (ending in ``:``) and a bare list marker go too. ``text`` itself when no sentence is
+    complete (better a cut sentence than no reply)."""
+    done = text[: len(text) - len(_SENTENCE_END.split(text)[-1])].rstrip()
+    while done.endswith(":") or _BARE_MARKER.search(done):
+        shorter = done[: len(done) - len(_SENTENCE_END.split(done)[-1])].rstrip()
+        if not shorter:
+            break
+        done = shorter
+    return done or text
+
+
 def notice(turn: Turn, max_chars: int) -> str | None:
     """A sentence for the customer saying what of their turn was not stored as sent (personal
     data redacted from their message or the reply, characters dropped, text cut), or None."""
@@ -370,8 +388,8 @@ class Router:
         reply, missing = "", []
         told_off_hours = False
         answers, found, approved = None, [], None
-        if decision.route == Route.ANSWER and self.answers is not None:
-            answers = self.answers.for_version(generator.version)
+        if decision.route == Route.ANSWER and self.answers is not None and generator.replies_version:
+            answers = self.answers.for_version(generator.replies_version)
         if answers is not None:  # bot/answers.py: retrieve approved answers, then the safety net
             # a follow-up decided with the previous message is looked up with it too ("yes", "order 4471")
             query = f"{known.previous.user_text} {text}" if decision.context and known.previous else text
@@ -512,14 +530,21 @@ class Router:
             yield "", []
 
     def _filled_stream(self, pieces: Iterator[str], entities) -> Iterator[tuple[str, list[str]]]:
-        """Fill placeholders in complete sentences only, so no half slot is ever shown."""
-        raw = ""
-        for piece in pieces:
-            raw += piece
+        """Fill placeholders in complete sentences only, so no half slot is ever shown; a reply
+        cut at the token cap (finish reason ``"length"``) ends at its last complete sentence."""
+        raw, finish = "", None
+        while True:
+            try:
+                raw += next(pieces)
+            except StopIteration as end:
+                finish = end.value
+                break
             parts = _SENTENCE_END.split(raw)
             if len(parts) > 1:
                 done = raw[: len(raw) - len(parts[-1])]
                 yield self._fill(done, entities)
+        if finish == "length":
+            raw = complete_sentences(raw)
         filled = fill(raw, self.profile, entities)
         if filled.needs_fallback:
             text, more = self._fill(NO_SAFE_REPLY, entities)

@@ -165,3 +165,14 @@ def save_chain_lm(source: Path, folder: Path, chain: list[int], default: int) ->
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(source).save_pretrained(folder)
     return folder
+
+
+def drain(stream) -> tuple[list, object]:
+    """All items of the generator ``stream`` and its return value (a reply stream's finish
+    reason, :class:`bot.interfaces.Generator`)."""
+    items = []
+    while True:
+        try:
+            items.append(next(stream))
+        except StopIteration as end:
+            return items, end.value

@@ -60,7 +60,7 @@ class Classifier:
 class Generator:
     """Streams a fixed reply and remembers what it was asked."""
 
-    version = "rag"
+    version = replies_version = "rag"
 
     def __init__(self, reply="Sure, I will do that for you right away."):
         self.reply, self.calls = reply, []

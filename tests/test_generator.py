@@ -14,6 +14,7 @@ from bot.errors import SupportbotError
 from bot.generation import ReplyGenerator, ServingOptions
 from bot.interfaces import Generator
 from bot.prompting import SYSTEM_PROMPT, build_messages, drop_oldest_turn
+from helpers import drain
 
 FP32 = ServingOptions(dtype_name="float32", int8=False)
 
@@ -75,8 +76,8 @@ def test_load_refuses_folder_without_manifest_or_base(tiny_lm_dir, tiny_replies_
 def test_stream_stops_at_im_end(echo_lm_dir):
     generator = ReplyGenerator.from_pretrained(echo_lm_dir, options=FP32)
     assert isinstance(generator, Generator)  # what the router needs of it (bot/interfaces.py)
-    chunks = list(generator.stream(history=[], user_text="hi", intent=None, max_new_tokens=20))
-    assert "".join(chunks) == "Hello"
+    chunks, finish = drain(generator.stream(history=[], user_text="hi", intent=None, max_new_tokens=20))
+    assert "".join(chunks) == "Hello" and finish == "stop"
     assert generator.generate_batch([build_messages([], "hi"), build_messages([("a", "b")], "c")], 20) == ["Hello"] * 2
 
 
@@ -98,7 +99,9 @@ def test_cpu_attention_shares_kv_heads_on_the_model_only(tiny_lm_dir):
 
 def test_stream_respects_max_new_tokens_and_chunks_join_to_generate(tiny_lm_dir):
     generator = ReplyGenerator.from_pretrained(tiny_lm_dir, options=FP32)
-    text = "".join(generator.stream(build_messages([], "where is my parcel"), max_new_tokens=5))
+    chunks, finish = drain(generator.stream(build_messages([], "where is my parcel"), max_new_tokens=5))
+    text = "".join(chunks)
+    assert finish == "length"  # the cap stopped it (the router then drops an unfinished sentence)
     assert 0 < len(generator.tokenizer(text, add_special_tokens=False)["input_ids"]) <= 6
     assert text.strip() == generator.generate(user_text="where is my parcel", max_new_tokens=5)
 

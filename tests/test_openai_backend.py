@@ -26,7 +26,7 @@ from bot.openai_backend import OpenAIGenerator
 from bot.router import NO_SAFE_REPLY
 from bot.runtime import load_router
 from bot.settings import OpenAIBackendConfig, load_settings
-from helpers import free_port
+from helpers import drain, free_port
 
 
 def _chunk(content: str | None = None, finish: str | None = None) -> str:
@@ -64,11 +64,22 @@ def openai_app(generator: ReplyGenerator, requests: list):
             if model == "cut":
                 yield _chunk("Sure, ")
                 return
+            if model == "capped":  # max_tokens reached mid-sentence
+                for piece in ["I can help with that. ", "Open {{Order Section}} to see it. ",
+                              "Or write to us at {{Order Sec"]:
+                    yield _chunk(piece)
+                yield _chunk(finish="length")
             if model == "supportbot":
                 pieces = generator.stream(body["messages"], max_new_tokens=body.get("max_tokens"))
-                while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
-                    yield _chunk(piece)  # each piece as the engine writes it
-                yield _chunk(finish="stop")
+                def step():  # (a StopIteration cannot cross asyncio.to_thread)
+                    try:
+                        return next(pieces), None
+                    except StopIteration as end:
+                        return None, end.value
+
+                while (got := await asyncio.to_thread(step))[0] is not None:
+                    yield _chunk(got[0])  # each piece as the engine writes it
+                yield _chunk(finish=got[1])
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -144,8 +155,9 @@ def test_the_remote_reply_is_the_local_engine_reply_streamed_in_pieces(server, l
     remote = OpenAIGenerator(config(url))
     asked = dict(history=[("hi", "Hello!")], user_text="please cancel my order", intent="cancel_order",
                  max_new_tokens=12)
-    pieces = list(remote.stream(**asked))
+    pieces, finish = drain(remote.stream(**asked))
     assert len(pieces) > 1 and "".join(pieces) == "".join(local_generator.stream(**asked))
+    assert finish == drain(local_generator.stream(**asked))[1]  # "length" or "stop", as the server said
     sent = requests[-1]
     assert sent["authorization"] == "Bearer secret-key"
     assert sent["body"]["stream"] is True and sent["body"]["temperature"] == 0
@@ -232,3 +244,18 @@ def test_a_failing_backend_gives_the_customer_the_fallback_and_logs_why(server, 
     stored = sqlite3.connect(tiny_home / "conversations.db").execute(
         "SELECT status, reason, reply FROM turns WHERE id = ?", (turn.id,)).fetchone()
     assert stored[0] == "complete" and reason in stored[1] and stored[2] == turn.reply
+
+
+def test_a_reply_cut_by_the_token_cap_ends_at_its_last_complete_sentence(server, tiny_home, monkeypatch):
+    """The server stops at ``max_tokens`` mid-sentence (finish reason "length"): the customer gets
+    the complete sentences, slots filled, never half a placeholder or half a sentence."""
+    url, _ = server
+    monkeypatch.setenv("SUPPORTBOT_SERVING__BACKEND", "openai")
+    monkeypatch.setenv("SUPPORTBOT_SERVING__OPENAI__BASE_URL", url)
+    monkeypatch.setenv("SUPPORTBOT_SERVING__OPENAI__MODEL", "capped")
+    router = load_router(load_settings())
+    chunks, turn = _answered(router)
+    assert turn.decision.route == "answer" and "generation failed" not in turn.decision.reason
+    assert turn.reply.startswith("I can help with that. Open ") and turn.reply.endswith(" to see it."), turn.reply
+    assert "{{" not in turn.reply
+    assert all("Or write" not in chunk.text for chunk in chunks)

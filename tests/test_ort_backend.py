@@ -15,7 +15,7 @@ from bot.generation import ReplyGenerator, ServingOptions  # noqa: E402
 from bot.ort_backend import OrtGenerator  # noqa: E402
 from bot.runtime import load_router  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
-from helpers import save_chain_lm  # noqa: E402
+from helpers import drain, save_chain_lm  # noqa: E402
 from bot.placeholders import find_slots  # noqa: E402
 
 FLOAT32 = ServingOptions(dtype_name="float32", draft_tokens=0, pack_weights=False)
@@ -32,7 +32,7 @@ def test_an_adapter_version_is_converted_once_and_answers_as_transformers_does(t
     stamp = config.stat().st_mtime_ns
     reference = ReplyGenerator.load(version, device="cpu", options=FLOAT32)
     pieces = list(generator.stream(**ASKED))
-    assert "".join(pieces) == "".join(reference.stream(**ASKED)) and generator.version == "v1"
+    assert "".join(pieces) == "".join(reference.stream(**ASKED)) and generator.version == "v1+onnx-fp32"
     assert generator.known_slots is not None  # from the manifest, as in-process
     assert generator.batcher.last_only  # the LM head sees the last position only (last_position_logits)
     OrtGenerator.load(version, precision="fp32")
@@ -45,6 +45,8 @@ def test_the_reply_stops_at_the_end_of_turn_token(echo_lm_dir, tmp_path):
     (folder / "manifest.json").write_text(json.dumps({"kind": "replies", "data": {"name": "tiny"}}))
     generator = OrtGenerator.load(folder, precision="fp32")
     assert generator.generate(user_text="hi", max_new_tokens=10) == "Hello"
+    assert drain(generator.stream(user_text="hi", max_new_tokens=10))[1] == "stop"
+    assert drain(generator.stream(user_text="hi", max_new_tokens=1)) == (["Hello"], "length")  # the cap came first
 
 
 def test_greedy_generation_on_onnx_cannot_write_an_unknown_slot(tiny_lm_dir, tmp_path):
@@ -72,11 +74,11 @@ def test_the_router_answers_with_the_ort_backend(tiny_home, monkeypatch):
     router = load_router(load_settings())
     conversation = router.store.new_conversation()
     turn = list(router.respond(conversation, "please refund my order"))[-1].turn
-    assert turn.status == "complete" and turn.decision.route == "answer" and turn.generator_version == "v1"
+    assert turn.status == "complete" and turn.decision.route == "answer" and turn.generator_version == "v1+onnx-fp32"
     assert (tiny_home / "models" / "replies" / "v1" / "onnx-fp32" / "genai_config.json").is_file()
     stored = sqlite3.connect(tiny_home / "conversations.db").execute(
         "SELECT status, reply, generator_version FROM turns WHERE id = ?", (turn.id,)).fetchone()
-    assert stored == ("complete", turn.reply, "v1")
+    assert stored == ("complete", turn.reply, "v1+onnx-fp32")
 
 
 def _prompts(generator, texts):

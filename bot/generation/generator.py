@@ -39,7 +39,8 @@ class ReplyGenerator:
     Attributes:
         model: the (merged, optimised) transformers model.
         tokenizer: its tokenizer, left padding.
-        version: the version folder's name (``"base"`` etc. for :meth:`from_pretrained`).
+        version: the version folder's name (``"base"`` etc. for :meth:`from_pretrained`); also
+            :attr:`replies_version` (:class:`bot.interfaces.Generator`).
         device: where it runs.
         options: resolved :class:`ServingOptions`.
         manifest: the version's :class:`bot.manifest.ReplyManifest` (None when loaded without one).
@@ -53,6 +54,7 @@ class ReplyGenerator:
     def __init__(self, model, tokenizer, version: str, device: Device, options: ServingOptions,
                  manifest: ReplyManifest | None = None):
         self.model, self.tokenizer, self.version = model, tokenizer, version
+        self.replies_version = version
         self.device, self.options, self.manifest = device, options, manifest
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -219,6 +221,8 @@ class ReplyGenerator:
         ``<|im_end|>`` or after ``max_new_tokens`` tokens (default ``options.max_new_tokens``);
         closing the iterator early stops generation too. The prompt is capped as in
         :meth:`prompt_ids`. Chunks never contain special tokens; ``"".join(chunks)`` is the reply.
+        The generator returns the finish reason, ``"length"`` (cut at ``max_new_tokens``) or
+        ``"stop"`` (see :class:`bot.interfaces.Generator`).
 
         Raises:
             SupportbotError: bad arguments (see :meth:`messages_for`); errors inside generation
@@ -232,8 +236,8 @@ class ReplyGenerator:
         if self.drafts:  # assisted generation is entered through prompt_lookup_num_tokens
             kwargs["prompt_lookup_num_tokens"] = self.drafts.draft_tokens
         learn = (lambda reply: self.drafts.add(intent, reply)) if self.learns_drafts else None
-        yield from stream_text(self.model, self.tokenizer, kwargs, self._drafting(intent, kwargs, bool(references)),
-                               learn)
+        return (yield from stream_text(self.model, self.tokenizer, kwargs,
+                                       self._drafting(intent, kwargs, bool(references)), learn))
 
     @property
     def learns_drafts(self) -> bool:

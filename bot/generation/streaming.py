@@ -9,7 +9,7 @@ the one seam between the generator and the engine that runs the model: :func:`st
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, nullcontext
 
 
@@ -54,7 +54,7 @@ class _Cancel:
 
 
 def stream_text(model, tokenizer, generate_kwargs: dict, context: AbstractContextManager | None = None,
-                on_complete: Callable[[list[int]], None] | None = None) -> Iterator[str]:
+                on_complete: Callable[[list[int]], None] | None = None) -> Generator[str, None, str]:
     """Greedy ``model.generate(**generate_kwargs)`` for one prompt, yielded as text chunks.
 
     Args:
@@ -68,6 +68,10 @@ def stream_text(model, tokenizer, generate_kwargs: dict, context: AbstractContex
     Yields:
         Non-empty text chunks without special tokens; closing the iterator stops generation.
 
+    Returns:
+        The finish reason (the generator's return value, ``StopIteration.value``): ``"length"``
+        when ``max_new_tokens`` stopped it, else ``"stop"`` (an end-of-turn token).
+
     Raises:
         Any error of ``generate``, re-raised in the consuming thread. Streams run concurrently
         (greedy decoding on a shared model is thread-safe); how many at once is bounded by the
@@ -77,7 +81,7 @@ def stream_text(model, tokenizer, generate_kwargs: dict, context: AbstractContex
     from transformers import StoppingCriteriaList, TextIteratorStreamer
 
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    cancel, failure = _Cancel(), []
+    cancel, failure, last = _Cancel(), [], []
     prompt = generate_kwargs["input_ids"]
     kwargs = dict(generate_kwargs, streamer=streamer, stopping_criteria=StoppingCriteriaList([cancel]))
 
@@ -89,6 +93,7 @@ def stream_text(model, tokenizer, generate_kwargs: dict, context: AbstractContex
             failure.append(exc)
             streamer.end()
             return
+        last.append(int(out[0, -1]))
         if on_complete and not cancel.event.is_set():
             on_complete(out[0, prompt.shape[1]:].tolist())
 
@@ -106,3 +111,5 @@ def stream_text(model, tokenizer, generate_kwargs: dict, context: AbstractContex
         worker.join()
     if failure:
         raise failure[0]
+    stops = generate_kwargs.get("eos_token_id")
+    return "stop" if last and last[0] in (stops if isinstance(stops, list) else [stops]) else "length"
