@@ -89,6 +89,9 @@ _LEAD_IN = re.compile(
 -> "cancel your order", "Your order #{{Order Number}}" -> "Your order"): :func:`_lead_in`."""
 _LIST_ITEM = re.compile(r"(\s*)(\d{1,3})(?=\.\s)")
 _ANONYMIZED = re.compile(r"\banonymized$", re.IGNORECASE)
+_BARE_ANONYMIZED = re.compile(r"\{\{[^{}\n]{0,120}\}\}|(?P<bare>\b(?:[A-Z][A-Za-z]*[ \t]+){1,2}Anonymized\b)")
+"""A slot that lost its braces (a generated ``Purchase Number Anonymized``, group ``bare``; a
+slot with braces matches too, to be left alone): resolved as the slot it stands for."""
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _TIDY = (
     (re.compile(r"(?<=\S)[ \t]{2,}"), " "),
@@ -220,6 +223,7 @@ def fill(reply: str, profile: Mapping[str, str], entities: Mapping[str, str] | N
         :class:`Filled`; its text never holds ``{{`` or ``}}``.
     """
     resolver = _Resolver(profile, entities or {})
+    reply = _BARE_ANONYMIZED.sub(lambda m: f"{{{{{m['bare']}}}}}" if m["bare"] else m[0], reply)
     lines = [resolver.line(line) for line in reply.split("\n")]
     kept = [line for line in lines if line is not None]
     if len(kept) < len(lines):

@@ -146,6 +146,7 @@ def test_personal_values_not_given_are_removed_with_their_lead_in(profile):
     ("3. Find the purchase associated with {{Order ID Anonymized}}.", "3. Find the purchase."),
     ("Look for the order with the reference number {{Order Number}}.", "Look for the order."),
     ("Find the invoice identified as {{Invoice Number}}.", "Find the invoice."),
+    ("Look for the order with the number Purchase Number Anonymized.", "Look for the order."),  # braces lost
 ])
 def test_an_order_number_not_given_leaves_the_order(profile, reply, expected):
     filled = fill(reply, profile, {})
