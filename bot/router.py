@@ -194,7 +194,8 @@ def decide(
 
 
 AFFIRM = "smalltalk_affirm"
-"""A bare "yes" / "ok" right after an answer continues that answer's topic."""
+"""A bare "yes" / "ok" continues an answer's topic when the answer ended with a question (or the
+message gives an order number); after any other answer it acknowledges it (its small-talk reply)."""
 
 
 def follow_up(prediction: Prediction, threshold: float, previous: Turn | None, combined: Prediction | None,
@@ -202,10 +203,12 @@ def follow_up(prediction: Prediction, threshold: float, previous: Turn | None, c
     """The prediction to decide an unclear follow-up message on, and why, or None when the
     message decides alone.
 
-    A message is unclear when it is out of scope alone (``oos_score > threshold``) or a bare
-    affirmation (:data:`AFFIRM`), and it follows a turn that was answered; a message the
-    out-of-scope class itself wins (``oos_class``) and that gives no entity is off topic, not
-    unclear. Then:
+    A message is unclear when it is out of scope alone (``oos_score > threshold``), or a bare
+    affirmation (:data:`AFFIRM`) that answers the reply's closing question or gives an entity,
+    and it follows a turn that was answered; a message the out-of-scope class itself wins
+    (``oos_class``) and that gives no entity is off topic, not unclear. (An "ok" after an answer
+    that asked nothing is an acknowledgement: only about 1 % of Bitext's replies end with a
+    question, and repeating the answer helps nobody.) Then:
 
     1. ``combined``, the prediction for the previous message and this one together, is taken
        when it is in scope and not small talk ("cancel my order" + "it's order 4471");
@@ -220,8 +223,10 @@ def follow_up(prediction: Prediction, threshold: float, previous: Turn | None, c
         entities: from :func:`bot.placeholders.extract_entities` of this message.
     """
     off_topic = prediction.oos_class and not entities  # "tell me a joke" after an answer stays off topic
-    unclear = (prediction.oos_score > threshold and not off_topic) or prediction.intent == AFFIRM
     answered = previous is not None and previous.decision is not None and previous.decision.route == Route.ANSWER
+    asked = answered and _SENTENCE_END.split((previous.reply or "").rstrip())[-1].endswith("?")
+    unclear = ((prediction.oos_score > threshold and not off_topic)
+               or (prediction.intent == AFFIRM and (asked or bool(entities))))
     if not (unclear and answered and previous.decision.intent):
         return None
     if combined is not None and combined.oos_score <= threshold and not is_small_talk(combined.intent):

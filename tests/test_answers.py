@@ -211,9 +211,10 @@ def test_a_near_identical_request_gets_the_approved_answer_without_generation(tm
 
 
 def test_a_follow_up_decided_with_the_previous_message_retrieves_with_it(tmp_path, rag_version, tiny_encoder_dir):
-    router = make_router(tmp_path, rag_version, tiny_encoder_dir, Generator(), min_score=-1, min_source_similarity=-1)
+    router = make_router(tmp_path, rag_version, tiny_encoder_dir, Generator("Sure. Shall I cancel all of it?"),
+                         verbatim_score=1.01, min_score=-1, min_source_similarity=-1)  # generated: asks
     conversation = router.new_conversation()
-    respond(router, conversation, "please cancel my order 3")
+    assert respond(router, conversation, "please cancel my order 3").reply.endswith("?")
     turn = respond(router, conversation, "yes")
     assert turn.decision.intent == "cancel" and turn.decision.context
     library = router.answers.for_version("rag")

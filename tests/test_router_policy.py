@@ -51,9 +51,9 @@ def test_rephrase_limit_is_configurable():
     assert decide("joke", predict(oos=0.9), 0.5, 2, config).route == "handoff"
 
 
-def answered(intent="cancel_order", index=1):
+def answered(intent="cancel_order", index=1, reply="Sure, which order?"):
     return Turn("c", index, "I want to cancel my order", predict(intent),
-                Decision("answer", f"intent '{intent}'", intent, THRESHOLD), "Sure, which order?", status="complete")
+                Decision("answer", f"intent '{intent}'", intent, THRESHOLD), reply, status="complete")
 
 
 @pytest.mark.parametrize("message,previous,combined,entities,expected", [
@@ -63,9 +63,16 @@ def answered(intent="cancel_order", index=1):
     # the combined text is still unclear, but the message gives an order number: keep the intent
     (predict("track_order", oos=0.9), answered(), predict("track_order", oos=0.8), {"order_number": "4471"},
      ("cancel_order", "kept the intent of turn 1: the message gives order number")),
-    # a bare "yes" after an answer continues its topic
+    # a bare "yes" to an answer's question continues its topic
     (predict("smalltalk_affirm", oos=0.05), answered("delete_account"), predict("delete_account", oos=0.2), {},
      ("delete_account", "classified with the previous message (turn 1)")),
+    # an "ok" after an answer that asked nothing acknowledges it: small talk, never the answer again
+    (predict("smalltalk_affirm", oos=0.05), answered(reply="Open Orders.\nClick Cancel. Is it done? Then you are set."),
+     predict("cancel_order", oos=0.2), {}, None),
+    # unless it gives an order number
+    (predict("smalltalk_affirm", oos=0.05), answered(reply="Open Orders and click Cancel."),
+     predict("cancel_order", oos=0.2), {"order_number": "4471"},
+     ("cancel_order", "classified with the previous message (turn 1)")),
     # an off-topic message (the out-of-scope class wins) after an answer stays off topic...
     (Prediction("track_order", 0.01, [], 0.99, oos_class=True), answered(), predict("cancel_order", oos=0.1), {},
      None),
