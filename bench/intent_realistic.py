@@ -34,7 +34,7 @@ from bot.classifier import IntentClassifier  # noqa: E402
 from bot.records import FALLBACK_ROUTES, OUT_OF_SCOPE, is_small_talk  # noqa: E402
 from bot.router import decide  # noqa: E402
 from bot.settings import RouterConfig  # noqa: E402
-from bot.text import normalise  # noqa: E402
+from bot.text import for_classifier, normalise  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 from training.data import load  # noqa: E402
 from training.intent_eval import test_rows  # noqa: E402
@@ -44,8 +44,9 @@ SETS = {"dev": ROOT / "data" / "realistic_requests.csv", "holdout": ROOT / "data
 
 def outcomes(classifier: IntentClassifier, texts: list[str]) -> list[str]:
     """The intent each text is answered with, or ``out_of_scope`` when the router would reject it."""
-    config, predictions = RouterConfig(), classifier.predict(texts)
-    routes = [decide(normalise(t).text, p, classifier.threshold, 0, config).route for t, p in zip(texts, predictions)]
+    config, texts = RouterConfig(), [normalise(t).text for t in texts]  # what the router decides on
+    predictions = classifier.predict([for_classifier(t) for t in texts])
+    routes = [decide(t, p, classifier.threshold, 0, config).route for t, p in zip(texts, predictions)]
     return [OUT_OF_SCOPE if r in FALLBACK_ROUTES else p.intent for r, p in zip(routes, predictions)]
 
 

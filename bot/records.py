@@ -87,6 +87,7 @@ class Reason(str, Enum):
     """Why a :class:`Decision` took its route, for code (the decision's ``reason`` says it in words)."""
 
     EMPTY = "empty"
+    NO_WORDS = "no_words"
     ASKED_FOR_PERSON = "asked_for_person"
     PRESSED_HUMAN = "pressed_human"
     OUT_OF_SCOPE_CLASS = "out_of_scope_class"

@@ -10,12 +10,14 @@ One call of :meth:`Router.respond` handles one customer message:
    turn, history, answers version); no other store read happens until the turn is finished,
    but one (:meth:`bot.store.ConversationStore.live_answer_rows`) when an answered turn finds
    that an approved answer was added or withdrawn since the answer store last loaded;
-2. the classifier predicts the intent (:class:`bot.records.Prediction`);
+2. the classifier predicts the intent (:class:`bot.records.Prediction`) from the text with its
+   emoji named in words (:func:`bot.text.for_classifier`; the stored text keeps the emoji);
 3. :func:`decide` picks a route, with its reason: ``answer`` (generate), ``template`` (a fixed
    reply from config), ``smalltalk`` (greeting, thanks, "are you a bot?", ...: a configured
    short reply, never a fallback), ``fallback`` (plainly out of scope: the classifier's
    out-of-scope class wins; says what the bot can do, never counts towards a handoff),
-   ``rephrase`` (unsure: ask to rephrase; repeated, it hands off) or
+   ``rephrase`` (unsure: ask to rephrase; repeated, it hands off; and a message without words,
+   :func:`bot.text.has_words`, whatever the classifier says) or
    ``handoff`` (a human takes over: asked for, configured intent, or too many fallbacks in a
    row); a message that is unclear alone right after an answered turn is decided in the
    context of that turn (:func:`follow_up`), and the decision says so; while a conversation
@@ -63,7 +65,7 @@ from bot.records import Decision, Prediction, Reason, Route, Turn, is_small_talk
 from bot.redaction import PHONE_REGIONS, redact
 from bot.settings import AnswersConfig, HandoffConfig, RouterConfig
 from bot.store import Handoff, Owner
-from bot.text import MAX_CHARS, normalise
+from bot.text import MAX_CHARS, for_classifier, has_words, normalise
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +169,8 @@ def decide(
     if prediction is None:
         return Decision(Route.REPHRASE, "empty message", None, threshold, code=Reason.EMPTY)
     intent, score = prediction.intent, prediction.oos_score
+    if not has_words(text):  # "???", "x" * 2500: the classifier's guess is noise (it said "yes" to both)
+        return Decision(Route.REPHRASE, "no words to classify", intent, threshold, code=Reason.NO_WORDS)
 
     def decision(route: Route, code: Reason, reason: str) -> Decision:
         return Decision(route, reason, intent, threshold, code=code)
@@ -370,7 +374,7 @@ class Router:
         turn = self.store.start_turn(conversation_id, stored, normal.changes, redacted)
         known = self.store.turn_context(conversation_id, self.config.history_turns)  # the turn's one read
         classifier, generator = self.models.current()
-        prediction = classifier.predict([text])[0] if text.strip() else None
+        prediction = classifier.predict([for_classifier(text)])[0] if text.strip() else None
         entities = extract_entities(text)
         held = known.handoff
         if held is not None:  # a person has it: never answer, log the message for the agent
@@ -499,7 +503,7 @@ class Router:
             return None
         if previous is None or previous.decision is None or previous.decision.route != Route.ANSWER:
             return None
-        combined = classifier.predict([f"{previous.user_text} {text}"])[0]
+        combined = classifier.predict([for_classifier(f"{previous.user_text} {text}")])[0]
         return follow_up(prediction, classifier.threshold, previous, combined, entities)
 
     def _reply_stream(self, generator: Generator, history, text, decision, entities, references=()

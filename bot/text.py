@@ -15,6 +15,12 @@ that SQLite can store whole and a browser shows as typed:
 
 The original is not kept: what was removed cannot be stored safely. What was changed is recorded
 on the turn (column ``text_changes``, :mod:`bot.store`).
+
+Two readings of the normalised text serve the router's decision and never change what is stored:
+
+* :func:`for_classifier`: emoji named in words (the ``emoji`` package's CLDR names, "👍" ->
+  "thumbs up"), because the classifier's tokenizer reads an emoji as ``[UNK]``;
+* :func:`has_words`: whether the text holds anything to classify at all (a word or a number).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+
+import emoji
 
 MAX_CHARS = 2000
 """Longer customer texts are cut to this many characters before any model or the store sees them."""
@@ -32,6 +40,7 @@ dropped, bidi controls dropped, text cut to :data:`MAX_CHARS`."""
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_LETTERS = re.compile(r"[^\W\d_]+")  # a run of letters, any script
 
 
 @dataclass(frozen=True)
@@ -75,3 +84,32 @@ def normalise(text: str | None, max_chars: int = MAX_CHARS) -> Normalised:
         text = text[:max_chars]
         changes.append("cut")
     return Normalised(text, tuple(changes))
+
+
+def for_classifier(text: str) -> str:
+    """``text`` as the intent classifier reads it: each emoji replaced by its name in words,
+    from the ``emoji`` package (Unicode CLDR short names: "👍" -> "thumbs up", "😡" -> "enraged
+    face", "🙏" -> "folded hands"); runs of spaces made one. Text without emoji is returned as it is.
+
+    The classifier's tokenizer maps an emoji to ``[UNK]``, so "😡😡😡" and "👍" looked alike to it
+    (issue 13); named, they carry what the customer meant.
+    """
+    if not emoji.emoji_count(text):
+        return text
+    named = emoji.replace_emoji(text, replace=lambda _, data: f" {data['en'].strip(':').replace('_', ' ')} ")
+    return re.sub(r"[ \t]{2,}", " ", named).strip()
+
+
+def has_words(text: str) -> bool:
+    """Whether ``text`` holds something to classify: a number or a word, i.e. a run of letters
+    (any script) other than one letter three or more times; emoji count by their names
+    (:func:`for_classifier`).
+
+    False for punctuation or symbols alone ("???", "...", ":-)") and for a letter repeated
+    ("x" * 2500, "aaaa"); "k", "y" and "n" stay words (the built-in small talk has them). The
+    classifier's guess for such a message is noise (a word longer than its tokenizer reads is
+    one ``[UNK]``, as an emoji was), so the router asks to rephrase (:func:`bot.router.decide`).
+    """
+    named = for_classifier(text)
+    return any(ch.isdigit() for ch in named) or any(
+        len(run) < 3 or len(set(run.casefold())) > 1 for run in _LETTERS.findall(named))

@@ -100,6 +100,27 @@ def test_bad_inputs_get_a_reply_and_every_turn_is_logged(router):
     assert all(t.status == "complete" for t in logged)
 
 
+@pytest.mark.parametrize("text", ["???", "x" * 2500, "!!! ... ¿¿"])
+def test_a_message_without_words_is_asked_to_rephrase_and_logged_as_sent(router, text):
+    chunks = run(router, router.store.new_conversation(), text)
+    turn = chunks[-1].turn
+    assert (turn.decision.route, turn.decision.code) == ("rephrase", Reason.NO_WORDS)
+    assert chunks[-1].text.startswith("Sorry, I'm not sure I understood")
+    assert turn.user_text == text[:2000] and turn.prediction is not None   # the guess is kept for review
+
+
+def test_emoji_are_named_for_the_classifier_and_stored_as_sent(router):
+    classifier, _ = router.models.current()
+    named = classifier.predict(["my parcel never came enraged face"])[0]
+    assert named.top_k != classifier.predict(["my parcel never came 😡"])[0].top_k  # the emoji alone reads as [UNK]
+    turn = run(router, router.store.new_conversation(), "my parcel never came 😡")[-1].turn
+    assert turn.user_text == "my parcel never came 😡" and turn.text_changes == ()
+    assert router.store.turn(turn.id).user_text == "my parcel never came 😡"
+    assert turn.prediction.intent == named.intent
+    assert turn.prediction.confidence == pytest.approx(named.confidence, abs=1e-5)
+    assert turn.prediction.oos_score == pytest.approx(named.oos_score, abs=1e-5)
+
+
 def test_a_turn_that_waits_for_a_generation_slot_sees_its_place_then_only_its_reply(tiny_home):
     router = load_router(load_settings(router=RouterConfig(max_concurrent_generations=1)))
     first_conversation, second_conversation = router.store.new_conversation(), router.store.new_conversation()

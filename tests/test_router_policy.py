@@ -5,6 +5,7 @@ import pytest
 from bot.records import Decision, Prediction, Turn
 from bot.router import decide, follow_up
 from bot.settings import RouterConfig
+from bot.text import for_classifier
 
 CONFIG = RouterConfig(templates={"newsletter_subscription": "Subscribe at {{Website URL}}."},
                       handoff_intents=["contact_human_agent"])
@@ -43,6 +44,33 @@ def test_routes(text, prediction, fallbacks, route, reason):
     decision = decide(text, prediction, THRESHOLD, fallbacks, CONFIG)
     assert (decision.route, decision.reason) == (route, reason)
     assert decision.threshold == THRESHOLD
+
+
+@pytest.mark.parametrize("text", ["???", "...", ":-)", "x" * 2000, "AAAA!!", "- - -"])
+def test_a_message_without_words_is_asked_to_rephrase_whatever_the_classifier_says(text):
+    """Issue 13: "x" * 2500 and "😡😡😡" were small talk 'yes' with confidence 0.83 (the classifier
+    read both as one [UNK]); "???" was small talk 'no'."""
+    for prediction in (predict("smalltalk_affirm", oos=0.2, confidence=0.83), predict(), predict(oos=0.9)):
+        decision = decide(text, prediction, THRESHOLD, 0, CONFIG)
+        assert (decision.route, decision.code, decision.reason) == ("rephrase", "no_words", "no words to classify")
+
+
+@pytest.mark.parametrize("text,intent,route", [
+    ("👍", "smalltalk_affirm", "smalltalk"),   # an emoji is named in words: it counts
+    ("k", "smalltalk_affirm", "smalltalk"),    # one letter is a word (the built-in small talk has "k", "y", "n")
+    ("12345", "track_order", "answer"),        # a number is something to classify (an order number)
+    ("hmm", "smalltalk_other", "smalltalk"),
+    ("¿Dónde está mi pedido?", "track_order", "answer"),
+])
+def test_emoji_numbers_and_short_words_are_classified(text, intent, route):
+    assert decide(text, predict(intent), THRESHOLD, 0, CONFIG).route == route
+
+
+def test_emoji_are_named_in_words_for_the_classifier():
+    assert for_classifier("thanks 🙏") == "thanks folded hands"
+    assert for_classifier("😡😡😡") == "enraged face enraged face enraged face"
+    assert for_classifier("ok👍🏽\nbye") == "ok thumbs up medium skin tone \nbye"
+    assert for_classifier("snake_case  text :-)") == "snake_case  text :-)"   # no emoji: as it was
 
 
 def test_rephrase_limit_is_configurable():
