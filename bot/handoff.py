@@ -2,12 +2,14 @@
 
 A conversation handed off by the router (:func:`bot.router.decide`) gets a waiting
 :class:`bot.store.Handoff` and appears in the agents' inbox (``ui/inbox.py``). From then on the
-router never answers in it: customer messages are logged as ``human`` turns for the agent. An
-agent *takes* it (the customer is told the agent's name), *replies* (``agent`` turns, redacted
+router never answers in it: customer messages are logged as ``human`` turns for the agent; while
+no agent has taken it, a customer message is acknowledged (the message was passed on, the place in
+line; at most once every ``[handoff] acknowledge_every_minutes``), the acknowledgement stored as the
+turn's reply, and once an agent holds it the bot is silent. An agent *takes* it (the customer is told the agent's name), *replies* (``agent`` turns, redacted
 like every turn, no model versions), and *hands it back* to the bot or *closes* it. A customer
 who asks for a person outside working hours, or whose request no agent takes within
 ``[handoff] wait_minutes``, is told so with the company's contact details; the conversation stays
-in the inbox.
+in the inbox. Every text the customer sees is a :class:`bot.settings.HandoffConfig` setting.
 
 Working hours come from the company profile's ``[working_hours]`` table::
 
@@ -31,6 +33,7 @@ from bot.errors import SupportbotError
 from bot.placeholders import fill
 from bot.records import Turn
 from bot.redaction import redact as redact_text
+from bot.settings import HandoffConfig
 from bot.text import normalise
 from bot.store import ConversationStore, Handoff
 
@@ -40,24 +43,6 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-
-HANDOFF_REPLY = (
-    "I'm passing this conversation to a member of our support team; they will reply here. "
-    "You can also call us on {{Customer Support Phone Number}} ({{Customer Support Availability}})."
-)
-OFF_HOURS_REPLY = (
-    "Our support team is not available right now; their hours are {{Customer Support Availability}}. "
-    "Your conversation is kept, and a member of the team will reply here when they are back. "
-    "You can also write to {{Customer Support Email}} or call {{Customer Support Phone Number}}."
-)
-NO_AGENT_REPLY = (
-    "Sorry for the wait: no one from our support team is free yet. Your conversation stays in "
-    "our queue and a member of the team will reply here. You can also write to "
-    "{{Customer Support Email}} or call {{Customer Support Phone Number}}."
-)
-JOINED = "{agent} from our support team has joined the conversation."
-HANDED_BACK = "{agent} has handed the conversation back to our assistant, which answers from now on."
-CLOSED = "{agent} has closed this conversation. Thank you for contacting us; write again any time."
 
 MAX_AGENT_CHARS = 4000
 """Longer agent replies are refused."""
@@ -123,16 +108,16 @@ class Inbox:
     Args:
         store: the conversation store.
         profile: company profile (fills the notices' contact details).
-        wait_minutes: after this long without an agent, the customer is told (once).
+        config: waiting times and the texts the customer sees (default :class:`bot.settings.HandoffConfig`).
         hours: working hours, None for always open.
         redact: redact personal data from agents' replies before they are stored.
     """
 
-    def __init__(self, store: ConversationStore, profile: dict[str, str], wait_minutes: float = 5.0,
+    def __init__(self, store: ConversationStore, profile: dict[str, str], config: HandoffConfig | None = None,
                  hours: WorkingHours | None = None, redact: bool = True):
         self.store = store
         self.profile = profile
-        self.wait_minutes = wait_minutes
+        self.config = config or HandoffConfig()
         self.hours = hours
         self.redact = redact
 
@@ -151,8 +136,32 @@ class Inbox:
         """The reply to a handoff turn and whether it already told the customer no one is there
         (outside working hours)."""
         if self.open_now():
-            return self.notice(HANDOFF_REPLY), False
-        return self.notice(OFF_HOURS_REPLY), True
+            return self.notice(self.config.handoff_reply), False
+        return self.notice(self.config.off_hours_reply), True
+
+    def acknowledgement(self, handoff: Handoff, now: datetime | None = None) -> tuple[str, str] | None:
+        """The reply to a customer message while ``handoff`` is open, with the words for the
+        turn's reason, or None for no reply: an agent holds the conversation (the agent
+        answers), or the customer was acknowledged less than ``acknowledge_every_minutes`` ago
+        (:attr:`bot.store.Handoff.acknowledged_at`).
+
+        The text is ``waiting_reply`` (``off_hours_waiting_reply`` outside working hours) with the
+        conversation's place among the waiting ones (:meth:`bot.store.ConversationStore.waiting_position`).
+
+        Args:
+            handoff: the conversation's open handoff (as the turn read it).
+            now: timezone-aware; default now.
+        """
+        now = now or datetime.now(timezone.utc)
+        if handoff.agent is not None:
+            return None
+        recently = (now - timedelta(minutes=self.config.acknowledge_every_minutes)).isoformat(timespec="microseconds")
+        if handoff.acknowledged_at is not None and handoff.acknowledged_at > recently:
+            return None
+        position = self.store.waiting_position(handoff.id)
+        template = self.config.waiting_reply if self.open_now(now) else self.config.off_hours_waiting_reply
+        return (self.notice(template, position=str(position)),
+                f"acknowledged: passed on, number {position} in line")
 
     def notify_overdue(self, conversation_id: str | None = None) -> list[Turn]:
         """Tell each customer whose handoff waits longer than ``wait_minutes`` untaken that no
@@ -161,7 +170,7 @@ class Inbox:
         Returns:
             The notice turns logged now.
         """
-        cutoff = (datetime.now(timezone.utc) - timedelta(minutes=self.wait_minutes)).isoformat(timespec="microseconds")
+        cutoff = (datetime.now(timezone.utc) - timedelta(minutes=self.config.wait_minutes)).isoformat(timespec="microseconds")
         if conversation_id is not None:
             handoff = self.store.open_handoff(conversation_id)
             waiting = [handoff] if handoff is not None else []
@@ -170,7 +179,7 @@ class Inbox:
         notices = []
         for handoff in waiting:
             if handoff.agent is None and handoff.notified_at is None and handoff.requested_at < cutoff:
-                turn = self.store.notify_waiting(handoff.id, self.notice(NO_AGENT_REPLY), cutoff)
+                turn = self.store.notify_waiting(handoff.id, self.notice(self.config.no_agent_reply), cutoff)
                 if turn is not None:
                     notices.append(turn)
         return notices
@@ -184,12 +193,12 @@ class Inbox:
         return [(h, (now - datetime.fromisoformat(h.requested_at)).total_seconds()) for h in handoffs]
 
     def take(self, conversation_id: str, agent: str) -> Handoff:
-        """``agent`` takes the conversation; the customer sees :data:`JOINED` with the name.
+        """``agent`` takes the conversation; the customer sees the ``joined`` notice with the name.
 
         Raises:
             SupportbotError: unknown conversation, not waiting for a person, or held by another agent.
         """
-        return self.store.take_handoff(conversation_id, agent, self.notice(JOINED, agent=agent))
+        return self.store.take_handoff(conversation_id, agent, self.notice(self.config.joined, agent=agent))
 
     def reply(self, conversation_id: str, agent: str, text: str, admin: bool = False) -> Turn:
         """Store the agent's reply (redacted like every turn); the customer's chat shows it.
@@ -212,7 +221,7 @@ class Inbox:
         Raises:
             SupportbotError: the agent does not hold the conversation.
         """
-        return self.store.end_handoff(conversation_id, agent, "handed back", self.notice(HANDED_BACK, agent=agent), admin)
+        return self.store.end_handoff(conversation_id, agent, "handed back", self.notice(self.config.handed_back, agent=agent), admin)
 
     def close(self, conversation_id: str, agent: str, admin: bool = False) -> Handoff:
         """The agent is done; the conversation leaves the inbox (a later message goes to the bot).
@@ -220,4 +229,4 @@ class Inbox:
         Raises:
             SupportbotError: the agent does not hold the conversation.
         """
-        return self.store.end_handoff(conversation_id, agent, "closed", self.notice(CLOSED, agent=agent), admin)
+        return self.store.end_handoff(conversation_id, agent, "closed", self.notice(self.config.closed, agent=agent), admin)

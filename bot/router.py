@@ -9,7 +9,8 @@ One call of :meth:`Router.respond` handles one customer message:
    (:meth:`bot.store.ConversationStore.turn_context`: open handoff, fallbacks in a row, previous
    turn, history, answers version); no other store read happens until the turn is finished,
    but one (:meth:`bot.store.ConversationStore.live_answer_rows`) when an answered turn finds
-   that an approved answer was added or withdrawn since the answer store last loaded;
+   that an approved answer was added or withdrawn since the answer store last loaded, and one
+   (:meth:`bot.store.ConversationStore.waiting_position`) when a waiting customer is acknowledged;
 2. the classifier predicts the intent (:class:`bot.records.Prediction`) from the text with its
    emoji named in words (:func:`bot.text.for_classifier`; the stored text keeps the emoji);
 3. :func:`decide` picks a route, with its reason: ``answer`` (generate), ``template`` (a fixed
@@ -21,8 +22,10 @@ One call of :meth:`Router.respond` handles one customer message:
    ``handoff`` (a human takes over: asked for, configured intent, or too many fallbacks in a
    row); a message that is unclear alone right after an answered turn is decided in the
    context of that turn (:func:`follow_up`), and the decision says so; while a conversation
-   waits for or is held by a person (:mod:`bot.handoff`) there is no bot reply: the message is
-   logged with route ``human`` for the agent;
+   waits for or is held by a person (:mod:`bot.handoff`) the message is logged with route
+   ``human`` for the agent: held, there is no bot reply; waiting, the reply is an
+   acknowledgement (passed on, place in line) at most once every
+   ``[handoff] acknowledge_every_minutes`` (:meth:`bot.handoff.Inbox.acknowledgement`), else none;
 4. for an answer, when the replies version has an answer store (:mod:`bot.answers`), the
    approved answers of the intent nearest to the message are retrieved: a near-identical
    request gets its approved answer as it is; when none is close enough, the closest one or a
@@ -280,7 +283,7 @@ class Router:
         self.max_chars = max_chars
         self.queue = GenerationQueue(config.max_concurrent_generations)
         self.answers, self.answers_config = answers, answers_config or AnswersConfig()
-        self.inbox = Inbox(store, profile, (handoff or HandoffConfig()).wait_minutes, hours, redact)
+        self.inbox = Inbox(store, profile, handoff or HandoffConfig(), hours, redact)
 
     def new_conversation(self, channel: str | None = None, client: str | None = None,
                          token_hash: str | None = None) -> str:
@@ -376,10 +379,13 @@ class Router:
         classifier, generator = self.models.current()
         prediction = classifier.predict([for_classifier(text)])[0] if text.strip() else None
         entities = extract_entities(text)
-        held = known.handoff
+        held, acknowledgement = known.handoff, None
         if held is not None:  # a person has it: never answer, log the message for the agent
             code, reason = ((Reason.HELD_BY_AGENT, f"held by agent {held.agent}") if held.agent
                             else (Reason.WAITING_FOR_AGENT, "waiting for an agent"))
+            acknowledgement = self.inbox.acknowledgement(held)  # waiting: "passed on", not on every message
+            if acknowledgement is not None:
+                reason = f"{reason}; {acknowledgement[1]}"
             decision = Decision(Route.HUMAN, reason, prediction.intent if prediction else None, classifier.threshold,
                                 code=code)
         elif requested_human:
@@ -410,6 +416,8 @@ class Router:
         if decision.route == Route.HANDOFF:
             handoff_reply, told_off_hours = self.inbox.handoff_reply()
             stream = (pair for pair in [(handoff_reply, [])])
+        elif decision.route == Route.HUMAN:  # the agent answers; the bot at most acknowledges
+            stream = (pair for pair in [(acknowledgement[0] if acknowledgement else "", [])])
         elif approved is not None:
             stream = (pair for pair in [self._fill(approved.reply, entities)])
         else:
@@ -452,7 +460,8 @@ class Router:
             latency_ms=(time.perf_counter() - started) * 1000.0, status="complete", redacted=redacted,
             retrieved=tuple(r.ref() for r in found), answers_version=answers.version if answers else None,
         )
-        stored_turn = self.store.finish_turn(finished, hand_off=decision.route == Route.HANDOFF, notified=told_off_hours)
+        stored_turn = self.store.finish_turn(finished, hand_off=decision.route == Route.HANDOFF, notified=told_off_hours,
+                                             acknowledged=acknowledgement is not None)
         yield ReplyChunk(reply, stored_turn, notice(stored_turn, self.max_chars))
 
     def _answer_plan(self, decision: Decision, found: list[Retrieved]) -> tuple[Decision, object]:
@@ -515,9 +524,6 @@ class Router:
                 with closing(generator.stream(history=history, user_text=text, intent=decision.intent,
                                               max_new_tokens=self.config.max_new_tokens, **extra)) as pieces:
                     yield from self._filled_stream(pieces, entities)
-            return
-        if decision.route == Route.HUMAN:
-            yield "", []
             return
         fixed = {
             Route.REPHRASE: EMPTY_REPLY if decision.code == Reason.EMPTY else REPHRASE_REPLY,

@@ -264,12 +264,59 @@ class HandoffConfig(BaseModel):
     """Human handoff (``[handoff]`` table in ``supportbot.toml``); working hours come from the
     company profile's ``[working_hours]`` table (:mod:`bot.handoff`).
 
+    The texts the customer sees may hold ``{{Slot}}`` placeholders, filled from the company
+    profile (a sentence whose contact detail the profile lacks is dropped), and the ``{name}``
+    fields their attribute names.
+
     Attributes:
         wait_minutes: when no agent has taken a waiting conversation after this many minutes,
-            the customer is told so, with the profile's contact details (once per handoff).
+            the customer is told so (``no_agent_reply``, once per handoff).
+        acknowledge_every_minutes: while a conversation waits for an agent, a customer message
+            gets ``waiting_reply`` (or ``off_hours_waiting_reply``) when the customer was not
+            told so in the last this many minutes of the handoff: several lines sent in a row
+            get one acknowledgement, a customer who writes again after a long wait is told
+            again that the message arrived and their place in line. Once an agent holds the
+            conversation the bot is silent (the agent answers).
+        handoff_reply: the reply to the handoff itself, within working hours.
+        off_hours_reply: the reply to the handoff outside working hours (counts as the
+            ``no_agent_reply`` notice).
+        no_agent_reply: the notice after ``wait_minutes`` without an agent.
+        waiting_reply: the acknowledgement of a customer message while the conversation waits
+            for an agent within working hours; ``{position}``: the conversation's place among
+            those waiting (1 = next).
+        off_hours_waiting_reply: the same outside working hours; ``{position}`` as above.
+        joined: the notice when an agent takes the conversation; ``{agent}``: the agent's name.
+        handed_back: the notice when the agent hands the conversation back to the bot; ``{agent}``.
+        closed: the notice when the agent closes the conversation; ``{agent}``.
     """
 
     wait_minutes: float = Field(5.0, gt=0)
+    acknowledge_every_minutes: float = Field(5.0, gt=0)
+    handoff_reply: str = (
+        "I'm passing this conversation to a member of our support team; they will reply here. "
+        "You can also call us on {{Customer Support Phone Number}} ({{Customer Support Availability}})."
+    )
+    off_hours_reply: str = (
+        "Our support team is not available right now; their hours are {{Customer Support Availability}}. "
+        "Your conversation is kept, and a member of the team will reply here when they are back. "
+        "You can also write to {{Customer Support Email}} or call {{Customer Support Phone Number}}."
+    )
+    no_agent_reply: str = (
+        "Sorry for the wait: no one from our support team is free yet. Your conversation stays in "
+        "our queue and a member of the team will reply here. You can also write to "
+        "{{Customer Support Email}} or call {{Customer Support Phone Number}}."
+    )
+    waiting_reply: str = (
+        "Thanks, your message has been passed on: a member of our support team will reply here. "
+        "You're number {position} in line."
+    )
+    off_hours_waiting_reply: str = (
+        "Thanks, your message is kept for our support team, who will reply here when they are back. "
+        "Their hours are {{Customer Support Availability}}."
+    )
+    joined: str = "{agent} from our support team has joined the conversation."
+    handed_back: str = "{agent} has handed the conversation back to our assistant, which answers from now on."
+    closed: str = "{agent} has closed this conversation. Thank you for contacting us; write again any time."
 
     model_config = {"extra": "forbid"}
 

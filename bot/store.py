@@ -156,6 +156,13 @@ def _create_answers(db: Database) -> None:
     db["turns"].add_column("answers_version", str)
 
 
+@MIGRATIONS(name="0008_handoff_acknowledged")
+def _add_handoff_acknowledged(db: Database) -> None:
+    """Handoffs record when a customer message was last acknowledged while waiting for an agent
+    (:meth:`bot.handoff.Inbox.acknowledgement`)."""
+    db["handoffs"].add_column("acknowledged_at", str)
+
+
 def sql_routes(routes) -> str:
     """``routes`` (:class:`bot.records.Route` values) as an SQL list, e.g. ``('agent', 'notice')``."""
     return "(" + ", ".join(f"'{Route(route).value}'" for route in routes) + ")"
@@ -207,6 +214,8 @@ class Handoff:
         ended_at: when it was handed back or closed.
         ended_by: the agent who ended it.
         outcome: ``"handed back"`` or ``"closed"``; None while open.
+        acknowledged_at: when a customer message was last told, while waiting, that it was
+            passed on (:meth:`bot.handoff.Inbox.acknowledgement`), else None.
     """
 
     id: int
@@ -220,6 +229,7 @@ class Handoff:
     ended_at: str | None = None
     ended_by: str | None = None
     outcome: str | None = None
+    acknowledged_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -515,6 +525,16 @@ class ConversationStore:
         """The conversation's handoff that waits for or is held by an agent, else None."""
         return self._open_handoff(self.db, conversation_id)
 
+    def waiting_position(self, handoff_id: int) -> int:
+        """The place of a waiting handoff among those no agent has taken, oldest request first
+        (1 = next; the inbox's order, :meth:`bot.handoff.Inbox.waiting`); 0 when it is not
+        waiting (taken, ended or unknown)."""
+        row = self.db.execute("""SELECT COUNT(*) FROM handoffs w, handoffs h
+            WHERE h.id = ? AND h.agent IS NULL AND h.ended_at IS NULL AND w.agent IS NULL AND w.ended_at IS NULL
+              AND (w.requested_at < h.requested_at OR (w.requested_at = h.requested_at AND w.id <= h.id))""",
+                              [handoff_id]).fetchone()
+        return row[0]
+
     def handoffs(self, open_only: bool = True) -> list[Handoff]:
         """Handoffs, oldest request first: the open ones (waiting and held), or all."""
         where = "ended_at IS NULL" if open_only else None
@@ -697,7 +717,8 @@ class ConversationStore:
         return Turn(conversation_id, row["idx"], user_text, started_at=row["started_at"], id=turn_id,
                     text_changes=tuple(text_changes), redacted=dict(redacted or {}))
 
-    def finish_turn(self, turn: Turn, hand_off: bool = False, notified: bool = False) -> Turn:
+    def finish_turn(self, turn: Turn, hand_off: bool = False, notified: bool = False,
+                    acknowledged: bool = False) -> Turn:
         """Store the outcome of a turn started with :meth:`start_turn` and mark it ``complete``.
 
         Written from ``turn``: prediction, decision, reply, missing slots, model versions,
@@ -705,7 +726,9 @@ class ConversationStore:
         when None, the time since ``started_at``). Its id, conversation,
         index, user text and start time are the stored ones. With ``hand_off``, in the same
         transaction, the conversation is handed to a person for the decision's reason
-        (:meth:`mark_handoff`, with ``notified``).
+        (:meth:`mark_handoff`, with ``notified``). With ``acknowledged`` (the reply told the
+        customer, while waiting for an agent, that the message was passed on) the open handoff's
+        ``acknowledged_at`` is set to the turn's finish time.
 
         Returns:
             The completed turn as stored.
@@ -728,6 +751,8 @@ class ConversationStore:
             db["turns"].update(turn.id, values)
             if hand_off:
                 self._mark_handoff(db, row["conversation_id"], turn.decision.reason if turn.decision else "", notified)
+            if acknowledged and (handoff := self._open_handoff(db, row["conversation_id"])) is not None:
+                db["handoffs"].update(handoff.id, {"acknowledged_at": values["finished_at"]})
             return turn_from_row(db["turns"].get(turn.id))
 
     def interrupt_turn(self, turn_id: int) -> bool:

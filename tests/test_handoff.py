@@ -50,7 +50,11 @@ def test_agent_takes_replies_hands_back_and_the_bot_is_silent_meanwhile(router, 
     asked = reply(router, conversation, "I want to talk to a human")
     assert asked.decision.route == "handoff" and "555" in asked.reply
     waiting = reply(router, conversation, "hello? my email is jo@example.com")
-    assert (waiting.decision.route, waiting.reply, waiting.decision.reason) == ("human", "", "waiting for an agent")
+    assert (waiting.decision.route, waiting.decision.code) == ("human", "waiting_for_agent")
+    assert waiting.reply.startswith("Thanks, your message has been passed on") and "number 1 in line" in waiting.reply
+    assert waiting.decision.reason == "waiting for an agent; acknowledged: passed on, number 1 in line"
+    again = reply(router, conversation, "is anyone there?")  # a line right after: no second acknowledgement
+    assert (again.decision.route, again.reply, again.decision.reason) == ("human", "", "waiting for an agent")
     [(handoff, seconds)] = router.inbox.waiting()
     assert handoff.conversation_id == conversation and handoff.reason == "customer asked for a person"
     assert 0 <= seconds < 60
@@ -77,11 +81,13 @@ def test_agent_takes_replies_hands_back_and_the_bot_is_silent_meanwhile(router, 
     assert [row[:4] for row in rows] == [
         (0, "I want to talk to a human", "handoff", None),
         (1, "hello? my email is <EMAIL>", "human", None),
-        (2, "", "notice", "ana"),
-        (3, "", "agent", "ana"),
-        (4, "please refund my order", "human", None),
-        (5, "", "notice", "ana"),
-        (6, "please refund my order", back.decision.route, None)]
+        (2, "is anyone there?", "human", None),
+        (3, "", "notice", "ana"),
+        (4, "", "agent", "ana"),
+        (5, "please refund my order", "human", None),
+        (6, "", "notice", "ana"),
+        (7, "please refund my order", back.decision.route, None)]
+    assert [row[6] for row in rows[1:3]] == [1, 0] and rows[5][6] == 0  # acknowledged once; held: no bot reply
     assert all(row[4] is None and row[5] is None for row in rows if row[2] in ("agent", "notice"))
     notices = [turn.reply for turn in router.store.conversation(conversation) if turn.decision.route == "notice"]
     assert notices[0].startswith("ana from our support team has joined")
@@ -132,6 +138,28 @@ def test_no_agent_in_time_tells_the_customer_once(tiny_home, tmp_path, monkeypat
     assert [h.conversation_id for h, _ in router.inbox.waiting()] == [conversation]  # still in the inbox
 
 
+def test_a_waiting_customer_is_acknowledged_again_after_a_while_with_the_place_in_line(tiny_home, tmp_path,
+                                                                                       monkeypatch):
+    monkeypatch.setenv("SUPPORTBOT_PROFILE", str(always_open(tmp_path)))
+    monkeypatch.setenv("SUPPORTBOT_HANDOFF__ACKNOWLEDGE_EVERY_MINUTES", "0.01")  # 0.6 s
+    monkeypatch.setenv("SUPPORTBOT_HANDOFF__WAITING_REPLY", "Got it ({position}); {{Customer Support Email}}.")
+    router = load_router(load_settings())
+    first, second = router.store.new_conversation(), router.store.new_conversation()
+    for conversation in (first, second):
+        list(router.request_human(conversation))
+    assert reply(router, second, "hello?").reply == "Got it (2); help@acme-outfitters.example."
+    assert reply(router, second, "hello??").reply == ""
+    time.sleep(0.8)
+    assert reply(router, second, "still there?").reply == "Got it (2); help@acme-outfitters.example."
+    router.inbox.take(first, "ana")  # the first one leaves the line
+    time.sleep(0.8)
+    assert reply(router, second, "and now?").reply == "Got it (1); help@acme-outfitters.example."
+    assert router.store.waiting_position(router.store.open_handoff(first).id) == 0  # taken: not in line
+    router.inbox.take(second, "bo")
+    time.sleep(0.8)
+    assert reply(router, second, "thanks bo").reply == ""  # held: the agent answers, never the bot
+
+
 def test_outside_working_hours_the_customer_gets_the_contact_details(tiny_home, tmp_path, monkeypatch):
     closed = profile_with_hours(tmp_path, '[working_hours]\ntimezone = "UTC"\n')  # no day open
     monkeypatch.setenv("SUPPORTBOT_PROFILE", str(closed))
@@ -145,6 +173,9 @@ def test_outside_working_hours_the_customer_gets_the_contact_details(tiny_home, 
     time.sleep(0.8)
     assert router.updates(conversation, turn.index) == []  # already told: no second notice
     assert router.inbox.waiting()[0][0].conversation_id == conversation
+    waiting = reply(router, conversation, "hello?")
+    assert waiting.reply.startswith("Thanks, your message is kept for our support team")
+    assert "Monday to Friday" in waiting.reply and waiting.decision.route == "human"
 
 
 def test_working_hours_from_the_profile(tmp_path):

@@ -4,6 +4,7 @@ no agent action for an anonymous caller through the inbox page, Gradio's API or 
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 
@@ -43,11 +44,16 @@ def test_customer_and_agent_over_rest_and_the_inbox(server):
                                      headers=headers).json()["turn"]
     # 1. the customer asks for a person
     assert say("I want to talk to a human")["route"] == "handoff"
+    # 1b. while it waits, a message is acknowledged once (passed on, place in line), not every line
+    waiting = say("hello? is anyone there?")
+    assert waiting["route"] == "human" and waiting["reply"].startswith("Thanks, your message has been passed on")
+    assert re.search(r"You're number \d+ in line\.$", waiting["reply"])
+    assert (say("it is about my refund")["reply"], say("please hurry")["route"]) == ("", "human")
     # 2. the logged-in agent sees it, takes it and replies
     agent = Client(url + "inbox/", auth=AGENT, verbose=False)
     table, _ = agent.predict(api_name="/inbox")
     row = next(row for row in table["data"] if row[0] == conversation)
-    assert row[2] == "waiting" and row[3] == "customer asked for a person" and row[4] == "I want to talk to a human"
+    assert row[2] == "waiting" and row[3] == "customer asked for a person" and row[4] == "please hurry"  # the last message
     status, chat, turns, state = agent.predict(conversation, api_name="/take")
     assert status == "You hold this conversation." and "Held by you" in state
     assert ["customer", "I want to talk to a human"] == turns["data"][0][1:3]
@@ -57,7 +63,7 @@ def test_customer_and_agent_over_rest_and_the_inbox(server):
     assert status == "Sent." and cleared == ""
     # 3. the customer receives the agent's reply within 2 s (polling the history)
     history, waited = wait_for(
-        lambda: customer.get(f"/conversations/{conversation}", params={"after": 0}, headers=headers).json(),
+        lambda: customer.get(f"/conversations/{conversation}", params={"after": 3}, headers=headers).json(),
         lambda h: any(t["route"] == "agent" for t in h["turns"]))
     assert time.monotonic() - sent_at < 2.0
     assert [(t["route"], t["agent"]) for t in history["turns"]] == [("notice", "ana"), ("agent", "ana")]
@@ -82,11 +88,14 @@ def test_customer_and_agent_over_rest_and_the_inbox(server):
     rows = db.execute("SELECT idx, user_text, route, agent, classifier_version, generator_version, reply = '' "
                       "FROM turns WHERE conversation_id = ? ORDER BY idx", [conversation]).fetchall()
     assert [row[:4] for row in rows] == [
-        (0, "I want to talk to a human", "handoff", None), (1, "", "notice", "ana"), (2, "", "agent", "ana"),
-        (3, "my order 12345 never arrived", "human", None), (4, "", "notice", "ana"),
-        (5, "please refund my order", back["route"], None)]
+        (0, "I want to talk to a human", "handoff", None), (1, "hello? is anyone there?", "human", None),
+        (2, "it is about my refund", "human", None), (3, "please hurry", "human", None),
+        (4, "", "notice", "ana"), (5, "", "agent", "ana"),
+        (6, "my order 12345 never arrived", "human", None), (7, "", "notice", "ana"),
+        (8, "please refund my order", back["route"], None)]
     assert [row[4:] for row in rows if row[2] in ("notice", "agent")] == [(None, None, 0)] * 3
-    assert rows[3][4] == "v1" and rows[3][5] is None and rows[3][6] == 1  # classified, not answered
+    assert [row[6] for row in rows if row[2] == "human"] == [0, 1, 1, 1]  # acknowledged once, then silent
+    assert rows[6][4] == "v1" and rows[6][5] is None  # classified, not answered
     handoff = db.execute("SELECT reason, agent, taken_at < first_reply_at, first_reply_at < ended_at, outcome, "
                          "ended_by FROM handoffs WHERE conversation_id = ?", [conversation]).fetchall()
     assert handoff == [("customer asked for a person", "ana", 1, 1, "handed back", "ana")]
@@ -101,6 +110,14 @@ def test_the_chat_page_shows_the_agents_reply_and_stays_silent(server):
     route_of = lambda turn_id: db.execute("SELECT route FROM turns WHERE id = ?", [turn_id]).fetchone()[0]  # noqa: E731
     assert set(info) == {"turn_id"} and route_of(info["turn_id"]) == "handoff"  # the public page shows no internals
     conversation = db.execute("SELECT conversation_id FROM turns WHERE id = ?", [info["turn_id"]]).fetchone()[0]
+    # waiting for an agent: the first message is acknowledged, the next one shows as sent, no bot message
+    messages, _, info = customer.predict("hello?", api_name="/send")
+    assert route_of(info["turn_id"]) == "human"
+    assert texts(messages)[-2:] == ["hello?", db.execute("SELECT reply FROM turns WHERE id = ?",
+                                                          [info["turn_id"]]).fetchone()[0]]
+    assert texts(messages)[-1].startswith("Thanks, your message has been passed on")
+    messages, _, info = customer.predict("hello??", api_name="/send")
+    assert route_of(info["turn_id"]) == "human" and messages[-1]["role"] == "user" and texts(messages)[-1] == "hello??"
     agent = Client(url + "inbox/", auth=AGENT, verbose=False)
     agent.predict(conversation, api_name="/take")
     agent.predict(conversation, "Ana here, let me look at it.", api_name="/reply")
@@ -109,7 +126,8 @@ def test_the_chat_page_shows_the_agents_reply_and_stays_silent(server):
     assert chat[-1] == "ana (support team): Ana here, let me look at it."
     assert chat[-2] == "ana from our support team has joined the conversation."
     messages, _, info = customer.predict("thanks", api_name="/send")
-    assert route_of(info["turn_id"]) == "human" and messages[-1]["role"] == "user"
+    assert route_of(info["turn_id"]) == "human" and messages[-1]["role"] == "user"  # held: the agent answers
+    assert texts(messages)[-2:] == ["ana (support team): Ana here, let me look at it.", "thanks"]
     agent.predict(conversation, api_name="/close")
     wait_for(lambda: texts(customer.predict(api_name="/updates")),
              lambda chat: chat and "has closed this conversation" in chat[-1], 2.0, 0.2)
@@ -121,7 +139,8 @@ def test_the_chat_page_shows_the_agents_reply_and_stays_silent(server):
 def texts(update) -> list[str]:
     """The message texts of a chat update from ``/updates`` (empty when nothing changed)."""
     chat = update.get("value", []) if isinstance(update, dict) else update
-    return [message["content"][0]["text"] for message in chat or [] if message["content"]]
+    return [message["content"][0]["text"] if isinstance(message["content"], list) else message["content"]
+            for message in chat or [] if message["content"]]
 
 
 def test_no_agent_action_without_an_agents_login(server):

@@ -150,8 +150,9 @@ class TurnOut(BaseModel):
     index: int
     user_text: str
     reply: str | None
-    route: Route | None = Field(description="human: left for the agent; agent: an agent's reply; notice: a "
-                                            "status message; the others: the bot's reply")
+    route: Route | None = Field(description="human: left for the agent (the reply, when not empty, is the bot's "
+                                            "acknowledgement while the conversation waits for an agent); agent: an "
+                                            "agent's reply; notice: a status message; the others: the bot's reply")
     reason: str | None
     intent: str | None = Field(description="the intent the reply is for (for a follow-up, the one decided with "
                                            "the previous message); null when the message was not understood "

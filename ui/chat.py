@@ -17,7 +17,9 @@ characters are escaped (:func:`as_text`) and Gradio's sanitiser stays on.
 The page survives a reload: the conversation id and its token (only the token's digest is
 stored, as for the REST channel) are kept in the browser (``gr.BrowserState``), and on load the
 chat is rebuilt from the store with its thumbs. While a person handles the conversation a timer
-(every :data:`POLL_S` s) fetches what the agent wrote (:meth:`bot.router.Router.updates`).
+(every :data:`POLL_S` s) fetches what the agent wrote (:meth:`bot.router.Router.updates`); a
+customer message gets the bot's acknowledgement while it waits for an agent (the turn's reply,
+:meth:`bot.handoff.Inbox.acknowledgement`) and no bot message once an agent holds it.
 """
 
 from __future__ import annotations
@@ -124,10 +126,10 @@ class ChatHandlers:
         self.streaming.add(session.conversation_id)
         try:
             for chunk in chunks:
-                shown = chunk.text + (f"\n\n({chunk.notice})" if chunk.notice else "")
+                shown = "\n\n".join(part for part in (chunk.text, chunk.notice and f"({chunk.notice})") if part)
                 session.messages[index]["content"] = as_text(shown) or "…"
                 if chunk.turn is not None:
-                    if not chunk.text:  # a person handles the conversation: no bot reply
+                    if not shown:  # an agent holds the conversation: no bot reply, only the customer's message
                         session.messages.pop(index)
                     elif chunk.turn.decision.route in BOT_ROUTES:
                         session.turn_ids[index] = chunk.turn.id
