@@ -139,17 +139,20 @@ class Inbox:
             return self.notice(self.config.handoff_reply), False
         return self.notice(self.config.off_hours_reply), True
 
-    def acknowledgement(self, handoff: Handoff, now: datetime | None = None) -> tuple[str, str] | None:
+    def acknowledgement(self, handoff: Handoff, position: int, now: datetime | None = None
+                        ) -> tuple[str, str] | None:
         """The reply to a customer message while ``handoff`` is open, with the words for the
         turn's reason, or None for no reply: an agent holds the conversation (the agent
         answers), or the customer was acknowledged less than ``acknowledge_every_minutes`` ago
         (:attr:`bot.store.Handoff.acknowledged_at`).
 
         The text is ``waiting_reply`` (``off_hours_waiting_reply`` outside working hours) with the
-        conversation's place among the waiting ones (:meth:`bot.store.ConversationStore.waiting_position`).
+        conversation's place among the waiting ones.
 
         Args:
             handoff: the conversation's open handoff (as the turn read it).
+            position: its place in line (:attr:`bot.store.TurnContext.waiting_position`, read
+                with the turn's context).
             now: timezone-aware; default now.
         """
         now = now or datetime.now(timezone.utc)
@@ -158,7 +161,6 @@ class Inbox:
         recently = (now - timedelta(minutes=self.config.acknowledge_every_minutes)).isoformat(timespec="microseconds")
         if handoff.acknowledged_at is not None and handoff.acknowledged_at > recently:
             return None
-        position = self.store.waiting_position(handoff.id)
         template = self.config.waiting_reply if self.open_now(now) else self.config.off_hours_waiting_reply
         return (self.notice(template, position=str(position)),
                 f"acknowledged: passed on, number {position} in line")

@@ -9,8 +9,7 @@ One call of :meth:`Router.respond` handles one customer message:
    (:meth:`bot.store.ConversationStore.turn_context`: open handoff, fallbacks in a row, previous
    turn, history, answers version); no other store read happens until the turn is finished,
    but one (:meth:`bot.store.ConversationStore.live_answer_rows`) when an answered turn finds
-   that an approved answer was added or withdrawn since the answer store last loaded, and one
-   (:meth:`bot.store.ConversationStore.waiting_position`) when a waiting customer is acknowledged;
+   that an approved answer was added or withdrawn since the answer store last loaded;
 2. the classifier predicts the intent (:class:`bot.records.Prediction`) from the text with its
    emoji named in words (:func:`bot.text.for_classifier`; the stored text keeps the emoji);
 3. :func:`decide` picks a route, with its reason: ``answer`` (generate), ``template`` (a fixed
@@ -383,7 +382,7 @@ class Router:
         if held is not None:  # a person has it: never answer, log the message for the agent
             code, reason = ((Reason.HELD_BY_AGENT, f"held by agent {held.agent}") if held.agent
                             else (Reason.WAITING_FOR_AGENT, "waiting for an agent"))
-            acknowledgement = self.inbox.acknowledgement(held)  # waiting: "passed on", not on every message
+            acknowledgement = self.inbox.acknowledgement(held, known.waiting_position)  # waiting: "passed on", not on every message
             if acknowledgement is not None:
                 reason = f"{reason}; {acknowledgement[1]}"
             decision = Decision(Route.HUMAN, reason, prediction.intent if prediction else None, classifier.threshold,

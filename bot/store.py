@@ -261,6 +261,8 @@ class TurnContext:
             as ``(customer text, reply)`` pairs (the generator's context).
         answers_version: :meth:`ConversationStore.answers_version` (the answer store reloads its
             live answers only when it changed, :meth:`bot.answers.AnswerStore.search`).
+        waiting_position: the handoff's place in line while no agent has taken it
+            (:meth:`ConversationStore.waiting_position`), else 0.
     """
 
     handoff: Handoff | None
@@ -268,6 +270,7 @@ class TurnContext:
     previous: Turn | None
     history: list[tuple[str, str]]
     answers_version: str
+    waiting_position: int = 0
 
 
 @dataclass(frozen=True)
@@ -682,9 +685,11 @@ class ConversationStore:
         previous = self._turns(done, [conversation_id], "idx DESC", 1)
         exchanges = self._turns(f"{done} AND user_text != '' AND reply != ''", [conversation_id], "idx DESC",
                                 history_turns) if history_turns > 0 else []
-        return TurnContext(self.open_handoff(conversation_id), fallbacks, previous[0] if previous else None,
+        handoff = self.open_handoff(conversation_id)
+        return TurnContext(handoff, fallbacks, previous[0] if previous else None,
                            [(turn.user_text, turn.reply or "") for turn in reversed(exchanges)],
-                           self.answers_version())
+                           self.answers_version(),
+                           self.waiting_position(handoff.id) if handoff and handoff.agent is None else 0)
 
     # -- turns -------------------------------------------------------------------------------
 
