@@ -27,7 +27,7 @@ import json
 import logging
 import re
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -308,15 +308,52 @@ def echoed_names(request: str, reply: str) -> set[str]:
     return {name for name in _PERSON.findall(request) if name in reply}
 
 
+LOOP_TIMES = 4
+"""A 4-word phrase written this often, and more often than in any source, is a decoding loop."""
+
+
+def looping(reply: str, sources: Iterable[str], times: int = LOOP_TIMES) -> str | None:
+    """The 4-word phrase ``reply`` repeats at least ``times`` times and more often than any of
+    ``sources`` does, or None: greedy decoding caught in a loop ("... or PayMe.com or PayMe.com
+    or ...", a list line again and again until the token cap; issue 14). 32 of Bitext's 4,514
+    replies repeat a phrase 4 times ("the early exit charge"), which their own source then does too."""
+    def counts(text: str) -> Counter:
+        words = re.findall(r"\w+", SLOT.sub(" ", text).casefold())
+        return Counter(zip(words, words[1:], words[2:], words[3:]))
+
+    mine = counts(reply)
+    if not mine or max(mine.values()) < times:
+        return None
+    phrase, count = mine.most_common(1)[0]
+    if any(counts(source)[phrase] >= count for source in sources):
+        return None
+    return f"'{' '.join(phrase)}' {count} times"
+
+
+_QUOTED = re.compile(r"\"([^\"\n]{2,60})\"|\u201c([^\u201d\n]{2,60})\u201d|(?<!\w)'([^'\n]{2,60})'(?!\w)")
+
+
+def quoted(text: str) -> set[str]:
+    """Phrases ``text`` puts in quotes (a button, a menu, a status: ``'Track Order'``,
+    ``"Processing"``), without the quotes; ``{{Slot}}`` placeholders left out."""
+    return {next(group for group in match if group).strip() for match in _QUOTED.findall(SLOT.sub(" ", text))}
+
+
 def new_facts(reply: str, sources: Iterable[str]) -> set[str]:
     """Facts of ``reply`` (:func:`facts`) found in none of ``sources`` (the retrieved answers,
     the customer's message, the history); ``{{Slot}}`` placeholders are not facts. A number with
     a run of three or more digits counts as found only whole: ``"010-447"``, a reply cut short
-    inside ``"+1 (555) 010-4477"``, is new."""
+    inside ``"+1 (555) 010-4477"``, is new.
+
+    A phrase the reply quotes (:func:`quoted`) that no source holds (in any case) is new too,
+    returned in double quotes: the adapter invents labels and states this way ("Look for the
+    'Fully Affidable' option", "your order 4471 is currently \"Processing.\"", issue 14)."""
     known = " ".join(sources)
+    lowered = known.casefold()
     return {fact for fact in facts(SLOT.sub(" ", reply))
             if fact not in known or (re.search(r"\d{3}", fact) and not re.search(
-                rf"(?<!\d){re.escape(fact)}(?!\d)", known))}
+                rf"(?<!\d){re.escape(fact)}(?!\d)", known))} | {
+        f'"{phrase}"' for phrase in (q.rstrip(".,;:!?") for q in quoted(reply)) if phrase.casefold() not in lowered}
 
 
 class AnswerLibrary:

@@ -56,7 +56,7 @@ from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
 
-from bot.answers import AnswerLibrary, Retrieved, embed, new_facts
+from bot.answers import AnswerLibrary, Retrieved, embed, looping, new_facts
 from bot.errors import GenerationFailed, SupportbotError
 from bot.guard import echoes_system_prompt, guarded, may_show_partial
 from bot.handoff import Inbox, WorkingHours
@@ -432,6 +432,11 @@ class Router:
                     stream.close()
                     decision, reply, missing, told_off_hours = self._strayed(
                         decision, found, entities, f"new facts {', '.join(sorted(strays))}")
+                    break
+                if generating and found and (loop := looping(reply, sources)):
+                    stream.close()  # a decoding loop runs to the token cap: stop it now
+                    decision, reply, missing, told_off_hours = self._strayed(decision, found, entities,
+                                                                             f"repeats {loop}")
                     break
                 if may_show_partial(reply):
                     yield ReplyChunk(reply)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from helpers import write_csv
 
-from bot.answers import (AnswerIndex, AnswerLibrary, Answer, base_answers, facts, live_answers, new_facts, read_base,
-                         specific_facts)
+from bot.answers import (AnswerIndex, AnswerLibrary, Answer, base_answers, facts, live_answers, looping, new_facts,
+                         read_base, specific_facts)
 from bot.models import FixedModels
 from bot.placeholders import load_profile
 from bot.records import Decision, Prediction, Reason, Route
@@ -97,6 +97,17 @@ def test_facts_are_numbers_urls_and_emails_and_slots_are_not():
     phone = "Call +1 (555) 010-4477."
     assert new_facts("Call +1 (555) 010-447", [phone]) == {"010-447"}  # cut short at the token limit
     assert new_facts("Call +1 (555) 010-4477 or see step 1", [phone, "step 12"]) == set()
+    # a quoted label or state no source has is new (any case, trailing stop dropped)
+    assert new_facts('Your order 4471 is currently "Processing." Click \'forgot password\'.',
+                     ["order 4471", "Click 'Forgot Password'"]) == {'"Processing"'}
+
+
+def test_a_decoding_loop_is_found_unless_the_source_repeats_as_much():
+    loop = "Pay with PayPal or PayMe.com or PayMe.com or PayMe.com or PayMe.com or PayMe.com."
+    assert looping(loop, ["We take cards and PayPal."]) == "'or payme com or' 4 times"
+    assert looping("Open Orders. Click Cancel. Confirm.", []) is None
+    charge = "the early exit charge " * 4
+    assert looping(f"About {charge}", [f"Yes, {charge}"]) is None
 
 
 def test_search_stays_in_the_intent_ranks_by_similarity_and_excludes():
@@ -236,15 +247,20 @@ def test_generation_gets_the_retrieved_answers_and_the_turn_records_them(tmp_pat
     assert all(ref.id.startswith("t") for ref in turn.retrieved)
 
 
-@pytest.mark.parametrize("unsure", ["closest", "handoff"])
-def test_a_reply_with_new_facts_is_replaced_by_the_safety_net(tmp_path, rag_version, tiny_encoder_dir, unsure):
-    generator = Generator("Sure. Call 0800 123 999 and mention code 77.")
+@pytest.mark.parametrize("unsure, reply, reason", [
+    ("closest", "Sure. Call 0800 123 999 and mention code 77.", "new facts"),
+    ("handoff", "Sure. Call 0800 123 999 and mention code 77.", "new facts"),
+    ("closest", "Sure. Pay by card or cash or card or cash or card or cash or card or cash or card.", "repeats '"),
+])
+def test_a_reply_with_new_facts_is_replaced_by_the_safety_net(tmp_path, rag_version, tiny_encoder_dir, unsure,
+                                                              reply, reason):
+    generator = Generator(reply)
     router = make_router(tmp_path, rag_version, tiny_encoder_dir, generator, verbatim_score=1.01, min_score=-1,
                          min_source_similarity=-1, unsure=unsure)
     conversation = router.new_conversation()
     chunks = list(router.respond(conversation, "hey can u cancel the thing i ordered"))
     turn = chunks[-1].turn
-    assert turn.decision.code == Reason.STRAYED and "new facts" in turn.decision.reason
+    assert turn.decision.code == Reason.STRAYED and reason in turn.decision.reason
     assert not any("0800" in chunk.text for chunk in chunks)   # never shown, never stored
     if unsure == "closest":
         assert turn.decision.route == Route.ANSWER and turn.reply.startswith("Happy to cancel it.")
