@@ -68,13 +68,16 @@ MIN_USEFUL_WORDS = 6
 """After a sentence was dropped, fewer words than this left means the reply is not worth sending."""
 
 _NUMBER_VALUE = r"(?P<value>[A-Za-z]{0,5}[-#]?\d[\w-]{2,})"
+_ENTITY_WORDS = (("order_number", "order|purchase"), ("invoice_number", "invoice|bill"), ("tracking_number", "tracking"))
 ENTITY_PATTERNS = {
     key: re.compile(rf"\b(?:{words})(?:\s+(?:number|no\.?|id|#))?\s*(?:is\s+|:\s*|#\s*)?{_NUMBER_VALUE}",
                     re.IGNORECASE)
-    for key, words in (("order_number", "order|purchase"), ("invoice_number", "invoice|bill"),
-                       ("tracking_number", "tracking"))
+    for key, words in _ENTITY_WORDS
 }
 """Entity key -> pattern finding it in a customer message (the value must hold a digit)."""
+_ASKED_FOR = {key: re.compile(rf"\b(?:{words})\s+(?:number|no\.?|id|#)", re.IGNORECASE) for key, words in _ENTITY_WORDS}
+"""Entity key -> how a bot reply asks for it ("may I have the order number?")."""
+_BARE_VALUE = re.compile(r"(?<![\w-])#?(?P<value>[A-Za-z]{0,5}-?\d[\w-]*\d[\w-]*)(?![\w-])")
 
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 _NOT_SENTENCE_ENDS = frozenset({"e.g.", "i.e.", "mr.", "mrs.", "ms.", "dr.", "no.", "vs.", "approx."})
@@ -195,18 +198,31 @@ def _check_strings(path: Path, table: dict, prefix: str) -> None:
             )
 
 
-def extract_entities(user_text: str) -> dict[str, str]:
+def extract_entities(user_text: str, asked: str | None = None) -> dict[str, str]:
     """Numbers the customer gave: ``order_number``, ``invoice_number``, ``tracking_number``.
 
     ``"where is order 113542617735902?"`` -> ``{"order_number": "113542617735902"}``;
     ``"invoice #INV-2231"`` -> ``{"invoice_number": "INV-2231"}``. The first of each kind
     counts; a value must contain a digit.
+
+    Args:
+        user_text: the customer's message.
+        asked: the bot's previous reply. When its last sentence is a question that asks for one
+            kind of number ("may I have the order number?"), a bare value with two or more digits
+            in a message that names none is that number: ``"88213"``, ``"it's #88213"``.
     """
     found = {}
     for key, pattern in ENTITY_PATTERNS.items():
         match = pattern.search(user_text or "")
         if match:
             found[key] = match.group("value").rstrip("-")
+    question = (asked or "").rstrip()
+    if not found and question.endswith("?"):
+        last = re.split(r"(?<=[.!?])\s+|\n", question)[-1]
+        kinds = [key for key, pattern in _ASKED_FOR.items() if pattern.search(last)]
+        bare = _BARE_VALUE.search(user_text or "")
+        if len(kinds) == 1 and bare:
+            found[kinds[0]] = bare.group("value")
     return found
 
 

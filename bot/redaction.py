@@ -44,8 +44,10 @@ _CONTEXT_WORDS = {
     "card": r"card|visa|mastercard|amex|discover|diners|jcb|maestro|cc|credit|debit",
     "phone": r"phone|call|tel|mobile|cell|whatsapp|sms|text|reach|ring|contact|number is|fax",
 }
-_CONTEXT = re.compile("|".join(rf"(?P<{kind}>\b(?:{words})\b)" for kind, words in _CONTEXT_WORDS.items()),
-                      re.IGNORECASE)
+_KEEP_TAIL = r"(?:\s+(?:number|no\.?|id|#))?(?:\s+is)?"
+"""A keep word's own "number is" ("my order number is 5521") is part of it, not a phone word."""
+_CONTEXT = re.compile("|".join(rf"(?P<{kind}>\b(?:{words})\b{_KEEP_TAIL if kind == 'keep' else ''})"
+                               for kind, words in _CONTEXT_WORDS.items()), re.IGNORECASE)
 _LOOK_BACK = 40
 """Characters before a number searched for a context word."""
 

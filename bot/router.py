@@ -377,7 +377,7 @@ class Router:
         known = self.store.turn_context(conversation_id, self.config.history_turns)  # the turn's one read
         classifier, generator = self.models.current()
         prediction = classifier.predict([for_classifier(text)])[0] if text.strip() else None
-        entities = extract_entities(text)
+        entities = extract_entities(text, known.previous.reply if known.previous else None)
         held, acknowledgement = known.handoff, None
         if held is not None:  # a person has it: never answer, log the message for the agent
             code, reason = ((Reason.HELD_BY_AGENT, f"held by agent {held.agent}") if held.agent
@@ -408,7 +408,12 @@ class Router:
             # a follow-up decided with the previous message is looked up with it too ("yes", "order 4471")
             query = f"{known.previous.user_text} {text}" if decision.context and known.previous else text
             found = answers.search(decision.intent, query, live_version=known.answers_version)
-            decision, approved = self._answer_plan(decision, found)
+            planned, (decision, approved) = decision, self._answer_plan(decision, found)
+            if approved is not None and known.previous and self._fill(approved.reply, entities)[0] == known.previous.reply:
+                # "yes" / "88213" to the answer's question found that answer again: never repeat it word for word
+                decision = replace(planned, reason=f"{planned.reason}; approved answer {approved.id} is the last "
+                                                   "reply again: generated from it instead")
+                approved = None
         sources = [r.answer.reply for r in found] + [text, *(part for pair in known.history for part in pair),
                                                      *self.profile.values()]
         generating = decision.route == Route.ANSWER and approved is None

@@ -349,3 +349,17 @@ def test_an_answered_turn_reads_the_store_once_between_its_writes(tmp_path, rag_
     third = respond(router, conversation, "hey can u cancel the thing i ordered")
     assert calls == ["start_turn", "turn_context", "live_answer_rows", "finish_turn"]
     assert third.answers_version != second.answers_version == first.answers_version
+
+
+def test_the_last_reply_is_never_served_again_word_for_word(tmp_path, rag_version, tiny_encoder_dir):
+    """A customer who sends the request again (or answers its question with "yes" / a bare order
+    number) would find the same approved answer: the reply is generated from it instead."""
+    generator = Generator("Sure, let me explain it differently.")
+    router = make_router(tmp_path, rag_version, tiny_encoder_dir, generator, min_score=-1, min_source_similarity=-1)
+    conversation = router.new_conversation()
+    first = respond(router, conversation, "please cancel my order 3")
+    assert first.decision.code == Reason.APPROVED_ANSWER and generator.calls == []
+    again = respond(router, conversation, "please cancel my order 3")
+    assert again.reply != first.reply and again.reply.startswith("Sure, let me explain")
+    assert "is the last reply again: generated from it instead" in again.decision.reason
+    assert generator.calls[0]["references"][0] == first.reply.replace("+1 (555) 010-4477", "{{Customer Support Phone Number}}")

@@ -85,6 +85,18 @@ def test_extract_entities(text, expected):
     assert extract_entities(text) == expected
 
 
+@pytest.mark.parametrize("text, asked, expected", [
+    ("88213", "To check it, may I please have the order number?", {"order_number": "88213"}),
+    ("it's #A-22931", "Could you share the tracking number?", {"tracking_number": "A-22931"}),
+    ("yes", "May I have the order number?", {}),
+    ("88213", "Open Orders to see your order number.", {}),   # not asked: a bare number stays unknown
+    ("88213", "Is it the order number or the invoice number?", {}),  # which one is unclear
+    ("order 4471", "May I have the invoice number?", {"order_number": "4471"}),  # named: as said
+])
+def test_a_bare_number_answers_the_question_that_asked_for_it(text, asked, expected):
+    assert extract_entities(text, asked) == expected
+
+
 # -- slot rules --------------------------------------------------------------------------------
 
 def test_profile_facts_are_filled(profile):

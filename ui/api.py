@@ -327,8 +327,10 @@ def build_api(router: Router, config: ApiConfig) -> FastAPI:
     @api.post("/conversations/{conversation_id}/messages/stream", response_class=EventSourceResponse,
               summary="Send a message, get the reply as Server-Sent Events")
     async def send_streamed(conversation_id: Conversation, text: Message) -> AsyncIterator[ServerSentEvent]:
-        """Events: ``reply`` (``{"text": the reply so far}``, sent again each time it grows; while the turn
-        waits for a generation slot, its place in the queue), then ``turn`` (the finished turn).
+        """Events: ``reply`` (``{"text": the reply so far}``, the whole text each time: show it in place of
+        the last one; while the turn waits for a generation slot, its place in the queue; the safety
+        net may replace a reply that strays with an approved answer, so it does not only grow),
+        then ``turn`` (the finished turn, whose ``reply`` is final).
         A client that disconnects stops the reply; the turn stays, marked interrupted."""
         shown = None
         async for chunk in in_own_thread(router.respond(conversation_id, text)):
