@@ -377,7 +377,9 @@ class Router:
         known = self.store.turn_context(conversation_id, self.config.history_turns)  # the turn's one read
         classifier, generator = self.models.current()
         prediction = classifier.predict([for_classifier(text)])[0] if text.strip() else None
-        entities = extract_entities(text, known.previous.reply if known.previous else None)
+        # a bare "88213" answers the bot's question for a number, asked in one of its last two replies
+        asked = next((reply for _, reply in reversed(known.history[-2:]) if reply.rstrip().endswith("?")), None)
+        entities = extract_entities(text, asked)
         held, acknowledgement = known.handoff, None
         if held is not None:  # a person has it: never answer, log the message for the agent
             code, reason = ((Reason.HELD_BY_AGENT, f"held by agent {held.agent}") if held.agent

@@ -136,8 +136,10 @@ def test_training_replies_naming_one_case_are_not_answers():
     assert [a.reply for a in base_answers(rows, per_intent=5)] == [rows[3][2]]
     assert specific_facts("see www.shop.example, within 14 days") == {"www.shop.example"}
     named = [("find the bill from Anna Freeman", "i", "The bill from Anna Freeman is in Invoices."),
-             ("bill from Mr. Smith?", "i", "Mr. Smith's bill is in Invoices."), ("My bill", "i", "It is in Invoices.")]
-    assert [a.reply for a in base_answers(named, per_intent=5)] == ["It is in Invoices."]
+             ("bill from Mr. Smith?", "i", "Mr. Smith's bill is in Invoices."), ("My bill", "i", "It is in Invoices."),
+             ("ship it to Seattle", "i", "Sure, we deliver to Seattle."), ("i want the Platinum plan", "i", "Platinum is ours."),
+             ("Where is my bill", "i", "Where? In Invoices.")]  # a sentence's first word is no name
+    assert [a.reply for a in base_answers(named, per_intent=5)] == ["It is in Invoices.", "Where? In Invoices."]
 
 
 def _answered_turn(store, text="please refund my order 9"):
