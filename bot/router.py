@@ -467,7 +467,7 @@ class Router:
         finished = replace(
             turn, prediction=prediction, decision=decision, reply=stored_reply, missing_slots=missing,
             classifier_version=classifier.version,
-            generator_version=generator.version if decision.route == Route.ANSWER else None,
+            generator_version=generator.version if generating else None,  # a served approved answer: none
             latency_ms=(time.perf_counter() - started) * 1000.0, status="complete", redacted=redacted,
             retrieved=tuple(r.ref() for r in found), answers_version=answers.version if answers else None,
         )
