@@ -199,12 +199,13 @@ def read_base(folder: Path) -> AnswerIndex | None:
         except (ValueError, TypeError) as exc:
             raise SupportbotError(f"{path}, line {number}: not an answer ({exc})") from None
     try:
-        embeddings = np.load(Path(folder) / EMBEDDINGS_FILE)
-        AnswerIndex(answers, embeddings)
+        index = AnswerIndex(answers, np.load(Path(folder) / EMBEDDINGS_FILE))
     except (OSError, ValueError) as exc:
         raise SupportbotError(f"{Path(folder) / EMBEDDINGS_FILE}: {exc}") from None
     general = [i for i, answer in enumerate(answers) if not echoed_names(answer.request or "", answer.reply)]
-    return AnswerIndex([answers[i] for i in general], embeddings[general])  # a version built before a rule
+    if len(general) == len(answers):
+        return index
+    return AnswerIndex([answers[i] for i in general], index.embeddings[general])  # a version built before the rule
 
 
 def live_answers(store) -> list[Answer]:

@@ -25,7 +25,7 @@ removed, so the output never holds a double brace.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,7 +198,7 @@ def _check_strings(path: Path, table: dict, prefix: str) -> None:
             )
 
 
-def extract_entities(user_text: str, asked: str | None = None) -> dict[str, str]:
+def extract_entities(user_text: str, asked: Sequence[str] = ()) -> dict[str, str]:
     """Numbers the customer gave: ``order_number``, ``invoice_number``, ``tracking_number``.
 
     ``"where is order 113542617735902?"`` -> ``{"order_number": "113542617735902"}``;
@@ -207,18 +207,19 @@ def extract_entities(user_text: str, asked: str | None = None) -> dict[str, str]
 
     Args:
         user_text: the customer's message.
-        asked: the bot's previous reply. When its last sentence is a question that asks for one
-            kind of number ("may I have the order number?"), a bare value with two or more digits
-            in a message that names none is that number: ``"88213"``, ``"it's #88213"``.
+        asked: the bot's latest replies, oldest first. When the newest that ends with a
+            question asks there for one kind of number ("may I have the order number?"), a bare
+            value with two or more digits in a message that names none is that number:
+            ``"88213"``, ``"it's #88213"``.
     """
     found = {}
     for key, pattern in ENTITY_PATTERNS.items():
         match = pattern.search(user_text or "")
         if match:
             found[key] = match.group("value").rstrip("-")
-    question = (asked or "").rstrip()
-    if not found and question.endswith("?"):
-        last = re.split(r"(?<=[.!?])\s+|\n", question)[-1]
+    question = next((reply.rstrip() for reply in reversed(asked) if reply.rstrip().endswith("?")), "")
+    if not found and question:
+        last = _SENTENCE_BREAK.split(question.splitlines()[-1])[-1]
         kinds = [key for key, pattern in _ASKED_FOR.items() if pattern.search(last)]
         bare = _BARE_VALUE.search(user_text or "")
         if len(kinds) == 1 and bare:

@@ -230,7 +230,7 @@ def follow_up(prediction: Prediction, threshold: float, previous: Turn | None, c
     """
     off_topic = prediction.oos_class and not entities  # "tell me a joke" after an answer stays off topic
     answered = previous is not None and previous.decision is not None and previous.decision.route == Route.ANSWER
-    asked = answered and _SENTENCE_END.split((previous.reply or "").rstrip())[-1].endswith("?")
+    asked = answered and (previous.reply or "").rstrip().endswith("?")
     unclear = ((prediction.oos_score > threshold and not off_topic)
                or (prediction.intent == AFFIRM and (asked or bool(entities))))
     if not (unclear and answered and previous.decision.intent):
@@ -378,8 +378,7 @@ class Router:
         classifier, generator = self.models.current()
         prediction = classifier.predict([for_classifier(text)])[0] if text.strip() else None
         # a bare "88213" answers the bot's question for a number, asked in one of its last two replies
-        asked = next((reply for _, reply in reversed(known.history[-2:]) if reply.rstrip().endswith("?")), None)
-        entities = extract_entities(text, asked)
+        entities = extract_entities(text, [reply for _, reply in known.history[-2:]])
         held, acknowledgement = known.handoff, None
         if held is not None:  # a person has it: never answer, log the message for the agent
             code, reason = ((Reason.HELD_BY_AGENT, f"held by agent {held.agent}") if held.agent
@@ -410,12 +409,8 @@ class Router:
             # a follow-up decided with the previous message is looked up with it too ("yes", "order 4471")
             query = f"{known.previous.user_text} {text}" if decision.context and known.previous else text
             found = answers.search(decision.intent, query, live_version=known.answers_version)
-            planned, (decision, approved) = decision, self._answer_plan(decision, found)
-            if approved is not None and known.previous and self._fill(approved.reply, entities)[0] == known.previous.reply:
-                # "yes" / "88213" to the answer's question found that answer again: never repeat it word for word
-                decision = replace(planned, reason=f"{planned.reason}; approved answer {approved.id} is the last "
-                                                   "reply again: generated from it instead")
-                approved = None
+            decision, approved = self._answer_plan(decision, found, entities,
+                                                   known.previous.reply if known.previous else None)
         sources = [r.answer.reply for r in found] + [text, *(part for pair in known.history for part in pair),
                                                      *self.profile.values()]
         generating = decision.route == Route.ANSWER and approved is None
@@ -475,10 +470,20 @@ class Router:
                                              acknowledged=acknowledgement is not None)
         yield ReplyChunk(reply, stored_turn, notice(stored_turn, self.max_chars))
 
-    def _answer_plan(self, decision: Decision, found: list[Retrieved]) -> tuple[Decision, object]:
+    def _answer_plan(self, decision: Decision, found: list[Retrieved], entities, last_reply: str | None
+                     ) -> tuple[Decision, object]:
         """The decision and, when no generation is needed, the approved answer to reply with:
         a near-identical request's answer as it is (``verbatim_score``); none close enough
-        (``min_score``): the ``unsure`` rule (:class:`bot.settings.AnswersConfig`)."""
+        (``min_score``): the ``unsure`` rule (:class:`bot.settings.AnswersConfig`). An answer
+        that, filled, is ``last_reply`` again ("yes" or "88213" to its question, the request
+        repeated) is never sent twice word for word: the reply is generated from it."""
+        planned, (decision, approved) = decision, self._approved_plan(decision, found)
+        if approved is not None and self._fill(approved.reply, entities)[0] == last_reply:
+            return replace(planned, reason=f"{planned.reason}; approved answer {approved.id} is the last reply "
+                                           "again: generated from it instead"), None
+        return decision, approved
+
+    def _approved_plan(self, decision: Decision, found: list[Retrieved]) -> tuple[Decision, object]:
         config, best = self.answers_config, (found[0] if found else None)
         if best is not None and best.score >= config.verbatim_score:
             return replace(decision, reason=f"{decision.reason}; approved answer {best.answer.id} for a "

@@ -94,7 +94,7 @@ def test_extract_entities(text, expected):
     ("order 4471", "May I have the invoice number?", {"order_number": "4471"}),  # named: as said
 ])
 def test_a_bare_number_answers_the_question_that_asked_for_it(text, asked, expected):
-    assert extract_entities(text, asked) == expected
+    assert extract_entities(text, [asked]) == expected
 
 
 # -- slot rules --------------------------------------------------------------------------------
