@@ -6,14 +6,18 @@ MODEL is a version trained with ``--holdout K`` (``supportbot eval oos`` trains 
 test rows (held-out intents = out of scope, the rest in scope) it prints AUROC and the
 out-of-scope recall at the threshold that answers 95 % of in-scope rows, for:
 
-* the product's scores (:func:`bot.classifier.oos_scores`: ``msp``, ``energy``);
+* the product's scores: ``msp`` and ``energy`` (:func:`bot.classifier.oos_scores`), and the
+  model's own ``msp+knn`` when it has one (:meth:`bot.classifier.IntentClassifier.oos_score`:
+  the two views calibrated on the model's calibration rows, not on these);
 * k-nearest-neighbour distance (Sun et al. 2022, "Out-of-Distribution Detection with Deep
   Nearest Neighbors"): minus the k-th largest cosine similarity between a message's features
   and the in-scope training rows' (the split the model was trained with), k = 1, 5, 10, on the
   mean-pooled last hidden state and on the [CLS] pooler output where the model has one;
 * Mahalanobis distance to the nearest class mean, shared covariance (Podolskiy et al. 2021);
-* ``msp`` combined with each kNN score by averaging their ranks (an ensemble of the two views:
-  confidence of the head, distance in the encoder's space).
+* ``msp`` combined with each kNN score by averaging their ranks over these rows (an ensemble of
+  the two views: confidence of the head, distance in the encoder's space; the product's
+  ``msp+knn`` takes the larger of the two, k = 1 on the mean-pooled view, each ranked against
+  its calibration rows).
 
 An evaluation tool, not a product path: it chooses no threshold and nothing is tuned here.
 """
@@ -28,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.classifier import MAX_CHARS, IntentClassifier, oos_scores  # noqa: E402
+from bot.classifier import MAX_CHARS, IntentClassifier, Outputs, oos_scores  # noqa: E402
 from bot.settings import load_settings  # noqa: E402
 from training.data import load, split  # noqa: E402
 from training.intent_eval import held_out, test_rows  # noqa: E402
@@ -77,6 +81,9 @@ def main() -> None:
     is_oos = np.array([e.intent in unseen for e in rows])
     test, reference = features(classifier, [e.text for e in rows]), features(classifier, [e.text for e in train])
     scores = {m: oos_scores(torch.tensor(test["logits"]), m, classifier.labels).numpy() for m in ("msp", "energy")}
+    if classifier.neighbours is not None:  # the product's msp+knn, as the router computes it
+        scores[f"{classifier.oos_method} (the product's)"] = classifier.oos_score(
+            Outputs(torch.tensor(test["logits"]), torch.nn.functional.normalize(torch.tensor(test["mean"]), dim=-1)))
     labels = np.array([e.intent for e in train])
     for view in [v for v in ("mean", "cls") if v in test]:
         unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731

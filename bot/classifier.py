@@ -8,8 +8,18 @@ the out-of-scope score and its threshold:
   Misclassified and Out-of-Distribution Examples in Neural Networks", ICLR 2017).
 * ``energy``: the free energy ``-logsumexp(logits)`` (Liu et al., "Energy-based
   Out-of-distribution Detection", NeurIPS 2020), temperature 1.
+* ``msp+knn`` (default): the larger of two calibrated views, the head's ``msp`` and the
+  encoder's nearest-neighbour distance ``1 -`` the largest cosine similarity between the
+  message's mean-pooled last hidden state and the in-scope training rows' (k = 1; Sun et al.,
+  "Out-of-Distribution Detection with Deep Nearest Neighbors", ICML 2022). Each view is mapped
+  to [0, 1] by its empirical CDF over the calibration rows (in-scope validation rows and held-out
+  negatives), stored as quantile knots in the manifest (``oos.knots``); the training rows'
+  features are ``oos_neighbours.safetensors`` in the version folder. So a message is answered
+  only when both views accept it: the head (which knows the out-of-scope class) and the
+  distance to what the bot was trained on. Measured in ``bench/oos_scores.py`` and the README:
+  it separates unseen intents better than either view alone.
 
-Both are "higher = more out of scope"; an utterance whose score is above the threshold is out of
+All are "higher = more out of scope"; an utterance whose score is above the threshold is out of
 scope. A model whose labels include :data:`bot.records.OUT_OF_SCOPE` (trained on out-of-scope
 examples) computes both over the in-scope classes only, after the softmax over all classes, so
 the out-of-scope class's probability counts against every in-scope intent; its predictions name
@@ -19,7 +29,7 @@ the best in-scope intent (reviewers see what it would have answered).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 from bot.device import pick_device
 from bot.errors import SupportbotError
@@ -27,9 +37,14 @@ from bot.manifest import IntentManifest, read
 from bot.records import OUT_OF_SCOPE, Prediction
 from bot.text import MAX_CHARS  # characters kept before tokenising (bounds tokenizer time)
 
-OosMethod = Literal["msp", "energy"]
-"""The out-of-scope scores (:func:`oos_scores`)."""
+OosMethod = Literal["msp+knn", "msp", "energy"]
+"""The out-of-scope scores (:meth:`IntentClassifier.oos_score`)."""
 OOS_METHODS: tuple[str, ...] = get_args(OosMethod)
+NEIGHBOURS_FILE = "oos_neighbours.safetensors"
+"""In a version folder: the unit-length features ``[rows, hidden]`` (float16, key ``features``) of
+the in-scope training rows, for the ``msp+knn`` score."""
+KNOTS = 1001
+"""Quantile knots stored per view of the ``msp+knn`` score (a CDF resolution of 0.1 %)."""
 
 
 def _in_scope_columns(labels: list[str] | None, width: int) -> list[int]:
@@ -37,7 +52,8 @@ def _in_scope_columns(labels: list[str] | None, width: int) -> list[int]:
 
 
 def oos_scores(logits, method: str, labels: list[str] | None = None):
-    """Out-of-scope score of each row of ``logits``; higher = more likely out of scope.
+    """Out-of-scope score of each row of ``logits`` from the head alone; higher = more likely
+    out of scope (``msp+knn`` needs the features too: :meth:`IntentClassifier.oos_score`).
 
     Args:
         logits: float tensor ``[n, num_labels]``.
@@ -61,7 +77,49 @@ def oos_scores(logits, method: str, labels: list[str] | None = None):
         return 1.0 - torch.softmax(logits, dim=-1)[:, keep].max(dim=-1).values
     if method == "energy":
         return -torch.logsumexp(logits[:, keep], dim=-1)
-    raise SupportbotError(f"unknown OOS method '{method}'; expected one of {', '.join(OOS_METHODS)}")
+    raise SupportbotError(f"unknown OOS method '{method}'; expected msp or energy")
+
+
+def knn_distance(features, reference):
+    """``1 -`` the largest cosine similarity of each row of ``features`` to a row of
+    ``reference`` (both unit length): the k = 1 nearest-neighbour score of Sun et al. (2022).
+
+    Args:
+        features: float tensor ``[n, hidden]``.
+        reference: float tensor ``[m, hidden]``, m >= 1.
+
+    Returns:
+        Float tensor ``[n]`` in [0, 2].
+    """
+    return 1.0 - (features.float() @ reference.float().T).max(dim=-1).values
+
+
+def quantile_knots(values) -> list[float]:
+    """:data:`KNOTS` quantiles (0 to 1) of ``values`` (a non-empty float array ``[n]``), rounded
+    to 7 significant digits: the stored form of an empirical CDF (see :func:`cdf`)."""
+    import numpy as np
+
+    return [float(f"{q:.7g}") for q in np.quantile(np.asarray(values, dtype=np.float64), np.linspace(0, 1, KNOTS))]
+
+
+def cdf(values, knots: list[float]):
+    """The empirical CDF given by quantile ``knots`` at ``values`` (float array ``[n]``): the
+    mid-rank share of knots below each value (ties count half, as ``scipy.stats.rankdata``'s
+    average ranks), float array ``[n]`` in [0, 1]."""
+    import numpy as np
+
+    knots_array = np.asarray(knots, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    return (np.searchsorted(knots_array, values, "left") + np.searchsorted(knots_array, values, "right")) / (
+        2 * len(knots_array))
+
+
+def combined_score(msp, knn, knots: dict[str, list[float]]):
+    """The ``msp+knn`` score: the larger of the two views' CDFs (:func:`cdf`) over the
+    calibration rows, ``knots = {"msp": [...], "knn": [...]}``; float array ``[n]`` in [0, 1]."""
+    import numpy as np
+
+    return np.maximum(cdf(msp, knots["msp"]), cdf(knn, knots["knn"]))
 
 
 def in_scope_argmax(logits, labels: list[str] | None = None):
@@ -73,29 +131,41 @@ def in_scope_argmax(logits, labels: list[str] | None = None):
     return keep[logits[:, keep].argmax(dim=-1)]
 
 
-def batched_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32,
-                   device: str = "cpu"):
-    """Logits of a sequence-classification ``model`` for ``texts``, in batches, without gradients.
+class Outputs(NamedTuple):
+    """What one pass of the classifier gives for ``n`` texts (CPU float32 tensors)."""
+
+    logits: Any
+    """``[n, num_labels]``."""
+    features: Any
+    """``[n, hidden]``: the mean-pooled last hidden state over the attention mask, unit length
+    (how sentence-transformers embeds with all-MiniLM-L6-v2)."""
+
+
+def batched_outputs(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32,
+                    device: str = "cpu") -> Outputs:
+    """Logits and features of a sequence-classification ``model`` for ``texts``, in batches,
+    without gradients.
 
     Each text is cut to :data:`MAX_CHARS` characters, then truncated to ``max_length`` tokens;
     batches are padded to their longest text only.
-
-    Returns:
-        Float32 tensor ``[len(texts), num_labels]`` on the CPU.
     """
     import torch
 
     model.eval()
-    chunks = []
+    logits, features = [], []
     for start in range(0, len(texts), batch_size):
         batch = [text[:MAX_CHARS] for text in texts[start:start + batch_size]]
         encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length,
                             return_tensors="pt").to(device)
         with torch.inference_mode():
-            chunks.append(model(**encoded).logits.float().cpu())
-    if not chunks:
-        return torch.zeros((0, model.config.num_labels))
-    return torch.cat(chunks)
+            out = model(**encoded, output_hidden_states=True)
+        mask = encoded["attention_mask"].unsqueeze(-1).float()
+        pooled = (out.hidden_states[-1].float() * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        logits.append(out.logits.float().cpu())
+        features.append(torch.nn.functional.normalize(pooled, dim=-1).cpu())
+    if not logits:
+        return Outputs(torch.zeros((0, model.config.num_labels)), torch.zeros((0, model.config.hidden_size)))
+    return Outputs(torch.cat(logits), torch.cat(features))
 
 
 class IntentClassifier:
@@ -106,14 +176,16 @@ class IntentClassifier:
         version: the folder's name (e.g. ``20261130-010203``).
         labels: intent labels, index = class id.
         threshold: OOS threshold from the manifest (scale of ``oos_method``).
-        oos_method: ``"msp"`` or ``"energy"``.
+        oos_method: one of :data:`OOS_METHODS`.
         max_length: token limit per utterance (from the manifest).
         manifest: the version's :class:`bot.manifest.IntentManifest`.
+        neighbours: float32 tensor ``[rows, hidden]`` of the in-scope training rows' features
+            (``msp+knn`` only, else None).
     """
 
-    def __init__(self, model, tokenizer, manifest: IntentManifest, folder: Path, device: str):
+    def __init__(self, model, tokenizer, manifest: IntentManifest, folder: Path, device: str, neighbours=None):
         self.model, self.tokenizer, self.manifest = model, tokenizer, manifest
-        self.folder, self.device = Path(folder), device
+        self.folder, self.device, self.neighbours = Path(folder), device, neighbours
         self.version = self.folder.name
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         self.oos_method, self.threshold = _oos_settings(manifest, self.folder)
@@ -124,18 +196,20 @@ class IntentClassifier:
         """Load a model folder written by ``supportbot train intents``.
 
         Args:
-            folder: the version folder (``save_pretrained`` files + ``manifest.json``).
+            folder: the version folder (``save_pretrained`` files + ``manifest.json``, and
+                :data:`NEIGHBOURS_FILE` for ``msp+knn``).
             device: ``"cpu"`` or ``"cuda"``; default: :func:`bot.device.pick_device`.
 
         Raises:
             SupportbotError: no manifest, a manifest without ``oos`` fields, model files
-                transformers cannot load, or ``device="cuda"`` without a GPU.
+                transformers cannot load, a missing or unreadable neighbours file, or
+                ``device="cuda"`` without a GPU.
         """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         folder = Path(folder)
         manifest = read(folder, "intents")
-        _oos_settings(manifest, folder)  # a broken manifest fails before the slow model load
+        method, _ = _oos_settings(manifest, folder)  # a broken manifest fails before the slow model load
         try:
             chosen = pick_device(device)
         except ValueError as exc:
@@ -145,12 +219,22 @@ class IntentClassifier:
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError) as exc:
             raise SupportbotError(f"{folder}: model files cannot be loaded ({exc})") from None
-        return cls(model.to(chosen.name).eval(), tokenizer, manifest, folder, chosen.name)
+        neighbours = read_neighbours(folder) if method == "msp+knn" else None
+        return cls(model.to(chosen.name).eval(), tokenizer, manifest, folder, chosen.name, neighbours)
 
-    def logits(self, texts: list[str], batch_size: int = 32):
-        """Float32 logits ``[len(texts), len(labels)]`` (see :func:`batched_logits`)."""
-        return batched_logits(self.model, self.tokenizer, list(texts), self.max_length,
-                              batch_size, self.device)
+    def outputs(self, texts: list[str], batch_size: int = 32) -> Outputs:
+        """Logits ``[len(texts), len(labels)]`` and features (see :func:`batched_outputs`)."""
+        return batched_outputs(self.model, self.tokenizer, list(texts), self.max_length, batch_size, self.device)
+
+    def oos_score(self, outputs: Outputs):
+        """This model's out-of-scope score of each row of ``outputs`` (:attr:`oos_method`):
+        float array ``[n]``, higher = more likely out of scope."""
+        msp = oos_scores(outputs.logits, "msp" if self.oos_method == "msp+knn" else self.oos_method,
+                         self.labels).numpy()
+        if self.oos_method != "msp+knn":
+            return msp
+        knn = knn_distance(outputs.features, self.neighbours).numpy()
+        return combined_score(msp, knn, self.manifest.oos.knots)
 
     def predict(self, texts: list[str], top_k: int = 3, batch_size: int = 32) -> list[Prediction]:
         """One :class:`~bot.records.Prediction` per text, in order.
@@ -161,15 +245,15 @@ class IntentClassifier:
             top_k: how many ``(intent, probability)`` pairs to keep (at most the label count).
             batch_size: texts per forward pass.
         """
-        return self.predictions_from_logits(self.logits(texts, batch_size), top_k)
+        return self.predictions_from_outputs(self.outputs(texts, batch_size), top_k)
 
-    def predictions_from_logits(self, logits, top_k: int = 3) -> list[Prediction]:
-        """Predictions for precomputed ``logits`` ``[n, len(labels)]``: the best in-scope
-        intents (the out-of-scope class is never one of them) and the OOS score."""
+    def predictions_from_outputs(self, outputs: Outputs, top_k: int = 3) -> list[Prediction]:
+        """Predictions for precomputed ``outputs``: the best in-scope intents (the out-of-scope
+        class is never one of them) and the OOS score."""
         import torch
 
-        probs = torch.softmax(logits.float(), dim=-1)
-        scores = oos_scores(logits, self.oos_method, self.labels).tolist()
+        probs = torch.softmax(outputs.logits.float(), dim=-1)
+        scores = self.oos_score(outputs).tolist()
         plainly_out = [False] * len(probs)
         if OUT_OF_SCOPE in self.labels:
             column = self.labels.index(OUT_OF_SCOPE)
@@ -193,14 +277,46 @@ class IntentClassifier:
         return prediction.oos_score > self.threshold
 
 
+def save_neighbours(folder: Path, features) -> None:
+    """Write ``features`` (float tensor ``[rows, hidden]``, unit length) as
+    :data:`NEIGHBOURS_FILE` in ``folder`` (float16, safetensors)."""
+    from safetensors.torch import save_file
+
+    save_file({"features": features.half().contiguous()}, str(Path(folder) / NEIGHBOURS_FILE))
+
+
+def read_neighbours(folder: Path):
+    """The features :func:`save_neighbours` wrote, as float32 ``[rows, hidden]``.
+
+    Raises:
+        SupportbotError: the file is missing, unreadable or holds no rows (names the file).
+    """
+    from safetensors.torch import load_file
+
+    path = Path(folder) / NEIGHBOURS_FILE
+    try:
+        features = load_file(str(path))["features"].float()
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise SupportbotError(f"{path}: the in-scope neighbours of the msp+knn score cannot be read "
+                              f"({exc.__class__.__name__}: {exc})") from None
+    if features.ndim != 2 or not len(features):
+        raise SupportbotError(f"{path}: field 'features' must be a [rows, hidden] matrix with rows, "
+                              f"found shape {tuple(features.shape)}")
+    return features
+
+
 def _oos_settings(manifest: IntentManifest, folder: Path) -> tuple[str, float]:
     """``(oos.method, oos.threshold)`` of a manifest.
 
     Raises:
-        SupportbotError: the method is unknown (names the file and field).
+        SupportbotError: the method is unknown, or ``msp+knn`` without ``oos.knots`` for both
+            views (names the file and field).
     """
     oos = manifest.oos
     if oos.method not in OOS_METHODS:
         raise SupportbotError(f"{folder / 'manifest.json'}: field 'oos.method' is '{oos.method}', "
                               f"expected one of {', '.join(OOS_METHODS)}")
+    if oos.method == "msp+knn" and not all(len(oos.knots.get(view) or []) > 1 for view in ("msp", "knn")):
+        raise SupportbotError(f"{folder / 'manifest.json'}: field 'oos.knots' must hold quantile lists "
+                              "'msp' and 'knn' for method msp+knn")
     return oos.method, oos.threshold

@@ -53,12 +53,15 @@ class DataRef(BaseModel):
 
 class OosSettings(BaseModel):
     """A classifier's out-of-scope rule: ``oos_score > threshold`` (on the ``method``'s scale,
-    :data:`bot.classifier.OOS_METHODS`) is out of scope; further fields are the calibration's figures."""
+    :data:`bot.classifier.OOS_METHODS`) is out of scope; ``knots`` holds the quantiles that
+    calibrate each view of ``msp+knn`` (:func:`bot.classifier.combined_score`); further fields are
+    the calibration's figures."""
 
     model_config = ConfigDict(extra="allow")
 
     method: str
     threshold: float
+    knots: dict[str, list[float]] = {}
 
 
 class Manifest(BaseModel):
@@ -185,9 +188,17 @@ def model_card(manifest: IntentManifest | ReplyManifest) -> str:
              *(f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |"
                for name, value in manifest.metrics.items() if isinstance(value, (int, float, str))), ""]
     if isinstance(manifest, IntentManifest):
+        oos = manifest.oos
         lines += ["## Out-of-scope threshold", "",
-                  f"A message is out of scope when its `{manifest.oos.method}` score is above "
-                  f"**{manifest.oos.threshold:.6g}** (also in `config.json` as `oos_threshold`).", ""]
+                  f"A message is out of scope when its `{oos.method}` score is above **{oos.threshold:.6g}**"]
+        if oos.method == "msp+knn":
+            lines[-1] += (" (the larger of two calibrated views: 1 - the largest in-scope probability, and the distance "
+                          "to the nearest in-scope training row, `oos_neighbours.safetensors`). A plain transformers "
+                          "pipeline can apply the head-only rule, `msp` above "
+                          f"**{getattr(oos, 'msp_threshold', float('nan')):.6g}** (`config.json`: `oos_threshold`).")
+        else:
+            lines[-1] += " (also in `config.json` as `oos_threshold`)."
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from bot.classifier import MAX_CHARS, IntentClassifier, oos_scores
+from bot.classifier import MAX_CHARS, NEIGHBOURS_FILE, IntentClassifier, cdf, combined_score, oos_scores
 from bot.errors import SupportbotError
 from bot.settings import load_settings
 from training.intents import IntentTrainConfig, choose_threshold, train_intents
@@ -30,7 +31,11 @@ def test_load_exposes_version_labels_threshold(head_model):
     assert shop == ["cancel", "invoice", "refund", "track"] and len(classifier.labels) == 10  # + 6 small talk
     assert classifier.threshold == manifest["oos"]["threshold"]
     assert {"objective", "in_scope_answered", "oos_rejected", "balanced_accuracy"} <= set(manifest["oos"])
-    assert classifier.oos_method == "msp"
+    assert classifier.oos_method == "msp+knn"
+    assert set(manifest["oos"]["knots"]) == {"msp", "knn"} and len(manifest["oos"]["knots"]["knn"]) == 1001
+    # the neighbours are the distinct in-scope and small-talk training rows, unit length
+    assert classifier.neighbours.shape[1] == classifier.model.config.hidden_size
+    assert torch.allclose(classifier.neighbours.norm(dim=-1), torch.ones(len(classifier.neighbours)), atol=1e-2)
 
 
 def test_plain_transformers_computes_the_same_logits(head_model):
@@ -39,11 +44,13 @@ def test_plain_transformers_computes_the_same_logits(head_model):
     plain = AutoModelForSequenceClassification.from_pretrained(head_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(head_model)
     assert plain.config.id2label == dict(enumerate(IntentClassifier.load(head_model, "cpu").labels))
-    assert plain.config.oos_threshold == IntentClassifier.load(head_model, "cpu").threshold
+    # a plain pipeline has no neighbours: config.json carries the head-only rule
+    manifest = json.loads((head_model / "manifest.json").read_text())
+    assert (plain.config.oos_method, plain.config.oos_threshold) == ("msp", manifest["oos"]["msp_threshold"])
     texts = ["please refund my order", "can you track my parcel"]
     with torch.no_grad():
         expected = plain(**tokenizer(texts, padding=True, return_tensors="pt")).logits
-    assert torch.allclose(IntentClassifier.load(head_model, "cpu").logits(texts), expected, atol=1e-5)
+    assert torch.allclose(IntentClassifier.load(head_model, "cpu").outputs(texts).logits, expected, atol=1e-5)
 
 
 def test_predict_learns_the_training_rows(head_model, tiny_intents_csv):
@@ -61,10 +68,40 @@ def test_prediction_fields(head_model):
     assert len(prediction.top_k) == 2
     assert prediction.top_k[0] == (prediction.intent, prediction.confidence)
     assert prediction.top_k[0][1] >= prediction.top_k[1][1]
-    assert math.isclose(prediction.oos_score, 1 - prediction.confidence, abs_tol=1e-6)
+    assert 0 <= prediction.oos_score <= 1
     assert classifier.is_out_of_scope(prediction) == (prediction.oos_score > classifier.threshold)
     assert len(classifier.predict(["x"], top_k=99)[0].top_k) == len(classifier.labels)
     assert classifier.predict([]) == []
+
+
+def test_msp_knn_is_the_larger_of_the_calibrated_head_and_neighbour_views(head_model, tiny_intents_csv):
+    import csv
+
+    classifier = IntentClassifier.load(head_model, "cpu")
+    texts = [r["text"] for r in csv.DictReader(tiny_intents_csv.open())][:5] + ["zzqx vorpal flimflam"]
+    outputs = classifier.outputs(texts)
+    msp = oos_scores(outputs.logits, "msp", classifier.labels).numpy()
+    knn = 1 - (outputs.features @ classifier.neighbours.T).max(dim=-1).values.numpy()
+    assert knn[:5] == pytest.approx(0, abs=2e-3)  # training rows are their own nearest neighbours (float16)
+    knots = classifier.manifest.oos.knots
+    expected = np.maximum(cdf(msp, knots["msp"]), cdf(knn, knots["knn"]))
+    assert classifier.oos_score(outputs) == pytest.approx(expected, abs=1e-3)
+    assert [p.oos_score for p in classifier.predict(texts)] == pytest.approx(expected, abs=1e-3)
+
+
+def test_the_calibrated_views_are_mid_rank_cdfs():
+    knots = [0.0, 0.1, 0.1, 0.5, 1.0]
+    assert list(cdf([-1, 0.1, 0.3, 2], knots)) == [0.0, 0.4, 0.6, 1.0]  # 0.1: one knot below, two tied (count half)
+    assert list(combined_score([2, 0.1], [-1, 0.3], {"msp": knots, "knn": knots})) == [1.0, 0.6]
+
+
+def test_a_head_only_model_scores_msp(tiny_encoder_dir, tiny_intents_csv, tmp_path):
+    folder = train_intents(str(tiny_intents_csv), load_settings(home=tmp_path, intent_base=str(tiny_encoder_dir)),
+                           IntentTrainConfig(method="head", head_c=100.0, oos_method="msp"), tmp_path / "msp")
+    classifier = IntentClassifier.load(folder, "cpu")
+    assert classifier.neighbours is None and not (folder / NEIGHBOURS_FILE).exists()
+    [prediction] = classifier.predict(["please cancel my order"])
+    assert math.isclose(prediction.oos_score, 1 - prediction.confidence, abs_tol=1e-6)
 
 
 def test_long_input_is_cut(head_model):
@@ -85,6 +122,18 @@ def test_load_errors_name_the_problem(tmp_path, head_model):
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(SupportbotError, match="missing field 'oos.threshold'"):
         IntentClassifier.load(broken)
+    manifest = json.loads((head_model / "manifest.json").read_text())
+    del manifest["oos"]["knots"]["knn"]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SupportbotError, match="field 'oos.knots' must hold quantile lists 'msp' and 'knn'"):
+        IntentClassifier.load(broken)
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(head_model, copy)
+    (copy / NEIGHBOURS_FILE).unlink()
+    with pytest.raises(SupportbotError, match=f"{NEIGHBOURS_FILE}: the in-scope neighbours of the msp\\+knn score"):
+        IntentClassifier.load(copy)
 
 
 def test_oos_scores_msp_and_energy():

@@ -17,10 +17,10 @@ def test_help_lists_commands():
 def test_eval_oos_help_lists_the_choices_and_the_training_defaults():
     result = run("eval", "oos", "--help", env={**os.environ, "COLUMNS": "200"})  # rich wraps at the width
     assert result.returncode == 0, result.stderr
-    assert "<msp|energy>" in result.stdout and "<finetune|head>" in result.stdout
-    assert "[default: msp]" in result.stdout and "[default: 4.0]" in result.stdout
+    assert "<msp+knn|msp|energy>" in result.stdout and "<finetune|head>" in result.stdout
+    assert "[default: msp+knn]" in result.stdout and "[default: 4.0]" in result.stdout
     result = run("eval", "oos", "--oos-method", "cosine")
-    assert result.returncode == 2 and "'cosine' is not one of 'msp', 'energy'" in result.stderr
+    assert result.returncode == 2 and "'cosine' is not one of 'msp+knn', 'msp', 'energy'" in result.stderr
 
 
 def test_data_show_bitext(data_dir):

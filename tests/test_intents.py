@@ -46,7 +46,7 @@ def test_manifest_records_the_run(finetuned, tiny_intents_csv):
     assert manifest["hyperparameters"]["lr"] == 1e-3 and manifest["hyperparameters"]["seed"] == 42
     assert set(manifest["metrics"]) == {"validation_accuracy", "validation_macro_f1"}
     oos = manifest["oos"]  # no out-of-scope rows: the threshold rejects no in-scope validation row
-    assert oos["method"] == "msp" and oos["negative_rows"] == 0 and oos["label"] is None
+    assert oos["method"] == "msp+knn" and oos["negative_rows"] == 0 and oos["label"] is None
     assert oos["in_scope_answered"] == pytest.approx(manifest["metrics"]["validation_accuracy"])
     assert manifest["training"]["wall_time_s"] > 0 and manifest["training"]["epochs_run"] == 2
     assert not list(finetuned.parent.glob(".*")), "scratch or checkpoint folders left behind"
@@ -82,7 +82,7 @@ def test_holdout_trains_without_the_unseen_intents(tiny_encoder_dir, tiny_intent
     result = evaluate_oos(folder, str(tiny_intents_csv), load_settings())
     assert result["oos_rows"] >= 1
     assert result["oos_rows"] + result["in_scope_rows"] == manifest["data"]["split_sizes"]["test"]
-    assert set(result["auroc"]) == {"msp", "energy"}
+    assert set(result["auroc"]) == {"msp", "energy", "msp+knn"}
     assert all(0 <= value <= 1 for value in result["auroc"].values())
     with pytest.raises(SupportbotError, match="trained on every intent"):
         evaluate_oos(finetuned, str(tiny_intents_csv), load_settings())

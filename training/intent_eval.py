@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bot.classifier import OOS_METHODS, IntentClassifier, oos_scores
+from bot.classifier import IntentClassifier, oos_scores
 from bot.records import OUT_OF_SCOPE, is_small_talk
 from bot.errors import SupportbotError
 from bot.settings import Settings
@@ -194,10 +194,11 @@ def evaluate_oos(folder: Path, data_name: str, settings: Settings) -> dict[str, 
 
     Positives are the test utterances of the manifest's ``held_out_intents``, negatives the
     in-scope test utterances. Reports ``roc_auc_score`` of every score in
-    :data:`bot.classifier.OOS_METHODS`, and for the manifest's method and threshold: OOS recall
+    :data:`bot.classifier.OOS_METHODS` the model can compute (``msp`` and ``energy`` always,
+    ``msp+knn`` when it is the model's), and for the manifest's method and threshold: OOS recall
     (held-out utterances rejected) and the in-scope rejection rate, and the OOS recall at the
     threshold that answers 95 % of the in-scope rows. Scores are the product's: over the in-scope
-    columns of the model's labels (:func:`bot.classifier.oos_scores`). Writes
+    columns of the model's labels (:meth:`bot.classifier.IntentClassifier.oos_score`). Writes
     ``folder/eval/oos.json``.
 
     Raises:
@@ -211,9 +212,10 @@ def evaluate_oos(folder: Path, data_name: str, settings: Settings) -> dict[str, 
     if not unseen:
         raise SupportbotError(f"{folder}: trained on every intent; train with holdout K for an OOS evaluation")
     rows = test_rows(model, data_name, settings)
-    logits = model.logits([e.text for e in rows])
+    outputs = model.outputs([e.text for e in rows])
     is_oos = np.array([e.intent in unseen for e in rows])
-    scores = {m: oos_scores(logits, m, model.labels).numpy() for m in OOS_METHODS}
+    scores = {m: oos_scores(outputs.logits, m, model.labels).numpy() for m in ("msp", "energy")}
+    scores[model.oos_method] = model.oos_score(outputs)
     auroc = {m: float(roc_auc_score(is_oos, s)) for m, s in scores.items()}
     score = scores[model.oos_method]
     rejected = score > model.threshold

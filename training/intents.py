@@ -21,7 +21,8 @@ built-in small-talk intents (``smalltalk_*``, :mod:`training.builtin`) and an ex
 set (default: HWU64's personal-assistant requests, ``--background``), minus background rows that
 lie close to an in-scope utterance. Training rows get noisy copies on the fly
 (:mod:`training.augment`). The out-of-scope score is ``1 -`` the largest in-scope probability
-(the ``out_of_scope`` class's mass counts against it), and its threshold is chosen to maximise
+(the ``out_of_scope`` class's mass counts against it), by default combined with the distance to
+the nearest in-scope training row (``msp+knn``, :mod:`bot.classifier`), and its threshold is chosen to maximise
 cost-weighted accuracy (``--oos-weight``) between in-scope validation rows answered with the
 right intent (clean and noisy copies) and held-out negatives (background intents never trained on, and a share of the
 data's own out-of-scope rows); see :func:`choose_threshold`. Small data (fewer than
@@ -43,7 +44,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from bot.base_models import resolve
-from bot.classifier import OOS_METHODS, OosMethod, batched_logits, oos_scores
+from bot.classifier import (OOS_METHODS, OosMethod, batched_outputs, combined_score, knn_distance, oos_scores,
+                            quantile_knots, save_neighbours)
 from bot.device import pick_device
 from bot.errors import SettingError, SupportbotError
 from bot.manifest import IntentManifest, save as save_manifest
@@ -112,8 +114,9 @@ class IntentTrainConfig:
     patience: int = option(2, "early stopping: epochs without better validation macro-F1")
     oos_weight: float = option(2.0, "threshold objective: a wrongly answered out-of-scope message counts this "
                                     "many times a wrongly rejected in-scope one (1 = balanced accuracy)")
-    oos_method: OosMethod = option("msp", "out-of-scope score: msp (1 - largest in-scope probability) or "
-                                   "energy (-logsumexp of the in-scope logits)")
+    oos_method: OosMethod = option("msp+knn", "out-of-scope score: msp+knn (msp and the distance to the nearest "
+                                   "in-scope training row, calibrated), msp (1 - largest in-scope probability) "
+                                   "or energy (-logsumexp of the in-scope logits)")
     holdout: int = option(0, "leave this many intents out of training (for eval oos)")
     background: str = option("hwu64", "out-of-scope examples besides the data's own: built-in data set, file, "
                                       "or none")
@@ -395,21 +398,7 @@ def background_rows(config: IntentTrainConfig, background: LoadedData | None, tr
 def mean_pooled(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64):
     """Unit-length mean-pooled token embeddings of ``model``'s encoder (how
     sentence-transformers embeds with all-MiniLM-L6-v2): float32 array ``[n, hidden]``."""
-    import numpy as np
-    import torch
-
-    encoder = getattr(model, "base_model", model)
-    out = []
-    model.eval()
-    for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                          max_length=max_length, return_tensors="pt")
-        with torch.inference_mode():
-            hidden = encoder(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 1), dtype=np.float32)
+    return batched_outputs(model, tokenizer, texts, max_length, batch_size).features.numpy()
 
 
 def _far_from(encoder, in_scope: list[str], candidates: list[str], max_length: int, rng: random.Random) -> list[bool]:
@@ -470,7 +459,7 @@ def head_features(model, tokenizer, texts: list[str], max_length: int, batch_siz
     hook = model.classifier.register_forward_pre_hook(lambda _m, args: seen.append(args[0].float().cpu().numpy()))
     try:
         for start in tqdm(range(0, len(texts), batch_size * 8), desc="head features", unit="chunk"):
-            batched_logits(model, tokenizer, texts[start:start + batch_size * 8], max_length, batch_size)
+            batched_outputs(model, tokenizer, texts[start:start + batch_size * 8], max_length, batch_size)
     finally:
         hook.remove()
     return np.concatenate(seen)
@@ -625,15 +614,18 @@ def cross_validate(config: IntentTrainConfig, prepared: Prepared, settings: Sett
     training fold) to choose the epochs and the threshold.
 
     Each fold trains up to ``config.epochs`` epochs and scores its held-out rows and the
-    held-out background negatives after every epoch. The epoch count whose pooled out-of-fold
-    scores give the best weighted accuracy (:func:`choose_threshold`) wins; its threshold is
-    the version's.
+    held-out background negatives after every epoch (nearest neighbours: the fold's own in-scope
+    training rows). The epoch count whose pooled out-of-fold scores give the best weighted
+    accuracy (:func:`choose_threshold`) wins; its threshold (and ``msp+knn`` knots) are the
+    version's.
 
     Returns:
-        ``(calibration, epochs)``: ``calibration`` holds ``threshold``, ``rates`` and ``folds``.
+        ``(calibration, epochs)``: ``calibration`` holds ``threshold``, ``rates``, ``folds``,
+        ``objective`` and ``extra`` (see :func:`_calibrate`).
     """
     from collections import Counter
 
+    import numpy as np
     import torch
     from sklearn.model_selection import StratifiedKFold
 
@@ -650,41 +642,96 @@ def cross_validate(config: IntentTrainConfig, prepared: Prepared, settings: Sett
                         prepared.extra, [], prepared.background)
         tokenizer, model = build_model(base_dir, prepared.labels, settings.seed + number)
         fit_head(model, tokenizer, fold.training_rows, config.max_length, config.head_c, settings.seed)
-        snapshots = [(0, batched_logits(model, tokenizer, [e.text for e in held_rows], config.max_length, 64))]
+        snapshots = [(0, *_snapshot(model, tokenizer, held_rows, _neighbours(model, tokenizer, fold.training_rows,
+                                                                              config), config))]
         if config.method == "finetune":
             args.output_dir = str(settings.cache / f"intent-cv-{number}")
-            snapshots += finetune(model, tokenizer, fold, config, args, keep_logits=True)["epoch_logits"]
-        for epoch, logits in snapshots:
-            per_epoch.setdefault(epoch, []).append((held_rows, logits))
+            snapshots += finetune(model, tokenizer, fold, config, args, keep_outputs=True)["epoch_outputs"]
+        for epoch, logits, knn in snapshots:
+            per_epoch.setdefault(epoch, []).append((held_rows, logits, knn))
         fold_log.append({"fold": number, "train_rows": len(train), "held_out_rows": len(held_rows)})
         log.info("cross-validation fold %d/%d done", number, config.cv_folds)
     best = None
     for epoch, parts in sorted(per_epoch.items()):
-        rows = [e for held_rows, _ in parts for e in held_rows]
-        logits = torch.cat([fold_logits for _, fold_logits in parts])
-        threshold, rates = _calibrate(logits, rows, prepared.labels, config)
-        fold_log.append({"epochs": epoch, **rates})
-        if best is None or rates["weighted_accuracy"] > best[2]["weighted_accuracy"] + 1e-9:
-            best = (epoch, threshold, rates)
-    epoch, threshold, rates = best
-    return {"threshold": threshold, "rates": rates, "folds": fold_log,
+        rows = [e for held_rows, _, _ in parts for e in held_rows]
+        logits = torch.cat([fold_logits for _, fold_logits, _ in parts])
+        knn = np.concatenate([fold_knn for _, _, fold_knn in parts])
+        found = _calibrate(logits, knn, rows, prepared.labels, config)
+        fold_log.append({"epochs": epoch, **found.rates})
+        if best is None or found.rates["weighted_accuracy"] > best[1].rates["weighted_accuracy"] + 1e-9:
+            best = (epoch, found)
+    epoch, found = best
+    return {"threshold": found.threshold, "rates": found.rates, "extra": found.extra, "folds": fold_log,
             "objective": f"weighted accuracy (out of scope x{config.oos_weight:g}) of out-of-fold rows"}, float(max(epoch, 1) if config.method == "finetune" else config.epochs)
 
 
-def _calibrate(logits, rows: list[Example], labels: list[str],
-               config: IntentTrainConfig) -> tuple[float, dict[str, float]]:
-    """:func:`choose_threshold` for ``logits`` ``[n, len(labels)]`` of ``rows`` (in-scope and
-    small-talk rows against out-of-scope rows)."""
+def _in_scope_texts(rows: list[Example]) -> list[str]:
+    """The distinct texts of the in-scope and small-talk rows among ``rows``, in order: the
+    nearest neighbours of the ``msp+knn`` score."""
+    return list(dict.fromkeys(e.text for e in rows if e.intent != OUT_OF_SCOPE))
+
+
+def _neighbours(model, tokenizer, training_rows: list[Example], config: IntentTrainConfig):
+    """The features ``[rows, hidden]`` of the in-scope rows of ``training_rows`` under ``model``
+    now (the ``msp+knn`` score's neighbours), or None for another ``config.oos_method``."""
+    if config.oos_method != "msp+knn":
+        return None
+    return batched_outputs(model, tokenizer, _in_scope_texts(training_rows), config.max_length, 64).features
+
+
+def _snapshot(model, tokenizer, rows: list[Example], neighbours, config: IntentTrainConfig):
+    """``(logits [n, labels], knn [n])`` of ``rows`` under ``model`` now: ``knn`` is the distance to
+    the nearest row of ``neighbours`` (:func:`_neighbours`; :func:`bot.classifier.knn_distance`),
+    zeros when that is None."""
+    import numpy as np
+
+    held = batched_outputs(model, tokenizer, [e.text for e in rows], config.max_length, 64)
+    if neighbours is None:
+        return held.logits, np.zeros(len(rows))
+    return held.logits, knn_distance(held.features, neighbours).numpy()
+
+
+@dataclass
+class Calibration:
+    """What :func:`_calibrate` chose.
+
+    Attributes:
+        threshold: on the scale of ``config.oos_method``.
+        rates: :func:`choose_threshold`'s rates at ``threshold``.
+        scores: float array ``[n]``, every calibration row's out-of-scope score.
+        extra: for ``msp+knn``, ``knots`` (:func:`bot.classifier.quantile_knots` of each view over
+            the calibration rows) and ``msp_threshold`` (the head-only rule a plain pipeline
+            applies); else empty.
+    """
+
+    threshold: float
+    rates: dict[str, float]
+    scores: Any
+    extra: dict[str, Any]
+
+
+def _calibrate(logits, knn, rows: list[Example], labels: list[str], config: IntentTrainConfig) -> Calibration:
+    """:func:`choose_threshold` for ``logits`` ``[n, len(labels)]`` and nearest-neighbour
+    distances ``knn`` ``[n]`` of ``rows`` (in-scope and small-talk rows against out-of-scope
+    rows). For ``msp+knn`` the two views are calibrated on these same rows (their quantile
+    knots), then combined (:func:`bot.classifier.combined_score`)."""
     import numpy as np
 
     from bot.classifier import in_scope_argmax
 
-    scores = oos_scores(logits, config.oos_method, labels).numpy()
+    combined = config.oos_method == "msp+knn"
+    scores = oos_scores(logits, "msp" if combined else config.oos_method, labels).numpy()
     best = in_scope_argmax(logits, labels).numpy()
     gold = np.array([labels.index(e.intent) if e.intent in labels else -1 for e in rows])
     negative = np.array([e.intent == OUT_OF_SCOPE for e in rows])
-    return choose_threshold(scores[~negative], best[~negative] == gold[~negative], scores[negative],
-                            config.oos_weight)
+    right = best[~negative] == gold[~negative]
+    extra: dict[str, Any] = {}
+    if combined:
+        extra["msp_threshold"] = choose_threshold(scores[~negative], right, scores[negative], config.oos_weight)[0]
+        extra["knots"] = {"msp": quantile_knots(scores), "knn": quantile_knots(knn)}
+        scores = combined_score(scores, knn, extra["knots"])
+    threshold, rates = choose_threshold(scores[~negative], right, scores[negative], config.oos_weight)
+    return Calibration(threshold, rates, scores, extra)
 
 
 def training_args(config: IntentTrainConfig, settings: Settings):
@@ -709,31 +756,31 @@ def training_args(config: IntentTrainConfig, settings: Settings):
 
 
 def finetune(model, tokenizer, prepared: Prepared, config: IntentTrainConfig, args,
-             keep_logits: bool = False) -> dict[str, Any]:
+             keep_outputs: bool = False) -> dict[str, Any]:
     """Fine-tune ``model`` in place with ``transformers.Trainer``; returns epochs run, best
     validation macro-F1 and the per-epoch log. Checkpoints go to ``args.output_dir`` and are
     removed at the end.
 
     Without validation rows (the final fit after cross-validation) it trains ``config.epochs``
-    epochs and keeps the last weights. With ``keep_logits`` every epoch's validation logits are
-    returned as ``epoch_logits`` (``[(epoch, tensor [n, labels])]``) and the last weights kept.
+    epochs and keeps the last weights. With ``keep_outputs`` it does not evaluate; instead every
+    epoch's :func:`_snapshot` of the validation rows is returned as ``epoch_outputs``
+    (``[(epoch, logits [n, labels], knn [n])]``) and the last weights kept.
     """
     import shutil
 
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback
 
     seen: list = []
 
-    def metrics(prediction):
-        if keep_logits:
-            import torch
+    class Snapshots(TrainerCallback):
+        def on_epoch_end(self, args, state, control, model=None, **kwargs):
+            neighbours = _neighbours(model, tokenizer, prepared.training_rows, config)
+            seen.append((len(seen) + 1, *_snapshot(model, tokenizer, prepared.validation, neighbours, config)))
+            model.train()
 
-            seen.append(torch.as_tensor(prediction.predictions).float())
-        return _metrics(prediction)
-
-    evaluate = bool(prepared.validation)
-    if not evaluate or keep_logits:
-        args.eval_strategy = "epoch" if evaluate else "no"
+    evaluate = bool(prepared.validation) and not keep_outputs
+    if not evaluate:
+        args.eval_strategy = "no"
         args.save_strategy = "no"
         args.load_best_model_at_end = False
     trainer = Trainer(
@@ -741,8 +788,9 @@ def finetune(model, tokenizer, prepared: Prepared, config: IntentTrainConfig, ar
         train_dataset=Utterances(prepared.training_rows, tokenizer, model.config.label2id, config.max_length,
                                  config.augment, args.seed, config.details),
         eval_dataset=Utterances(prepared.validation, tokenizer, model.config.label2id, config.max_length) if evaluate else None,
-        processing_class=tokenizer, compute_metrics=metrics if evaluate else None,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.patience)] if args.load_best_model_at_end else [],
+        processing_class=tokenizer, compute_metrics=_metrics if evaluate else None,
+        callbacks=([EarlyStoppingCallback(early_stopping_patience=config.patience)] if args.load_best_model_at_end
+                   else []) + ([Snapshots()] if keep_outputs else []),
         optimizers=(_optimizer(model, config), None),
     )
     try:
@@ -754,8 +802,8 @@ def finetune(model, tokenizer, prepared: Prepared, config: IntentTrainConfig, ar
     result = {"epochs_run": round(trainer.state.epoch or 0, 2),
               "best_validation_macro_f1": trainer.state.best_metric,
               "log": [row for row in trainer.state.log_history if "eval_macro_f1" in row or "loss" in row]}
-    if keep_logits:
-        result["epoch_logits"] = list(enumerate(seen, start=1))
+    if keep_outputs:
+        result["epoch_outputs"] = seen
     return result
 
 
@@ -840,13 +888,14 @@ def _scores(gold: list[int], predicted: list[int]) -> dict[str, float]:
 
 
 def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrainConfig,
-                       calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+                       calibration: dict[str, Any] | None = None, neighbours=None) -> dict[str, Any]:
     """Validation accuracy and macro-F1, and the OOS threshold with the rates it gives.
 
     The threshold comes from ``calibration`` (cross-validation) when given, else from
     :func:`choose_threshold` on the validation rows, a noisy copy of each
     (:func:`training.augment.noisy`, fixed seed; in-scope copies get details as in training)
-    and the held-out negatives.
+    and the held-out negatives (:func:`_calibrate`; ``neighbours``: the in-scope training rows'
+    features, :func:`_neighbours`).
     """
     import numpy as np
 
@@ -859,39 +908,46 @@ def validation_summary(model, tokenizer, prepared: Prepared, config: IntentTrain
         noisy_rows = [Example(noisy(_with_details(e, config.details, rng), rng), e.intent, None, e.source)
                       for e in prepared.validation]
         rows = prepared.validation + noisy_rows + prepared.negatives
-        logits = batched_logits(model, tokenizer, [e.text for e in rows], config.max_length, 64)
+        logits, knn = _snapshot(model, tokenizer, rows, neighbours, config)
         n = len(prepared.validation)
         gold = [labels.index(e.intent) for e in prepared.validation]
         predicted = in_scope_argmax(logits[:n], labels).numpy()
         scores = _scores(gold, predicted.tolist())
         metrics = {"validation_accuracy": scores["accuracy"], "validation_macro_f1": scores["macro_f1"]}
-        threshold, rates = _calibrate(logits, rows, labels, config)
+        found = _calibrate(logits, knn, rows, labels, config)
+        threshold, rates, extra = found.threshold, found.rates, found.extra
         rates["in_scope_answered_clean_validation"] = float(np.mean(
-            (oos_scores(logits[:n], config.oos_method, labels).numpy() <= threshold) & (predicted == np.array(gold))))
+            (found.scores[:n] <= threshold) & (predicted == np.array(gold))))
         objective = (f"weighted accuracy (out of scope x{config.oos_weight:g}): in-scope validation rows (clean + one "
                      f"noisy copy each, with details at rate {config.details}) answered with the right intent, "
                      "and held-out out-of-scope rows rejected")
         counts = {"in_scope_rows": 2 * n, "negative_rows": len(prepared.negatives)}
     else:
         threshold, rates, objective = calibration["threshold"], calibration["rates"], calibration["objective"]
-        counts = {}
+        extra, counts = calibration["extra"], {}
     return {
         "metrics": metrics,
         "oos": {"method": config.oos_method, "threshold": threshold, "objective": objective,
                 "label": OUT_OF_SCOPE if OUT_OF_SCOPE in labels else None, **rates, **counts,
-                "negatives": prepared.background},
+                "negatives": prepared.background, **extra},
     }
 
 
 def _write_version(target: Path, model, tokenizer, prepared: Prepared, config: IntentTrainConfig,
                    settings: Settings, training: dict[str, Any], calibration: dict[str, Any] | None = None) -> None:
-    summary = validation_summary(model, tokenizer, prepared, config, calibration)
+    neighbours = _neighbours(model, tokenizer, prepared.training_rows, config)
+    summary = validation_summary(model, tokenizer, prepared, config, calibration, neighbours)
     hyper = {f.name: getattr(config, f.name) for f in fields(config)}
-    # The threshold travels in config.json too, so a plain transformers pipeline can reject.
-    model.config.update({"oos_threshold": summary["oos"]["threshold"], "oos_method": config.oos_method})
+    oos = summary["oos"]
+    # The threshold travels in config.json too, so a plain transformers pipeline can reject: the
+    # head-only (msp) rule, which needs no neighbours, when the product's is msp+knn.
+    plain = ("msp", oos["msp_threshold"]) if config.oos_method == "msp+knn" else (config.oos_method, oos["threshold"])
+    model.config.update({"oos_method": plain[0], "oos_threshold": plain[1]})
     with atomic_dir(target) as scratch:
         model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
+        if neighbours is not None:
+            save_neighbours(scratch, neighbours)
         save_manifest(scratch, IntentManifest(
             method=config.method, base_model=settings.intent_base,
             data={"name": prepared.name, "sha256": prepared.sha256, "split_seed": settings.seed,
