@@ -204,14 +204,24 @@ AFFIRM = "smalltalk_affirm"
 message gives an order number); after any other answer it acknowledges it (its small-talk reply)."""
 
 
+def unclear_alone(prediction: Prediction, threshold: float, entities: dict[str, str]) -> bool:
+    """Whether a message may need the previous turn to be understood: it is out of scope alone
+    (``oos_score > threshold``), a bare affirmation (:data:`AFFIRM`), or it gives an entity but
+    its own intent has no majority (confidence at most :data:`SMALL_TALK_MAJORITY`): "it's order
+    4471" is about an order, not clearly which request. :func:`follow_up` decides."""
+    return (prediction.oos_score > threshold or prediction.intent == AFFIRM
+            or (bool(entities) and prediction.confidence <= SMALL_TALK_MAJORITY))
+
+
 def follow_up(prediction: Prediction, threshold: float, previous: Turn | None, combined: Prediction | None,
               entities: dict[str, str]) -> tuple[Prediction, str] | None:
     """The prediction to decide an unclear follow-up message on, and why, or None when the
     message decides alone.
 
-    A message is unclear when it is out of scope alone (``oos_score > threshold``), or a bare
+    A message is unclear when it is out of scope alone (``oos_score > threshold``), a bare
     affirmation (:data:`AFFIRM`) that answers the reply's closing question or gives an entity,
-    and it follows a turn that was answered; a message the out-of-scope class itself wins
+    or it gives an entity with no intent of majority confidence (:func:`unclear_alone`), and it
+    follows a turn that was answered; a message the out-of-scope class itself wins
     (``oos_class``) and that gives no entity is off topic, not unclear. (An "ok" after an answer
     that asked nothing is an acknowledgement: only about 1 % of Bitext's replies end with a
     question, and repeating the answer helps nobody.) Then:
@@ -232,7 +242,8 @@ def follow_up(prediction: Prediction, threshold: float, previous: Turn | None, c
     answered = previous is not None and previous.decision is not None and previous.decision.route == Route.ANSWER
     asked = answered and (previous.reply or "").rstrip().endswith("?")
     unclear = ((prediction.oos_score > threshold and not off_topic)
-               or (prediction.intent == AFFIRM and (asked or bool(entities))))
+               or (prediction.intent == AFFIRM and (asked or bool(entities)))
+               or (bool(entities) and prediction.confidence <= SMALL_TALK_MAJORITY))
     if not (unclear and answered and previous.decision.intent):
         return None
     if combined is not None and combined.oos_score <= threshold and not is_small_talk(combined.intent):
@@ -524,7 +535,7 @@ class Router:
                    entities: dict[str, str]) -> tuple[Prediction, str] | None:
         """:func:`follow_up` with the combined prediction (the classifier runs again only for an
         unclear message after an answered turn)."""
-        if not (prediction.oos_score > classifier.threshold or prediction.intent == AFFIRM):
+        if not unclear_alone(prediction, classifier.threshold, entities):
             return None
         if previous is None or previous.decision is None or previous.decision.route != Route.ANSWER:
             return None

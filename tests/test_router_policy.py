@@ -91,6 +91,12 @@ def answered(intent="cancel_order", index=1, reply="Sure, which order?"):
     # the combined text is still unclear, but the message gives an order number: keep the intent
     (predict("track_order", oos=0.9), answered(), predict("track_order", oos=0.8), {"order_number": "4471"},
      ("cancel_order", "kept the intent of turn 1: the message gives order number")),
+    # an order number with no clear intent of its own (in scope, but no majority) takes the context
+    (predict("track_order", oos=0.3, confidence=0.29), answered(), predict("cancel_order", oos=0.1),
+     {"order_number": "4471"}, ("cancel_order", "classified with the previous message (turn 1)")),
+    # a clear request that gives an order number decides alone
+    (predict("track_order", oos=0.1, confidence=0.9), answered(), predict("cancel_order", oos=0.1),
+     {"order_number": "4471"}, None),
     # a bare "yes" to an answer's question continues its topic
     (predict("smalltalk_affirm", oos=0.05), answered("delete_account"), predict("delete_account", oos=0.2), {},
      ("delete_account", "classified with the previous message (turn 1)")),
