@@ -14,7 +14,8 @@ the out-of-scope score and its threshold:
   "Out-of-Distribution Detection with Deep Nearest Neighbors", ICML 2022). Each view is mapped
   to [0, 1] by its empirical CDF over the calibration rows (in-scope validation rows and held-out
   negatives), stored as quantile knots in the manifest (``oos.knots``); the training rows'
-  features are ``oos_neighbours.safetensors`` in the version folder. So a message is answered
+  features (and a noisy copy's of each, as training draws them) are ``oos_neighbours.safetensors``
+  in the version folder. So a message is answered
   only when both views accept it: the head (which knows the out-of-scope class) and the
   distance to what the bot was trained on. Measured in ``bench/oos_scores.py`` and the README:
   it separates unseen intents better than either view alone.

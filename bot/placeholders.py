@@ -227,6 +227,21 @@ def extract_entities(user_text: str, asked: Sequence[str] = ()) -> dict[str, str
     return found
 
 
+_FILLER = re.compile(r"\b(?:it'?s|it|is|my|the|this|that|here|ok(?:ay)?|yes|yeah|sure|and|please|pls|thanks?|"
+                     r"thank you|number|no|nr|id|ref(?:erence)?|order|invoice|tracking)\b|[#:.,;!?()-]", re.IGNORECASE)
+"""Words a message that only gives a number is made of besides the number ("it's order #4471")."""
+
+
+def only_entities(user_text: str, entities: Mapping[str, str]) -> bool:
+    """True when ``user_text`` gives ``entities`` (from :func:`extract_entities`) and nothing
+    else but filler words (:data:`_FILLER`): ``"order 3310"``, ``"it's #A-2231"``; False for
+    ``"cancel order 3310"`` or when ``entities`` is empty."""
+    rest = user_text or ""
+    for value in entities.values():
+        rest = rest.replace(value, " ")
+    return bool(entities) and not _FILLER.sub(" ", rest).strip()
+
+
 def fill(reply: str, profile: Mapping[str, str], entities: Mapping[str, str] | None = None) -> Filled:
     """Resolve every ``{{Slot}}`` in ``reply`` (rules in the module doc).
 

@@ -61,7 +61,7 @@ from bot.errors import GenerationFailed, SupportbotError
 from bot.guard import echoes_system_prompt, guarded, may_show_partial
 from bot.handoff import Inbox, WorkingHours
 from bot.interfaces import Classifier, Generator, Models
-from bot.placeholders import extract_entities, fill
+from bot.placeholders import extract_entities, fill, only_entities
 from bot.queue import GenerationQueue, Ticket
 from bot.records import Decision, Prediction, Reason, Route, Turn, is_small_talk
 from bot.redaction import PHONE_REGIONS, redact
@@ -204,17 +204,22 @@ AFFIRM = "smalltalk_affirm"
 message gives an order number); after any other answer it acknowledges it (its small-talk reply)."""
 
 
-def unclear_alone(prediction: Prediction, threshold: float, entities: dict[str, str]) -> bool:
+def unclear_alone(prediction: Prediction, threshold: float, entities: dict[str, str], text: str = "") -> bool:
     """Whether a message may need the previous turn to be understood: it is out of scope alone
-    (``oos_score > threshold``), a bare affirmation (:data:`AFFIRM`), or it gives an entity but
-    its own intent has no majority (confidence at most :data:`SMALL_TALK_MAJORITY`): "it's order
-    4471" is about an order, not clearly which request. :func:`follow_up` decides."""
+    (``oos_score > threshold``), a bare affirmation (:data:`AFFIRM`), or it gives an entity
+    (order, invoice or tracking number) and either says nothing else (:func:`only_entities`:
+    "order 3310" names an order, not which request about it) or its own intent has no majority
+    (confidence at most :data:`SMALL_TALK_MAJORITY`). :func:`follow_up` decides."""
     return (prediction.oos_score > threshold or prediction.intent == AFFIRM
-            or (bool(entities) and prediction.confidence <= SMALL_TALK_MAJORITY))
+            or _unclear_entity(prediction, entities, text))
+
+
+def _unclear_entity(prediction: Prediction, entities: dict[str, str], text: str) -> bool:
+    return bool(entities) and (prediction.confidence <= SMALL_TALK_MAJORITY or only_entities(text, entities))
 
 
 def follow_up(prediction: Prediction, threshold: float, previous: Turn | None, combined: Prediction | None,
-              entities: dict[str, str]) -> tuple[Prediction, str] | None:
+              entities: dict[str, str], text: str = "") -> tuple[Prediction, str] | None:
     """The prediction to decide an unclear follow-up message on, and why, or None when the
     message decides alone.
 
@@ -237,13 +242,14 @@ def follow_up(prediction: Prediction, threshold: float, previous: Turn | None, c
         previous: the conversation's last completed turn, or None.
         combined: the prediction for ``previous.user_text + " " + message``, or None.
         entities: from :func:`bot.placeholders.extract_entities` of this message.
+        text: the message (for :func:`bot.placeholders.only_entities`).
     """
     off_topic = prediction.oos_class and not entities  # "tell me a joke" after an answer stays off topic
     answered = previous is not None and previous.decision is not None and previous.decision.route == Route.ANSWER
     asked = answered and (previous.reply or "").rstrip().endswith("?")
     unclear = ((prediction.oos_score > threshold and not off_topic)
                or (prediction.intent == AFFIRM and (asked or bool(entities)))
-               or (bool(entities) and prediction.confidence <= SMALL_TALK_MAJORITY))
+               or _unclear_entity(prediction, entities, text))
     if not (unclear and answered and previous.decision.intent):
         return None
     if combined is not None and combined.oos_score <= threshold and not is_small_talk(combined.intent):
@@ -535,12 +541,12 @@ class Router:
                    entities: dict[str, str]) -> tuple[Prediction, str] | None:
         """:func:`follow_up` with the combined prediction (the classifier runs again only for an
         unclear message after an answered turn)."""
-        if not unclear_alone(prediction, classifier.threshold, entities):
+        if not unclear_alone(prediction, classifier.threshold, entities, text):
             return None
         if previous is None or previous.decision is None or previous.decision.route != Route.ANSWER:
             return None
         combined = classifier.predict([for_classifier(f"{previous.user_text} {text}")])[0]
-        return follow_up(prediction, classifier.threshold, previous, combined, entities)
+        return follow_up(prediction, classifier.threshold, previous, combined, entities, text)
 
     def _reply_stream(self, generator: Generator, history, text, decision, entities, references=()
                       ) -> Iterator[tuple[str, list[str]]]:

@@ -33,7 +33,7 @@ def test_load_exposes_version_labels_threshold(head_model):
     assert {"objective", "in_scope_answered", "oos_rejected", "balanced_accuracy"} <= set(manifest["oos"])
     assert classifier.oos_method == "msp+knn"
     assert set(manifest["oos"]["knots"]) == {"msp", "knn"} and len(manifest["oos"]["knots"]["knn"]) == 1001
-    # the neighbours are the distinct in-scope and small-talk training rows, unit length
+    # the neighbours are the distinct in-scope and small-talk training rows and a noisy copy of each, unit length
     assert classifier.neighbours.shape[1] == classifier.model.config.hidden_size
     assert torch.allclose(classifier.neighbours.norm(dim=-1), torch.ones(len(classifier.neighbours)), atol=1e-2)
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.errors import SupportbotError
-from bot.placeholders import extract_entities, fill, is_fact_slot, load_profile, slot_key
+from bot.placeholders import extract_entities, fill, is_fact_slot, load_profile, only_entities, slot_key
 from bot.settings import DEFAULT_PROFILE
 
 PHONE = "+1 (555) 010-4477"
@@ -224,3 +224,11 @@ def test_real_replies_with_any_slot_keep_no_raw_slot(data_dir, profile):
 
 
 SLOTLESS = re.compile(r"\{\{[^{}]*\}\}")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("order 3310", True), ("it's order #A-2231", True), ("Order no. 4471, thanks!", True),
+    ("cancel order 3310", False), ("order 3310 arrived broken", False), ("hello", False),
+])
+def test_only_entities_tells_a_bare_number_from_a_request(text, expected):
+    assert only_entities(text, extract_entities(text)) is expected

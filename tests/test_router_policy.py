@@ -84,43 +84,46 @@ def answered(intent="cancel_order", index=1, reply="Sure, which order?"):
                 Decision("answer", f"intent '{intent}'", intent, THRESHOLD), reply, status="complete")
 
 
-@pytest.mark.parametrize("message,previous,combined,entities,expected", [
+@pytest.mark.parametrize("message,previous,combined,entities,expected,text", [
     # "it's order 4471" alone is out of scope; with the previous message it is a cancellation
     (predict("track_order", oos=0.9), answered(), predict("cancel_order", oos=0.1), {"order_number": "4471"},
-     ("cancel_order", "classified with the previous message (turn 1)")),
+     ("cancel_order", "classified with the previous message (turn 1)"), ""),
     # the combined text is still unclear, but the message gives an order number: keep the intent
     (predict("track_order", oos=0.9), answered(), predict("track_order", oos=0.8), {"order_number": "4471"},
-     ("cancel_order", "kept the intent of turn 1: the message gives order number")),
+     ("cancel_order", "kept the intent of turn 1: the message gives order number"), ""),
     # an order number with no clear intent of its own (in scope, but no majority) takes the context
     (predict("track_order", oos=0.3, confidence=0.29), answered(), predict("cancel_order", oos=0.1),
-     {"order_number": "4471"}, ("cancel_order", "classified with the previous message (turn 1)")),
+     {"order_number": "4471"}, ("cancel_order", "classified with the previous message (turn 1)"), ""),
     # a clear request that gives an order number decides alone
     (predict("track_order", oos=0.1, confidence=0.9), answered(), predict("cancel_order", oos=0.1),
-     {"order_number": "4471"}, None),
+     {"order_number": "4471"}, None, "where is order 4471"),
+    # a message that is nothing but an order number takes the context, however sure its own intent
+    (predict("track_order", oos=0.1, confidence=0.9), answered(), predict("cancel_order", oos=0.1),
+     {"order_number": "4471"}, ("cancel_order", "classified with the previous message (turn 1)"), "it's order #4471"),
     # a bare "yes" to an answer's question continues its topic
     (predict("smalltalk_affirm", oos=0.05), answered("delete_account"), predict("delete_account", oos=0.2), {},
-     ("delete_account", "classified with the previous message (turn 1)")),
+     ("delete_account", "classified with the previous message (turn 1)"), ""),
     # an "ok" after an answer that asked nothing acknowledges it: small talk, never the answer again
     (predict("smalltalk_affirm", oos=0.05), answered(reply="Open Orders.\nClick Cancel. Is it done? Then you are set."),
-     predict("cancel_order", oos=0.2), {}, None),
+     predict("cancel_order", oos=0.2), {}, None, ""),
     # unless it gives an order number
     (predict("smalltalk_affirm", oos=0.05), answered(reply="Open Orders and click Cancel."),
      predict("cancel_order", oos=0.2), {"order_number": "4471"},
-     ("cancel_order", "classified with the previous message (turn 1)")),
+     ("cancel_order", "classified with the previous message (turn 1)"), ""),
     # an off-topic message (the out-of-scope class wins) after an answer stays off topic...
     (Prediction("track_order", 0.01, [], 0.99, oos_class=True), answered(), predict("cancel_order", oos=0.1), {},
-     None),
+     None, ""),
     # ...unless it gives an entity
     (Prediction("track_order", 0.01, [], 0.99, oos_class=True), answered(), predict("cancel_order", oos=0.1),
-     {"order_number": "4471"}, ("cancel_order", "classified with the previous message (turn 1)")),
+     {"order_number": "4471"}, ("cancel_order", "classified with the previous message (turn 1)"), ""),
     # clear messages, and messages after a turn that was not answered, decide alone
-    (predict("track_order", oos=0.1), answered(), predict("cancel_order"), {}, None),
-    (predict("track_order", oos=0.9), None, None, {"order_number": "4471"}, None),
-    (predict("track_order", oos=0.9), answered(), predict("smalltalk_thanks", oos=0.1), {}, None),
-    (predict("smalltalk_thanks", oos=0.05), answered(), predict("cancel_order", oos=0.1), {}, None),
+    (predict("track_order", oos=0.1), answered(), predict("cancel_order"), {}, None, ""),
+    (predict("track_order", oos=0.9), None, None, {"order_number": "4471"}, None, ""),
+    (predict("track_order", oos=0.9), answered(), predict("smalltalk_thanks", oos=0.1), {}, None, ""),
+    (predict("smalltalk_thanks", oos=0.05), answered(), predict("cancel_order", oos=0.1), {}, None, ""),
 ])
-def test_follow_ups_are_decided_in_context(message, previous, combined, entities, expected):
-    found = follow_up(message, THRESHOLD, previous, combined, entities)
+def test_follow_ups_are_decided_in_context(message, previous, combined, entities, expected, text):
+    found = follow_up(message, THRESHOLD, previous, combined, entities, text)
     if expected is None:
         assert found is None
     else:

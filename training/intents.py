@@ -665,18 +665,23 @@ def cross_validate(config: IntentTrainConfig, prepared: Prepared, settings: Sett
             "objective": f"weighted accuracy (out of scope x{config.oos_weight:g}) of out-of-fold rows"}, float(max(epoch, 1) if config.method == "finetune" else config.epochs)
 
 
-def _in_scope_texts(rows: list[Example]) -> list[str]:
-    """The distinct texts of the in-scope and small-talk rows among ``rows``, in order: the
-    nearest neighbours of the ``msp+knn`` score."""
-    return list(dict.fromkeys(e.text for e in rows if e.intent != OUT_OF_SCOPE))
+def _neighbour_texts(rows: list[Example], config: IntentTrainConfig) -> list[str]:
+    """The nearest neighbours of the ``msp+knn`` score: the distinct texts of the in-scope and
+    small-talk rows among ``rows``, and, when training draws noisy copies (``config.augment``),
+    one noisy copy of each (:func:`training.augment.noisy`, details as in training, fixed seed):
+    "wher is my ordr" then has a neighbour as misspelt as itself."""
+    rows = list({e.text: e for e in rows if e.intent != OUT_OF_SCOPE}.values())
+    rng = random.Random(1)
+    copies = [noisy(_with_details(e, config.details, rng), rng) for e in rows] if config.augment else []
+    return list(dict.fromkeys([e.text for e in rows] + copies))
 
 
 def _neighbours(model, tokenizer, training_rows: list[Example], config: IntentTrainConfig):
-    """The features ``[rows, hidden]`` of the in-scope rows of ``training_rows`` under ``model``
-    now (the ``msp+knn`` score's neighbours), or None for another ``config.oos_method``."""
+    """The features ``[rows, hidden]`` of :func:`_neighbour_texts` under ``model`` now, or None
+    for another ``config.oos_method`` than ``msp+knn``."""
     if config.oos_method != "msp+knn":
         return None
-    return batched_outputs(model, tokenizer, _in_scope_texts(training_rows), config.max_length, 64).features
+    return batched_outputs(model, tokenizer, _neighbour_texts(training_rows, config), config.max_length, 64).features
 
 
 def _snapshot(model, tokenizer, rows: list[Example], neighbours, config: IntentTrainConfig):
