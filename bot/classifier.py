@@ -8,17 +8,17 @@ the out-of-scope score and its threshold:
   Misclassified and Out-of-Distribution Examples in Neural Networks", ICLR 2017).
 * ``energy``: the free energy ``-logsumexp(logits)`` (Liu et al., "Energy-based
   Out-of-distribution Detection", NeurIPS 2020), temperature 1.
-* ``msp+knn`` (default): the larger of two calibrated views, the head's ``msp`` and the
-  encoder's nearest-neighbour distance ``1 -`` the largest cosine similarity between the
-  message's mean-pooled last hidden state and the in-scope training rows' (k = 1; Sun et al.,
-  "Out-of-Distribution Detection with Deep Nearest Neighbors", ICML 2022). Each view is mapped
-  to [0, 1] by its empirical CDF over the calibration rows (in-scope validation rows and held-out
-  negatives), stored as quantile knots in the manifest (``oos.knots``); the training rows'
-  features (and a noisy copy's of each, as training draws them) are ``oos_neighbours.safetensors``
-  in the version folder. So a message is answered
-  only when both views accept it: the head (which knows the out-of-scope class) and the
-  distance to what the bot was trained on. Measured in ``bench/oos_scores.py`` and the README:
-  it separates unseen intents better than either view alone.
+* ``msp+knn`` (default): ``msp`` and the encoder's nearest-neighbour distance ``1 -`` the
+  largest cosine similarity between the message's mean-pooled last hidden state and the in-scope
+  training rows' (k = 1; Sun et al., "Out-of-Distribution Detection with Deep Nearest
+  Neighbors", ICML 2022). A message is out of scope when ``msp`` is above its own threshold
+  (``oos.msp_threshold``, chosen alone, as for ``msp``) or the distance is above the level the
+  calibration chose for it; the distance is read as its empirical CDF over the calibration rows
+  (in-scope validation rows and held-out negatives; quantile knots ``oos.knots["knn"]`` in the
+  manifest). So the neighbours only add rejections: the head's rule, which knows the
+  out-of-scope class, is never relaxed. The training rows' features (and a noisy copy's of each,
+  as training draws them) are ``oos_neighbours.safetensors`` in the version folder. One score
+  carries both rules (:func:`combined_score`).
 
 All are "higher = more out of scope"; an utterance whose score is above the threshold is out of
 scope. A model whose labels include :data:`bot.records.OUT_OF_SCOPE` (trained on out-of-scope
@@ -45,7 +45,7 @@ NEIGHBOURS_FILE = "oos_neighbours.safetensors"
 """In a version folder: the unit-length features ``[rows, hidden]`` (float16, key ``features``) of
 the in-scope training rows, for the ``msp+knn`` score."""
 KNOTS = 1001
-"""Quantile knots stored per view of the ``msp+knn`` score (a CDF resolution of 0.1 %)."""
+"""Quantile knots stored for the distance view of ``msp+knn`` (a CDF resolution of 0.1 %)."""
 
 
 def _in_scope_columns(labels: list[str] | None, width: int) -> list[int]:
@@ -115,12 +115,26 @@ def cdf(values, knots: list[float]):
         2 * len(knots_array))
 
 
-def combined_score(msp, knn, knots: dict[str, list[float]]):
-    """The ``msp+knn`` score: the larger of the two views' CDFs (:func:`cdf`) over the
-    calibration rows, ``knots = {"msp": [...], "knn": [...]}``; float array ``[n]`` in [0, 1]."""
+def combined_score(msp, knn, knn_knots: list[float], msp_threshold: float, threshold: float):
+    """The ``msp+knn`` score, float array ``[n]`` in [0, 1]: the larger of ``cdf(knn, knn_knots)``
+    (:func:`cdf`) and ``msp`` mapped piecewise-linearly so that ``msp_threshold`` lands on
+    ``threshold`` (0 -> 0, ``msp_threshold`` -> ``threshold``, 1 -> 1). So ``score > threshold``
+    exactly when ``msp > msp_threshold`` or the distance's CDF is above ``threshold``.
+
+    Args:
+        msp, knn: float arrays ``[n]`` of the two views.
+        knn_knots: quantiles of the distance over the calibration rows (:func:`quantile_knots`).
+        msp_threshold: the head's own threshold, in (0, 1).
+        threshold: the score's threshold, in (0, 1).
+    """
     import numpy as np
 
-    return np.maximum(cdf(msp, knots["msp"]), cdf(knn, knots["knn"]))
+    msp = np.asarray(msp, dtype=np.float64)
+    low, high = max(msp_threshold, 1e-9), max(1 - msp_threshold, 1e-9)
+    head = np.where(msp <= msp_threshold, threshold * msp / low,
+                    threshold + (1 - threshold) * (msp - msp_threshold) / high)
+    head = np.where(msp > msp_threshold, np.maximum(head, np.nextafter(threshold, 2)), head)
+    return np.maximum(head, cdf(knn, knn_knots))
 
 
 def in_scope_argmax(logits, labels: list[str] | None = None):
@@ -235,7 +249,8 @@ class IntentClassifier:
         if self.oos_method != "msp+knn":
             return msp
         knn = knn_distance(outputs.features, self.neighbours).numpy()
-        return combined_score(msp, knn, self.manifest.oos.knots)
+        oos = self.manifest.oos
+        return combined_score(msp, knn, oos.knots["knn"], oos.msp_threshold, oos.threshold)
 
     def predict(self, texts: list[str], top_k: int = 3, batch_size: int = 32) -> list[Prediction]:
         """One :class:`~bot.records.Prediction` per text, in order.
@@ -310,14 +325,14 @@ def _oos_settings(manifest: IntentManifest, folder: Path) -> tuple[str, float]:
     """``(oos.method, oos.threshold)`` of a manifest.
 
     Raises:
-        SupportbotError: the method is unknown, or ``msp+knn`` without ``oos.knots`` for both
-            views (names the file and field).
+        SupportbotError: the method is unknown, or ``msp+knn`` without the distance's quantile
+            knots ``oos.knots["knn"]`` or ``oos.msp_threshold`` (names the file and field).
     """
     oos = manifest.oos
     if oos.method not in OOS_METHODS:
         raise SupportbotError(f"{folder / 'manifest.json'}: field 'oos.method' is '{oos.method}', "
                               f"expected one of {', '.join(OOS_METHODS)}")
-    if oos.method == "msp+knn" and not all(len(oos.knots.get(view) or []) > 1 for view in ("msp", "knn")):
-        raise SupportbotError(f"{folder / 'manifest.json'}: field 'oos.knots' must hold quantile lists "
-                              "'msp' and 'knn' for method msp+knn")
+    if oos.method == "msp+knn" and (len(oos.knots.get("knn") or []) < 2 or oos.msp_threshold is None):
+        raise SupportbotError(f"{folder / 'manifest.json'}: method msp+knn needs fields 'oos.knots.knn' (a list "
+                              "of quantiles) and 'oos.msp_threshold'")
     return oos.method, oos.threshold

@@ -53,15 +53,16 @@ class DataRef(BaseModel):
 
 class OosSettings(BaseModel):
     """A classifier's out-of-scope rule: ``oos_score > threshold`` (on the ``method``'s scale,
-    :data:`bot.classifier.OOS_METHODS`) is out of scope; ``knots`` holds the quantiles that
-    calibrate each view of ``msp+knn`` (:func:`bot.classifier.combined_score`); further fields are
-    the calibration's figures."""
+    :data:`bot.classifier.OOS_METHODS`) is out of scope; for ``msp+knn``, ``msp_threshold`` is the
+    head's own threshold and ``knots["knn"]`` the distance's quantiles
+    (:func:`bot.classifier.combined_score`); further fields are the calibration's figures."""
 
     model_config = ConfigDict(extra="allow")
 
     method: str
     threshold: float
     knots: dict[str, list[float]] = {}
+    msp_threshold: float | None = None
 
 
 class Manifest(BaseModel):
@@ -192,10 +193,10 @@ def model_card(manifest: IntentManifest | ReplyManifest) -> str:
         lines += ["## Out-of-scope threshold", "",
                   f"A message is out of scope when its `{oos.method}` score is above **{oos.threshold:.6g}**"]
         if oos.method == "msp+knn":
-            lines[-1] += (" (the larger of two calibrated views: 1 - the largest in-scope probability, and the distance "
-                          "to the nearest in-scope training row, `oos_neighbours.safetensors`). A plain transformers "
-                          "pipeline can apply the head-only rule, `msp` above "
-                          f"**{getattr(oos, 'msp_threshold', float('nan')):.6g}** (`config.json`: `oos_threshold`).")
+            lines[-1] += (": when 1 - the largest in-scope probability (`msp`) is above "
+                          f"**{oos.msp_threshold:.6g}**, or the distance to the nearest in-scope training row "
+                          "(`oos_neighbours.safetensors`) is beyond the level calibrated for it. A plain transformers "
+                          "pipeline can apply the head-only rule (`config.json`: `oos_threshold`).")
         else:
             lines[-1] += " (also in `config.json` as `oos_threshold`)."
         lines.append("")

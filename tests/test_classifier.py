@@ -32,7 +32,7 @@ def test_load_exposes_version_labels_threshold(head_model):
     assert classifier.threshold == manifest["oos"]["threshold"]
     assert {"objective", "in_scope_answered", "oos_rejected", "balanced_accuracy"} <= set(manifest["oos"])
     assert classifier.oos_method == "msp+knn"
-    assert set(manifest["oos"]["knots"]) == {"msp", "knn"} and len(manifest["oos"]["knots"]["knn"]) == 1001
+    assert set(manifest["oos"]["knots"]) == {"knn"} and len(manifest["oos"]["knots"]["knn"]) == 1001
     # the neighbours are the distinct in-scope and small-talk training rows and a noisy copy of each, unit length
     assert classifier.neighbours.shape[1] == classifier.model.config.hidden_size
     assert torch.allclose(classifier.neighbours.norm(dim=-1), torch.ones(len(classifier.neighbours)), atol=1e-2)
@@ -74,7 +74,7 @@ def test_prediction_fields(head_model):
     assert classifier.predict([]) == []
 
 
-def test_msp_knn_is_the_larger_of_the_calibrated_head_and_neighbour_views(head_model, tiny_intents_csv):
+def test_msp_knn_rejects_what_the_head_rejects_and_what_lies_far_from_every_training_row(head_model, tiny_intents_csv):
     import csv
 
     classifier = IntentClassifier.load(head_model, "cpu")
@@ -83,16 +83,19 @@ def test_msp_knn_is_the_larger_of_the_calibrated_head_and_neighbour_views(head_m
     msp = oos_scores(outputs.logits, "msp", classifier.labels).numpy()
     knn = 1 - (outputs.features @ classifier.neighbours.T).max(dim=-1).values.numpy()
     assert knn[:5] == pytest.approx(0, abs=2e-3)  # training rows are their own nearest neighbours (float16)
-    knots = classifier.manifest.oos.knots
-    expected = np.maximum(cdf(msp, knots["msp"]), cdf(knn, knots["knn"]))
-    assert classifier.oos_score(outputs) == pytest.approx(expected, abs=1e-3)
-    assert [p.oos_score for p in classifier.predict(texts)] == pytest.approx(expected, abs=1e-3)
+    oos = classifier.manifest.oos
+    expected = (msp > oos.msp_threshold) | (cdf(knn, oos.knots["knn"]) > oos.threshold)
+    assert list(classifier.oos_score(outputs) > classifier.threshold) == list(expected)
+    assert [classifier.is_out_of_scope(p) for p in classifier.predict(texts)] == list(expected)
 
 
-def test_the_calibrated_views_are_mid_rank_cdfs():
+def test_the_distance_is_read_as_a_mid_rank_cdf_and_the_head_keeps_its_own_threshold():
     knots = [0.0, 0.1, 0.1, 0.5, 1.0]
     assert list(cdf([-1, 0.1, 0.3, 2], knots)) == [0.0, 0.4, 0.6, 1.0]  # 0.1: one knot below, two tied (count half)
-    assert list(combined_score([2, 0.1], [-1, 0.3], {"msp": knots, "knn": knots})) == [1.0, 0.6]
+    # msp threshold 0.2 lands on the score's threshold 0.7; the distance's CDF counts as it is
+    score = combined_score([0.1, 0.21, 0.1, 1.0], [-1, -1, 2, -1], knots, 0.2, 0.7)
+    assert list(score > 0.7) == [False, True, True, True]
+    assert score[0] == pytest.approx(0.35) and score[2] == 1.0 and score[3] == 1.0
 
 
 def test_a_head_only_model_scores_msp(tiny_encoder_dir, tiny_intents_csv, tmp_path):
@@ -125,7 +128,7 @@ def test_load_errors_name_the_problem(tmp_path, head_model):
     manifest = json.loads((head_model / "manifest.json").read_text())
     del manifest["oos"]["knots"]["knn"]
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(SupportbotError, match="field 'oos.knots' must hold quantile lists 'msp' and 'knn'"):
+    with pytest.raises(SupportbotError, match="method msp\\+knn needs fields 'oos.knots.knn'"):
         IntentClassifier.load(broken)
     import shutil
 

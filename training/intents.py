@@ -540,13 +540,23 @@ def choose_threshold(in_scope_scores, in_scope_right, negative_scores,
         threshold = float(low if not np.isfinite(low) else (low + high) / 2)
         if not np.isfinite(threshold):
             threshold = float(np.min(neg)) - 1e-6
+    return threshold, threshold_rates(ins, right, neg, threshold, oos_weight)
+
+
+def threshold_rates(in_scope_scores, in_scope_right, negative_scores, threshold: float,
+                    oos_weight: float = 1.0) -> dict[str, float]:
+    """The rates of :func:`choose_threshold` (same arguments) at ``threshold``: shares in [0, 1]."""
+    import numpy as np
+
+    ins, neg = np.asarray(in_scope_scores), np.asarray(negative_scores)
     rates = {
-        "in_scope_answered": float(np.mean((ins <= threshold) & right)) if len(ins) else 0.0,
+        "in_scope_answered": float(np.mean((ins <= threshold) & np.asarray(in_scope_right, dtype=bool)))
+        if len(ins) else 0.0,
         "oos_rejected": float(np.mean(neg > threshold)) if len(neg) else 0.0,
     }
     rates["balanced_accuracy"] = (rates["in_scope_answered"] + rates["oos_rejected"]) / 2
     rates["weighted_accuracy"] = (rates["in_scope_answered"] + oos_weight * rates["oos_rejected"]) / (1 + oos_weight)
-    return threshold, rates
+    return rates
 
 
 def weights_sha256(model) -> str:
@@ -704,9 +714,9 @@ class Calibration:
         threshold: on the scale of ``config.oos_method``.
         rates: :func:`choose_threshold`'s rates at ``threshold``.
         scores: float array ``[n]``, every calibration row's out-of-scope score.
-        extra: for ``msp+knn``, ``knots`` (:func:`bot.classifier.quantile_knots` of each view over
-            the calibration rows) and ``msp_threshold`` (the head-only rule a plain pipeline
-            applies); else empty.
+        extra: for ``msp+knn``, ``msp_threshold`` (the head's own rule, which a plain pipeline
+            applies too) and ``knots["knn"]`` (:func:`bot.classifier.quantile_knots` of the distance
+            over the calibration rows); else empty.
     """
 
     threshold: float
@@ -718,11 +728,13 @@ class Calibration:
 def _calibrate(logits, knn, rows: list[Example], labels: list[str], config: IntentTrainConfig) -> Calibration:
     """:func:`choose_threshold` for ``logits`` ``[n, len(labels)]`` and nearest-neighbour
     distances ``knn`` ``[n]`` of ``rows`` (in-scope and small-talk rows against out-of-scope
-    rows). For ``msp+knn`` the two views are calibrated on these same rows (their quantile
-    knots), then combined (:func:`bot.classifier.combined_score`)."""
+    rows). For ``msp+knn``, in two steps: the head's own ``msp`` threshold first, exactly as for
+    ``msp``; then, with the rows it rejects kept rejected, the level of the distance's CDF over
+    these rows that maximises the same objective (1 - 1e-3 at most, when the distance adds
+    nothing): the neighbours only add rejections (:func:`bot.classifier.combined_score`)."""
     import numpy as np
 
-    from bot.classifier import in_scope_argmax
+    from bot.classifier import cdf, in_scope_argmax
 
     combined = config.oos_method == "msp+knn"
     scores = oos_scores(logits, "msp" if combined else config.oos_method, labels).numpy()
@@ -730,13 +742,15 @@ def _calibrate(logits, knn, rows: list[Example], labels: list[str], config: Inte
     gold = np.array([labels.index(e.intent) if e.intent in labels else -1 for e in rows])
     negative = np.array([e.intent == OUT_OF_SCOPE for e in rows])
     right = best[~negative] == gold[~negative]
-    extra: dict[str, Any] = {}
-    if combined:
-        extra["msp_threshold"] = choose_threshold(scores[~negative], right, scores[negative], config.oos_weight)[0]
-        extra["knots"] = {"msp": quantile_knots(scores), "knn": quantile_knots(knn)}
-        scores = combined_score(scores, knn, extra["knots"])
     threshold, rates = choose_threshold(scores[~negative], right, scores[negative], config.oos_weight)
-    return Calibration(threshold, rates, scores, extra)
+    if not combined:
+        return Calibration(threshold, rates, scores, {})
+    knots = quantile_knots(knn)
+    staged = np.where(scores > threshold, 2.0, cdf(knn, knots))  # the head's rejections stay rejected
+    level = min(choose_threshold(staged[~negative], right, staged[negative], config.oos_weight)[0], 1 - 1e-3)
+    combined_scores = combined_score(scores, knn, knots, threshold, level)
+    rates = threshold_rates(combined_scores[~negative], right, combined_scores[negative], level, config.oos_weight)
+    return Calibration(level, rates, combined_scores, {"msp_threshold": threshold, "knots": {"knn": knots}})
 
 
 def training_args(config: IntentTrainConfig, settings: Settings):
