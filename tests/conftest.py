@@ -160,7 +160,7 @@ def echo_lm_dir(tmp_path_factory, tiny_lm_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_home_template(tmp_path_factory, tiny_encoder_dir, tiny_intents_csv, tiny_replies_version) -> Path:
-    """A home with a tiny intent model (v1, ``--method head`` on ``tiny_intents_csv``, no small talk
+    """A home with a tiny intent model (v1, ``--method head`` on ``tiny_intents_csv``, msp, no small talk
     and no background set) and a tiny
     reply adapter (v1), both in production. Copy it (``tiny_home``) before changing it."""
     import shutil
@@ -170,9 +170,12 @@ def tiny_home_template(tmp_path_factory, tiny_encoder_dir, tiny_intents_csv, tin
     from training.intents import IntentTrainConfig, train_intents
 
     home = tmp_path_factory.mktemp("tiny-home")
-    # The tiny encoder cannot tell small talk or out-of-scope rows apart: its own 4 intents only.
+    # The tiny encoder cannot tell small talk or out-of-scope rows apart: its own 4 intents only,
+    # and the head's msp score (its random features put any unseen wording far from every
+    # training row, which msp+knn would reject; tests/test_classifier.py covers msp+knn).
     train_intents(str(tiny_intents_csv), load_settings(home=home, intent_base=str(tiny_encoder_dir)),
-                  IntentTrainConfig(method="head", head_c=100.0, small_talk=False, background="none"),
+                  IntentTrainConfig(method="head", head_c=100.0, small_talk=False, background="none",
+                                    oos_method="msp"),
                   home / "models" / "intents" / "v1")
     shutil.copytree(tiny_replies_version, home / "models" / "replies" / "v1")
     registry = Registry(home)
